@@ -1,0 +1,210 @@
+"""Plots and a Markdown table from run directories, grouped into configurations.
+
+Runs that differ only in their seed form one configuration; curves show the mean
+across seeds with a min-max band.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Config keys that never define a configuration (seeds are what we average over).
+_NOT_CONFIG = {"seed", "run_dir", "device", "data_dir", "total_steps", "eval_batch_size"}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    transfer: dict[str, Any] | None
+
+    @property
+    def metric(self) -> str:
+        return "mse" if self.config["task"] == "adding" else "acc"
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Every run directory (one holding config.json) at or below the given paths."""
+    dirs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"RUN_DIR {p}: not a directory")
+        found = (
+            [p]
+            if (p / "config.json").is_file()
+            else sorted(c.parent for c in p.rglob("config.json"))
+        )
+        if not found:
+            raise FileNotFoundError(f"RUN_DIR {p}: no run directories (config.json) in it")
+        dirs += found
+    runs = []
+    for d in dict.fromkeys(dirs):
+
+        def load(name: str, d: Path = d) -> Any:
+            f = d / name
+            return json.loads(f.read_text()) if f.is_file() else None
+
+        metrics = d / "metrics.jsonl"
+        records = (
+            [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+        )
+        runs.append(
+            Run(d, load("config.json"), records, load("summary.json"), load("transfer.json"))
+        )
+    return runs
+
+
+def _label(config: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = config[k]
+        if k == "p_detach":
+            parts.append("vanilla" if v == 0 else f"h-detach p={v:g}")
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts) or config["task"]
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Configuration label -> its runs; the label names the options that vary across runs."""
+    keys = sorted({k for r in runs for k in r.config} - _NOT_CONFIG)
+    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+    # p_detach first: it is the comparison this project is about.
+    varying.sort(key=lambda k: (k != "p_detach", k))
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[_label(r.config, varying)].append(r)
+    return dict(groups)
+
+
+def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = min(len(s) for s in series)  # unfinished runs: plot the common prefix
+    a = np.array([s[:n] for s in series])
+    return a.mean(0), a.min(0), a.max(0)
+
+
+def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
+    """Validation metric against epoch, mean across seeds with a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, runs in groups.items():
+        runs = [r for r in runs if r.records]
+        if not runs:
+            continue
+        epochs = _band([[rec["epoch"] for rec in r.records] for r in runs])[0]
+        mean, lo, hi = _band([[rec["val"][r.metric] for rec in r.records] for r in runs])
+        (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+    metric = next(iter(groups.values()))[0].metric
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
+    """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, runs in groups.items():
+        runs = [r for r in runs if r.transfer]
+        if not runs:
+            continue
+        Ts = runs[0].transfer["T"]
+        mean, lo, hi = _band([r.transfer["acc"] for r in runs if r.transfer["T"] == Ts])
+        (line,) = ax.plot(Ts, mean, marker="o", label=label)
+        ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("T (copy gap at test time)")
+    ax.set_ylabel("accuracy on the copied symbols")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _stat(values: list[float]) -> str:
+    if not values:
+        return "-"
+    a = np.array(values)
+    if len(a) == 1:
+        return f"{a[0]:.4f}"
+    return f"{a.mean():.4f} ± {a.std():.4f} [{a.min():.4f}, {a.max():.4f}]"
+
+
+def markdown_table(groups: dict[str, list[Run]]) -> str:
+    """Best and final validation metric (and test at best) per configuration, over seeds.
+
+    Cells read ``mean ± std [min, max]`` across seeds.
+    """
+    rows = [
+        "| configuration | seeds | epochs | best val | final val | test at best |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, runs in groups.items():
+        done = [r for r in runs if r.records]
+        metric = runs[0].metric
+        best = [r.records[-1]["best"]["value"] for r in done]
+        final = [r.records[-1]["val"][metric] for r in done]
+        test = [r.summary["test_at_best"][metric] for r in runs if r.summary]
+        epochs = sorted({f"{r.records[-1]['epoch']:g}" for r in done})
+        rows.append(
+            f"| {label} | {len(runs)} | {', '.join(epochs)} | {_stat(best)} | "
+            f"{_stat(final)} | {_stat(test)} |"
+        )
+    table = f"Validation/test {metric}, mean ± std [min, max] over seeds.\n\n" + "\n".join(rows)
+    with_transfer = {k: [r for r in v if r.transfer] for k, v in groups.items()}
+    with_transfer = {k: v for k, v in with_transfer.items() if v}
+    if with_transfer:
+        Ts = next(iter(with_transfer.values()))[0].transfer["T"]
+        table += (
+            "\n\nTransfer copying accuracy by T:\n\n| configuration | "
+            + " | ".join(f"T={T}" for T in Ts)
+            + " |\n|---|"
+            + "---|" * len(Ts)
+        )
+        for label, runs in with_transfer.items():
+            cols = [
+                _stat([r.transfer["acc"][i] for r in runs if r.transfer["T"] == Ts])
+                for i in range(len(Ts))
+            ]
+            table += f"\n| {label} | " + " | ".join(cols) + " |"
+    return table + "\n"
+
+
+def report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Write curves.png, transfer.png (if any run has transfer results) and report.md."""
+    runs = find_runs(paths)
+    groups = group_runs(runs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"curves": plot_curves(groups, out_dir / "curves.png")}
+    if any(r.transfer for r in runs):
+        written["transfer"] = plot_transfer(groups, out_dir / "transfer.png")
+    md = out_dir / "report.md"
+    md.write_text(markdown_table(groups))
+    written["table"] = md
+    return written

@@ -1,0 +1,189 @@
+"""Sequential (pixel) MNIST and permuted MNIST, read from the standard IDX files.
+
+No torchvision: the four gzipped IDX files are read with the standard library,
+downloaded from public mirrors when missing, and verified by the MD5 of their
+*decompressed* bytes (gzip wrappers differ between mirrors, the contents do not).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hdetach.tasks import Task
+
+# MD5 of the decompressed official files.
+FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+N_TRAIN, N_VAL = 50_000, 10_000  # the first 50k training images train, the last 10k validate
+
+
+class DataError(RuntimeError):
+    """Data missing or corrupt; the message says what to do."""
+
+
+def default_data_dir() -> Path:
+    """``$HDETACH_DATA/mnist`` if the variable is set, else ``<user cache>/hdetach/mnist``."""
+    root = os.environ.get("HDETACH_DATA")
+    if root:
+        return Path(root).expanduser() / "mnist"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("hdetach")) / "mnist"
+
+
+def _fix_hint(data_dir: Path) -> str:
+    return (
+        f"run `hdetach data mnist --data-dir {data_dir}` where the network is reachable, "
+        f"or put the four MNIST *-ubyte.gz files in {data_dir}"
+    )
+
+
+def _find(data_dir: Path, name: str) -> Path | None:
+    for candidate in (data_dir / f"{name}.gz", data_dir / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_verified(path: Path, name: str) -> bytes:
+    """Decompressed bytes of ``path``; DataError unless their MD5 is the official one."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"MNIST file {path} is unreadable ({e}); delete it and re-fetch") from None
+    if hashlib.md5(raw).hexdigest() != FILES[name]:
+        raise DataError(
+            f"MNIST file {path} is corrupt (MD5 of its decompressed bytes does not match); "
+            "delete it and re-fetch"
+        )
+    return raw
+
+
+def download(data_dir: Path) -> None:
+    """Fetch the missing files into ``data_dir`` from the first mirror that works."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if _find(data_dir, name) is not None:
+            continue
+        errors = []
+        for mirror in MIRRORS:
+            try:
+                with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=30) as r:
+                    blob = r.read()
+                tmp = data_dir / f"{name}.gz.part"
+                tmp.write_bytes(blob)
+                _read_verified(tmp, name)
+                tmp.replace(data_dir / f"{name}.gz")
+                break
+            except (OSError, DataError) as e:
+                errors.append(f"{mirror}: {e}")
+        else:
+            raise DataError(
+                f"could not download {name}.gz ({'; '.join(errors)}); {_fix_hint(data_dir)}"
+            )
+
+
+def _parse_idx(raw: bytes) -> np.ndarray:
+    """An IDX file of unsigned bytes -> ndarray of its declared shape."""
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise DataError("not an unsigned-byte IDX file")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[str, np.ndarray]:
+    """Verified MNIST arrays: train/test images (N, 784) uint8 and labels (N,) uint8.
+
+    Keys: ``train_images, train_labels, test_images, test_labels``. Missing files
+    are downloaded when ``fetch`` is true; anything missing or corrupt raises DataError.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    missing = [n for n in FILES if _find(data_dir, n) is None]
+    if missing:
+        if not fetch:
+            raise DataError(
+                f"MNIST files missing in {data_dir}: {', '.join(missing)}; " + _fix_hint(data_dir)
+            )
+        download(data_dir)
+    arrays = {}
+    for name in FILES:
+        split, kind = name.split("-")[:2]
+        arr = _parse_idx(_read_verified(_find(data_dir, name), name))
+        key = f"{'train' if split == 'train' else 'test'}_{kind}"
+        arrays[key] = arr.reshape(arr.shape[0], -1) if kind == "images" else arr
+    return arrays
+
+
+def pixel_permutation(perm_seed: int) -> torch.Tensor:
+    """The fixed pixel order of permuted MNIST: a permutation of 784 from its own seed."""
+    return torch.randperm(784, generator=torch.Generator().manual_seed(perm_seed))
+
+
+class MNISTTask(Task):
+    """Pixel-by-pixel MNIST: 784 steps of one pixel in [0, 1]; class from the last output.
+
+    ``perm_seed=None`` is sequential MNIST (row-major), an integer gives permuted MNIST.
+    """
+
+    input_size = 1
+    output_size = 10
+    readout = "last"
+    metric = "acc"
+    higher_is_better = True
+    sample_with_replacement = False
+
+    def __init__(
+        self,
+        data_dir: str | Path | None,
+        perm_seed: int | None,
+        n_train: int,
+        n_val: int,
+        n_test: int,
+    ):
+        self.name = "mnist" if perm_seed is None else "pmnist"
+        a = load_mnist(data_dir)
+        images, labels = torch.from_numpy(a["train_images"]), torch.from_numpy(a["train_labels"])
+        self.data = {
+            "train": (images[:N_TRAIN][:n_train], labels[:N_TRAIN][:n_train]),
+            "val": (images[N_TRAIN:][:n_val], labels[N_TRAIN:][:n_val]),
+            "test": (
+                torch.from_numpy(a["test_images"])[:n_test],
+                torch.from_numpy(a["test_labels"])[:n_test],
+            ),
+        }
+        self.perm = None if perm_seed is None else pixel_permutation(perm_seed)
+
+    def size(self, split: str) -> int:
+        return self.data[split][1].shape[0]
+
+    def batch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.data[split]
+        x = images[idx].float() / 255.0
+        if self.perm is not None:
+            x = x[:, self.perm]
+        return x.unsqueeze(-1), labels[idx].long()
+
+    def loss_and_metrics(self, out, y):
+        loss = F.cross_entropy(out, y)
+        acc = (out.argmax(-1) == y).float().mean().item()
+        return loss, {"loss": loss.item(), "acc": acc}
