@@ -80,25 +80,26 @@ def _read_verified(path: Path, name: str) -> bytes:
 
 def download(data_dir: Path) -> None:
     """Fetch the missing files into ``data_dir`` from the first mirror that works."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         if _find(data_dir, name) is not None:
             continue
-        errors = []
+        error = None
         for mirror in MIRRORS:
             try:
                 with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=30) as r:
                     blob = r.read()
+                data_dir.mkdir(parents=True, exist_ok=True)
                 tmp = data_dir / f"{name}.gz.part"
                 tmp.write_bytes(blob)
                 _read_verified(tmp, name)
                 tmp.replace(data_dir / f"{name}.gz")
                 break
             except (OSError, DataError) as e:
-                errors.append(f"{mirror}: {e}")
+                error = e
         else:
             raise DataError(
-                f"could not download {name}.gz ({'; '.join(errors)}); {_fix_hint(data_dir)}"
+                f"MNIST not found in {data_dir} and could not be downloaded ({error}); "
+                + _fix_hint(data_dir)
             )
 
 
@@ -108,7 +109,8 @@ def _parse_idx(raw: bytes) -> np.ndarray:
     if zero != 0 or dtype != 0x08:
         raise DataError("not an unsigned-byte IDX file")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    # copy: torch tensors made from it must own writable memory
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
 def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[str, np.ndarray]:

@@ -1,0 +1,86 @@
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hdetach.tasks import mnist
+from hdetach.tasks.mnist import DataError, MNISTTask, load_mnist, pixel_permutation
+
+# In CI the repository sits beside shared/; the data are optional, never downloaded here.
+MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(mnist.urllib.request, "urlopen", refuse)
+
+
+def test_parse_idx():
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = struct.pack(">HBB3I", 0, 8, 3, 2, 3, 4) + arr.tobytes()
+    assert np.array_equal(mnist._parse_idx(raw), arr)
+    with pytest.raises(DataError, match="IDX"):
+        mnist._parse_idx(struct.pack(">HBB1I", 0, 0x0D, 1, 1) + b"\0\0\0\0")
+
+
+def test_missing_data_is_a_clear_error(tmp_path, no_network):
+    with pytest.raises(DataError, match="files missing.*hdetach data mnist"):
+        load_mnist(tmp_path, fetch=False)
+    with pytest.raises(DataError, match="could not be downloaded.*hdetach data mnist"):
+        load_mnist(tmp_path / "sub")
+    assert not (tmp_path / "sub").exists()  # a failed download leaves nothing behind
+
+
+def test_default_data_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HDETACH_DATA", str(tmp_path))
+    assert mnist.default_data_dir() == tmp_path / "mnist"
+    monkeypatch.delenv("HDETACH_DATA")
+    assert mnist.default_data_dir().name == "mnist"
+
+
+@needs_mnist
+def test_load_and_split():
+    a = load_mnist(MNIST_DIR, fetch=False)
+    assert a["train_images"].shape == (60000, 784) and a["test_images"].shape == (10000, 784)
+    assert a["train_labels"].shape == (60000,) and a["train_labels"].max() == 9
+    task = MNISTTask(MNIST_DIR, None, 50_000, 10_000, 10_000)
+    assert [task.size(s) for s in ("train", "val", "test")] == [50_000, 10_000, 10_000]
+    # validation is the last 10k training images
+    assert torch.equal(task.data["val"][0][0], torch.from_numpy(a["train_images"][50_000]))
+    x, y = task.batch("train", torch.tensor([0, 1]))
+    assert x.shape == (2, 784, 1) and x.min() >= 0 and x.max() <= 1 and y.tolist() == [5, 0]
+
+
+@needs_mnist
+def test_permuted_mnist_uses_its_own_fixed_permutation():
+    assert torch.equal(pixel_permutation(0), pixel_permutation(0))
+    assert not torch.equal(pixel_permutation(0), pixel_permutation(1))
+    seq = MNISTTask(MNIST_DIR, None, 10, 10, 10)
+    perm = MNISTTask(MNIST_DIR, 7, 10, 10, 10)
+    xs, _ = seq.batch("test", torch.arange(3))
+    xp, _ = perm.batch("test", torch.arange(3))
+    assert torch.equal(xp, xs[:, pixel_permutation(7)])
+
+
+@needs_mnist
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_file_is_caught(tmp_path, damage, no_network):
+    for f in MNIST_DIR.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    target = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(target.read_bytes()))
+    if damage == "flip":  # a valid gzip of the wrong contents: only the MD5 can tell
+        raw[100] ^= 1
+        target.write_bytes(gzip.compress(bytes(raw)))
+    else:  # a cut-off download
+        target.write_bytes(target.read_bytes()[:500])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*(corrupt|unreadable)"):
+        load_mnist(tmp_path)

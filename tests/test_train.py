@@ -1,0 +1,222 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from hdetach.tasks import copying
+from hdetach.train import (
+    Config,
+    ConfigError,
+    Sampler,
+    load_checkpoint,
+    p_at_epoch,
+    resolve,
+    rng_state,
+    set_rng_state,
+    train,
+)
+
+TINY = dict(
+    task="copy",
+    T=5,
+    input_encoding="onehot",
+    hidden_size=32,
+    epochs=3,
+    steps_per_epoch=20,
+    eval_every=15,
+    n_train=500,
+    n_val=200,
+    batch_size=20,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These models are tiny: one thread is several times faster than two here (less
+    # synchronisation per time step), which keeps the suite short on 2-core CI machines.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _metrics(run_dir):
+    """metrics.jsonl without the wall-clock fields, which legitimately differ."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in lines]
+
+
+def test_short_copy_run_learns_well_above_chance(tmp_path):
+    # The shortest gap (T=1) with one-hot input leaves the plateau within ~500 steps;
+    # chance on the copied symbols is 1/8.
+    cfg = Config(
+        task="copy",
+        T=1,
+        input_encoding="onehot",
+        hidden_size=64,
+        epochs=3,
+        steps_per_epoch=400,
+        n_train=5000,
+        n_val=500,
+        lr=1e-2,
+        p_detach=0.25,
+        run_dir=str(tmp_path / "run"),
+    )
+    summary = train(cfg, progress=False)
+    assert summary["best_val"] > 0.5, summary
+    assert summary["test_at_best"]["acc"] > 0.5
+
+
+def test_run_dir_contents(tmp_path):
+    run = tmp_path / "run"
+    summary = train(Config(**TINY, run_dir=str(run)), progress=False)
+    assert summary["status"] == "finished"
+    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "summary.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["hidden_size"] == 32 and cfg["total_steps"] == 60 and cfg["device"] == "cpu"
+    records = _metrics(run)
+    assert [r["step"] for r in records] == [15, 30, 45, 60]
+    best = max(r["val"]["acc"] for r in records)
+    assert summary["best_val"] == best == records[-1]["best"]["value"]
+    # plain state dicts, loadable without unpickling arbitrary objects
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["step"] == 60 and set(ck["model"]) >= {"lstm.weight_hh_l0", "head.weight"}
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(Config(**TINY, run_dir=str(run)), progress=False)
+
+
+def test_same_seed_same_numbers_different_seed_different(tmp_path):
+    a = train(Config(**TINY, run_dir=str(tmp_path / "a")), progress=False)
+    b = train(Config(**TINY, run_dir=str(tmp_path / "b")), progress=False)
+    train(Config(**TINY, seed=1, run_dir=str(tmp_path / "c")), progress=False)
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert a["test_at_best"] == b["test_at_best"]
+    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+
+
+@pytest.mark.parametrize("stop_at_call", [7, 33])  # mid eval interval; right after an eval
+def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch, stop_at_call):
+    full = train(Config(**TINY, anneal_epochs=1, run_dir=str(tmp_path / "full")), progress=False)
+
+    # Deliver a real SIGINT while the loop fetches a batch: the handler must let the step
+    # finish and leave a consistent checkpoint.
+    original, calls = copying.CopyingTask.batch, [0]
+
+    def interrupting_batch(self, split, idx):
+        calls[0] += 1
+        if calls[0] == stop_at_call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, split, idx)
+
+    monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
+    part = train(Config(**TINY, anneal_epochs=1, run_dir=str(tmp_path / "part")), progress=False)
+    assert part["status"] == "interrupted" and 0 < part["step"] < 60
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == part["step"]
+    monkeypatch.setattr(copying.CopyingTask, "batch", original)
+
+    resumed = train(resume=tmp_path / "part", progress=False)
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
+    drop = {"run_dir"}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }
+    w_full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    w_res = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+
+
+def test_rng_state_roundtrip():
+    import random
+
+    import numpy as np
+
+    s = rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(s)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_sampler_epoch_without_replacement_and_state():
+    s = Sampler(10, 4, with_replacement=False, seed=0)
+    epoch = torch.cat([s.next() for _ in range(3)])
+    assert sorted(epoch.tolist()) == list(range(10))  # each example once per epoch
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
+    ahead = [s.next() for _ in range(4)]
+    s.load_state_dict(state)
+    assert all(torch.equal(a, s.next()) for a in ahead)
+    r = Sampler(10, 1000, with_replacement=True, seed=0).next()
+    assert r.shape == (1000,) and r.min() == 0 and r.max() == 9
+
+
+def test_annealing_switches_h_detach_off_for_last_epochs():
+    cfg = resolve(Config(task="copy", epochs=10, anneal_epochs=3, p_detach=0.5))
+    assert [p_at_epoch(cfg, e) for e in range(10)] == [0.5] * 7 + [0.0] * 3
+
+
+def test_task_defaults_follow_the_paper():
+    c = resolve(Config(task="copy"))
+    assert (c.T, c.hidden_size, c.batch_size, c.lr, c.clip, c.clip_value) == (
+        100,
+        128,
+        100,
+        1e-3,
+        "norm",
+        1.0,
+    )
+    assert (c.n_train, c.n_val, c.steps_per_epoch, c.input_encoding) == (
+        100_000,
+        5000,
+        1000,
+        "scalar",
+    )
+    m = resolve(Config(task="mnist", data_dir="x"))
+    assert (m.hidden_size, m.epochs, m.p_detach, m.n_train, m.n_val, m.steps_per_epoch) == (
+        100,
+        200,
+        0.25,
+        50_000,
+        10_000,
+        500,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(p_detach=1.5), "--p-detach must be in"),
+        (dict(task="cifar"), "--task must be one of"),
+        (dict(clip="max"), "--clip must be one of"),
+        (dict(lr=0.0), "--lr must be > 0"),
+        (dict(hidden_size=-3), "--hidden-size must be > 0"),
+        (dict(epochs=5, anneal_epochs=5), "--anneal-epochs must be <"),
+        (dict(task="mnist", T=100), "--T is fixed at 784"),
+        (dict(task="mnist", n_train=60_000), "at most --n-train 50000"),
+        (dict(device="tpu"), "--device must be"),
+    ],
+)
+def test_bad_config_is_rejected_before_any_work(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(Config(**bad))
+
+
+def test_adding_task_trains_and_selects_on_lowest_mse(tmp_path):
+    s = train(
+        Config(
+            task="adding",
+            T=10,
+            hidden_size=16,
+            epochs=2,
+            steps_per_epoch=10,
+            n_train=200,
+            n_val=100,
+            batch_size=20,
+            run_dir=str(tmp_path / "r"),
+        ),
+        progress=False,
+    )
+    records = _metrics(tmp_path / "r")
+    assert s["metric"] == "mse" and s["best_val"] == min(r["val"]["mse"] for r in records)
