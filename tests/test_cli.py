@@ -191,3 +191,18 @@ def test_bad_options_and_paths_exit_2_with_one_line(argv, match, capsys, monkeyp
 def test_help_has_examples(cmd, capsys):
     code, out, _ = run([cmd, "--help"], capsys)
     assert code == 0 and "examples:" in out
+
+
+def test_demo_end_to_end_on_a_tiny_setting(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(["demo", "--T", "2", "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "| vanilla |" in stdout and "| h-detach |" in stdout
+    assert (out / "curves.png").is_file() and (out / "report.md").is_file()
+    cfg = {n: json.loads((out / n / "config.json").read_text()) for n in ("vanilla", "h-detach")}
+    assert cfg["vanilla"]["p_detach"] == 0 and cfg["h-detach"]["p_detach"] > 0
+    # side by side on the same data, seed and everything else
+    same = {k for k in cfg["vanilla"] if k not in ("p_detach", "run_dir")}
+    assert all(cfg["vanilla"][k] == cfg["h-detach"][k] for k in same)
+    code, _, err = run(["demo", "--out", str(out)], capsys)
+    assert code == 2 and "is not empty" in err

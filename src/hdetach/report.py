@@ -108,7 +108,12 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
         (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
-    metric = next(iter(groups.values()))[0].metric
+    runs = [r for rs in groups.values() for r in rs]
+    if {r.config["task"] for r in runs} == {"copy"}:
+        ax.axhline(1 / 8, color="gray", ls="--", lw=1, label="chance (1/8)")
+        Ts = sorted({r.config["T"] for r in runs})
+        ax.set_title(f"copying task, T={', '.join(map(str, Ts))}")
+    metric = runs[0].metric
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
     ax.grid(alpha=0.3)

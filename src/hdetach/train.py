@@ -463,7 +463,7 @@ def train(
                 tb.add_scalar("p_detach", rec["p_detach"], step)
                 tb.flush()
                 _log(
-                    f"step {step}/{cfg.total_steps} epoch {rec['epoch']:.2f} "
+                    f"[{run_dir.name}] step {step}/{cfg.total_steps} epoch {rec['epoch']:.2f} "
                     f"train loss {rec['train']['loss']:.4f} {task.metric} "
                     f"{rec['train'][task.metric]:.4f} | val loss {val['loss']:.4f} "
                     f"{task.metric} {v:.4f} | {rec['time']['seq_per_s']:.0f} seq/s",
