@@ -250,8 +250,9 @@ def lstm(
                     if sizes is not None and mask.dim() == 1:
                         mask = mask.unsqueeze(1).expand(steps, batch)
                     mask = reverse_sequences(mask, sizes)
+            b_ih, b_hh = biases if biases else (None, None)
             out, h, c = lstm_layer(
-                x, h0[k], c0[k], w_ih, w_hh, *biases, mask, detach_path, sizes, backend
+                x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, mask, detach_path, sizes, backend
             )
             outputs.append(reverse_sequences(out, sizes) if direction == 1 else out)
             h_n.append(h)

@@ -160,7 +160,7 @@ class FusedLSTM(torch.autograd.Function):
                 keep = (~detach_mask).to(out.dtype).unsqueeze(-1)  # (T, B, 1)
         detach_h = ctx.detach_path == "h"
 
-        d_x = torch.empty_like(x) if needs_x else None
+        d_x = x.new_empty(x.shape) if needs_x else None
         d_w_ih = torch.zeros_like(w_ih) if needs_w_ih else None
         d_w_hh = torch.zeros_like(w_hh) if needs_w_hh else None
         d_bias = out.new_zeros(4 * hidden) if needs_bias else None
