@@ -24,8 +24,16 @@ def make_pair(seed=0, **kwargs):
     return ours, native
 
 
-NATIVE_ARGS = {"input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-               "bidirectional", "dtype"}  # fmt: skip
+NATIVE_ARGS = {
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "batch_first",
+    "dropout",
+    "bidirectional",
+    "dtype",
+}
 
 # layers, bidirectional, batch_first, bias, packed, with_hx
 MODULE_CASES = [
@@ -57,31 +65,50 @@ def outputs_per_example(output, batch_first, packed, lengths):
 @pytest.mark.parametrize("mask_shape", ["T", "TB", "LT", "LTB"])
 @pytest.mark.parametrize("path", ["h", "c"])
 @pytest.mark.parametrize("backend", ["fused", "reference"])
-def test_module_matches_oracle(layers, bidirectional, batch_first, bias, packed, with_hx,
-                               mask_shape, path, backend):  # fmt: skip
+def test_module_matches_oracle(
+    layers, bidirectional, batch_first, bias, packed, with_hx, mask_shape, path, backend
+):
     gen = torch.Generator().manual_seed(layers * 7 + bidirectional + 2 * packed)
     input_size, hidden, batch, steps = 3, 4, 4, 6
     lengths = [6, 3, 5, 2] if packed else [steps] * batch
     states = layers * (2 if bidirectional else 1)
     torch.manual_seed(0)
-    lstm = hdetach.LSTM(input_size, hidden, layers, bias, batch_first, 0.0, bidirectional,
-                        dtype=F64, detach_path=path, backend=backend)  # fmt: skip
+    lstm = hdetach.LSTM(
+        input_size,
+        hidden,
+        layers,
+        bias,
+        batch_first,
+        0.0,
+        bidirectional,
+        dtype=F64,
+        detach_path=path,
+        backend=backend,
+    )
     seqs, x = sequences_and_input(gen, lengths, input_size, batch_first, packed)
     scale = 1.0 if with_hx else 0.0
     h0, c0 = (scale * torch.randn(states, batch, hidden, generator=gen, dtype=F64) for _ in "hc")
     h0.requires_grad_(), c0.requires_grad_()
     full = torch.rand(states, steps, batch, generator=gen) < 0.5
     # The oracle takes (L*D, T, B); the module gets the same decisions in the tested shape.
-    oracle_mask = {
-        "T": full[:1, :, :1], "TB": full[:1], "LT": full[:, :, :1], "LTB": full
-    }[mask_shape].expand(states, steps, batch)
-    mask = {"T": oracle_mask[0, :, 0], "TB": oracle_mask[0], "LT": oracle_mask[:, :, 0],
-            "LTB": oracle_mask}[mask_shape].contiguous()  # fmt: skip
+    oracle_mask = {"T": full[:1, :, :1], "TB": full[:1], "LT": full[:, :, :1], "LTB": full}[
+        mask_shape
+    ].expand(states, steps, batch)
+    mask = {
+        "T": oracle_mask[0, :, 0],
+        "TB": oracle_mask[0],
+        "LT": oracle_mask[:, :, 0],
+        "LTB": oracle_mask,
+    }[mask_shape].contiguous()
 
     output, (h_n, c_n) = lstm(x, (h0, c0) if with_hx else None, detach_mask=mask)
-    params = [list(lstm._flat_weights[k * (4 if bias else 2) : (k + 1) * (4 if bias else 2)])
-              for k in range(states)]  # fmt: skip
-    expected_outs, expected_h, expected_c = oracle_lstm(params, seqs, h0, c0, oracle_mask, path, bidirectional)
+    params = [
+        list(lstm._flat_weights[k * (4 if bias else 2) : (k + 1) * (4 if bias else 2)])
+        for k in range(states)
+    ]
+    expected_outs, expected_h, expected_c = oracle_lstm(
+        params, seqs, h0, c0, oracle_mask, path, bidirectional
+    )
     actual_outs = outputs_per_example(output, batch_first, packed, lengths)
 
     cotangents = [torch.randn(o.shape, generator=gen, dtype=F64) for o in expected_outs]
@@ -89,11 +116,17 @@ def test_module_matches_oracle(layers, bidirectional, batch_first, bias, packed,
     wrt = [*seqs, *((h0, c0) if with_hx else ()), *lstm.parameters()]
 
     def loss(outs, h, c):
-        return sum((o * g).sum() for o, g in zip(outs, cotangents)) + (h * g_h).sum() + (c * g_c).sum()
+        return (
+            sum((o * g).sum() for o, g in zip(outs, cotangents)) + (h * g_h).sum() + (c * g_c).sum()
+        )
 
     actual = [*actual_outs, h_n, c_n, *grads_of(loss(actual_outs, h_n, c_n), wrt)]
-    expected = [*expected_outs, expected_h, expected_c,
-                *grads_of(loss(expected_outs, expected_h, expected_c), wrt)]  # fmt: skip
+    expected = [
+        *expected_outs,
+        expected_h,
+        expected_c,
+        *grads_of(loss(expected_outs, expected_h, expected_c), wrt),
+    ]
     names = [f"item{k}" for k in range(len(actual))]
     assert_all_close(actual, expected, names, rtol=1e-10, atol=1e-12)
 
@@ -103,8 +136,15 @@ TORCH_CASES = list(itertools.product([1, 2], [False, True], [False, True], [Fals
 
 @pytest.mark.parametrize("layers,bidirectional,batch_first,packed", TORCH_CASES)
 def test_p0_matches_torch_lstm(layers, bidirectional, batch_first, packed):
-    ours, native = make_pair(input_size=5, hidden_size=7, num_layers=layers, batch_first=batch_first,
-                             bidirectional=bidirectional, p_detach=0.0, backend="fused")  # fmt: skip
+    ours, native = make_pair(
+        input_size=5,
+        hidden_size=7,
+        num_layers=layers,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        p_detach=0.0,
+        backend="fused",
+    )
     gen = torch.Generator().manual_seed(1)
     lengths = [9, 4, 7] if packed else [9, 9, 9]
     seqs = [torch.randn(n, 5, generator=gen) for n in lengths]
@@ -122,12 +162,15 @@ def test_p0_matches_torch_lstm(layers, bidirectional, batch_first, packed):
         loss = (data * g).sum() + h.sum() + (c * c).sum()
         wrt = [*hx, *module.parameters()] + ([] if packed else [x])
         results.append([data, h, c, *grads_of(loss, wrt)])
-    assert_all_close(results[0], results[1], [f"item{k}" for k in range(len(results[0]))],
-                     rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert_all_close(
+        results[0], results[1], [f"item{k}" for k in range(len(results[0]))], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_unbatched_input_matches_torch_lstm():
-    ours, native = make_pair(input_size=2, hidden_size=3, num_layers=2, p_detach=0.0, backend="fused")
+    ours, native = make_pair(
+        input_size=2, hidden_size=3, num_layers=2, p_detach=0.0, backend="fused"
+    )
     x = torch.randn(5, 2)
     hx = (torch.randn(2, 3), torch.randn(2, 3))
     for a, b in zip(ours(x, hx)[1] + (ours(x, hx)[0],), native(x, hx)[1] + (native(x, hx)[0],)):
@@ -153,7 +196,9 @@ def test_interlayer_dropout_is_applied_in_training_only():
     x = torch.randn(6, 2, 3)
     # Dropout of 1 zeroes the first layer's output: layer 2 then sees only zeros.
     second_layer = nn.LSTM(4, 4)
-    second_layer.load_state_dict({k.replace("_l1", "_l0"): v for k, v in ours.state_dict().items() if "_l1" in k})
+    second_layer.load_state_dict(
+        {k.replace("_l1", "_l0"): v for k, v in ours.state_dict().items() if "_l1" in k}
+    )
     expected, _ = second_layer(torch.zeros(6, 2, 4))
     torch.testing.assert_close(ours(x)[0], expected)
     ours.eval(), native.eval()
@@ -188,10 +233,19 @@ def test_p1_detaches_every_step(scope):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("layer_masks,scope", itertools.product(["shared", "independent"], ["batch", "sample"]))
+@pytest.mark.parametrize(
+    "layer_masks,scope", itertools.product(["shared", "independent"], ["batch", "sample"])
+)
 def test_drawn_mask_shapes_follow_scope_and_layer_masks(layer_masks, scope):
-    lstm = hdetach.LSTM(2, 5, num_layers=2, bidirectional=True, p_detach=0.3, detach_scope=scope,
-                        layer_masks=layer_masks)  # fmt: skip
+    lstm = hdetach.LSTM(
+        2,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        p_detach=0.3,
+        detach_scope=scope,
+        layer_masks=layer_masks,
+    )
     x = torch.randn(40, 3, 2)
     torch.manual_seed(5)
     drawn = detached_grads(lstm, x)
@@ -222,13 +276,33 @@ def test_no_mask_in_eval_mode_or_without_grad():
 BAD_INPUTS = [
     (lambda m: m(torch.randn(5)), ValueError, "input must be a 3-D"),
     (lambda m: m(torch.randn(5, 2, 9)), ValueError, "input must have 3 features"),
-    (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "input must be torch.float32"),
+    (
+        lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64)),
+        TypeError,
+        "input must be torch.float32",
+    ),
     (lambda m: m(torch.randn(0, 2, 3)), ValueError, "at least one time step"),
     (lambda m: m(torch.randn(5, 2, 3), (torch.zeros(2, 2, 4),)), TypeError, "hx must be a tuple"),
-    (lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4))), ValueError, "h_0 must have shape"),
-    (lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(5)), TypeError, "detach_mask must be a torch.bool"),
-    (lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(4, dtype=torch.bool)), ValueError, "detach_mask must have one of the shapes"),
-    (lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(5, 3, dtype=torch.bool)), ValueError, "detach_mask must have one of the shapes"),
+    (
+        lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4))),
+        ValueError,
+        "h_0 must have shape",
+    ),
+    (
+        lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(5)),
+        TypeError,
+        "detach_mask must be a torch.bool",
+    ),
+    (
+        lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(4, dtype=torch.bool)),
+        ValueError,
+        "detach_mask must have one of the shapes",
+    ),
+    (
+        lambda m: m(torch.randn(5, 2, 3), detach_mask=torch.zeros(5, 3, dtype=torch.bool)),
+        ValueError,
+        "detach_mask must have one of the shapes",
+    ),
 ]
 
 
@@ -239,15 +313,18 @@ def test_bad_input_gets_a_clear_error(call, error, message):
         call(lstm)
 
 
-@pytest.mark.parametrize("kwargs,error,message", [
-    ({"p_detach": 1.5}, ValueError, "p_detach must be in"),
-    ({"p_detach": "0.2"}, TypeError, "p_detach must be a float"),
-    ({"detach_scope": "step"}, ValueError, "detach_scope must be one of"),
-    ({"detach_path": "x"}, ValueError, "detach_path must be one of"),
-    ({"layer_masks": "own"}, ValueError, "layer_masks must be one of"),
-    ({"backend": "cuda"}, ValueError, "backend must be one of"),
-    ({"proj_size": 2}, NotImplementedError, "proj_size"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        ({"p_detach": 1.5}, ValueError, "p_detach must be in"),
+        ({"p_detach": "0.2"}, TypeError, "p_detach must be a float"),
+        ({"detach_scope": "step"}, ValueError, "detach_scope must be one of"),
+        ({"detach_path": "x"}, ValueError, "detach_path must be one of"),
+        ({"layer_masks": "own"}, ValueError, "layer_masks must be one of"),
+        ({"backend": "cuda"}, ValueError, "backend must be one of"),
+        ({"proj_size": 2}, NotImplementedError, "proj_size"),
+    ],
+)
 def test_bad_options_get_a_clear_error(kwargs, error, message):
     with pytest.raises(error, match=message):
         hdetach.LSTM(3, 4, **kwargs)

@@ -15,7 +15,9 @@ F64 = {"dtype": torch.float64}
 NAMES = ["out", "h_n", "c_n", "d_x", "d_h0", "d_c0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"]
 
 
-def random_problem(seed: int, steps: int, batch: int, inputs: int, hidden: int, dtype=torch.float64):
+def random_problem(
+    seed: int, steps: int, batch: int, inputs: int, hidden: int, dtype=torch.float64
+):
     gen = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
     tensors = {
@@ -48,13 +50,26 @@ def run(tensors, weights, backend, mask, path, sizes, through_layer: bool):
     t = tensors
     if through_layer:
         out, h_n, c_n = lstm_layer(
-            t["x"], t["h0"], t["c0"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"],
-            mask, path, sizes, backend,
-        )  # fmt: skip
+            t["x"],
+            t["h0"],
+            t["c0"],
+            t["w_ih"],
+            t["w_hh"],
+            t["b_ih"],
+            t["b_hh"],
+            mask,
+            path,
+            sizes,
+            backend,
+        )
     else:
         gates_x = torch.nn.functional.linear(t["x"], t["w_ih"], t["b_ih"] + t["b_hh"])
-        out, h_n, c_n = lstm_recurrence(gates_x, t["h0"], t["c0"], t["w_hh"], mask, path, sizes, backend)
-    loss = sum((value * weights[name]).sum() for name, value in zip(("out", "h_n", "c_n"), (out, h_n, c_n)))
+        out, h_n, c_n = lstm_recurrence(
+            gates_x, t["h0"], t["c0"], t["w_hh"], mask, path, sizes, backend
+        )
+    loss = sum(
+        (value * weights[name]).sum() for name, value in zip(("out", "h_n", "c_n"), (out, h_n, c_n))
+    )
     return [out, h_n, c_n] + grads_of(loss, list(t.values()))
 
 
@@ -65,8 +80,10 @@ CASES = list(itertools.product(["none", "batch", "sample", "all"], ["h", "c"], [
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fused_matches_reference(mask_kind, path, packed, seed, monkeypatch):
     gen = torch.Generator().manual_seed(100 + seed)
-    steps, batch, inputs, hidden = (int(torch.randint(lo, hi, (1,), generator=gen)) for lo, hi in
-                                    ((2, 13), (1, 6), (1, 5), (1, 7)))  # fmt: skip
+    steps, batch, inputs, hidden = (
+        int(torch.randint(lo, hi, (1,), generator=gen))
+        for lo, hi in ((2, 13), (1, 6), (1, 5), (1, 7))
+    )
     tensors, weights, gen = random_problem(seed, steps, batch, inputs, hidden)
     # Small chunks so that chunk boundaries fall inside the sequence.
     monkeypatch.setattr(fused_module, "CHUNK_BYTES", 3 * batch * 4 * hidden * 8)
@@ -94,7 +111,11 @@ def test_all_true_mask_equals_a_loop_that_detaches_every_step():
         c = f.sigmoid() * c + i.sigmoid() * g.tanh()
         h = o.sigmoid() * c.tanh()
         outs.append(h)
-    loss = (torch.stack(outs) * weights["out"]).sum() + (h * weights["h_n"]).sum() + (c * weights["c_n"]).sum()
+    loss = (
+        (torch.stack(outs) * weights["out"]).sum()
+        + (h * weights["h_n"]).sum()
+        + (c * weights["c_n"]).sum()
+    )
     expected = [torch.stack(outs), h, c] + grads_of(loss, list(t.values()))
     for backend in ("reference", "fused"):
         actual = run(tensors, weights, backend, torch.ones(6, dtype=torch.bool), "h", None, True)
@@ -121,8 +142,17 @@ def test_gradcheck_fused(packed):
 def test_backward_twice_with_retain_graph():
     tensors, weights, _ = random_problem(7, 5, 3, 2, 4)
     t = tensors
-    out, h_n, c_n = lstm_layer(t["x"], t["h0"], t["c0"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"],
-                               torch.tensor([True, False, True, False, False]), backend="fused")  # fmt: skip
+    out, h_n, c_n = lstm_layer(
+        t["x"],
+        t["h0"],
+        t["c0"],
+        t["w_ih"],
+        t["w_hh"],
+        t["b_ih"],
+        t["b_hh"],
+        torch.tensor([True, False, True, False, False]),
+        backend="fused",
+    )
     loss = (out * weights["out"]).sum() + (c_n * weights["c_n"]).sum()
     first = torch.autograd.grad(loss, list(t.values()), retain_graph=True)
     second = torch.autograd.grad(loss, list(t.values()))
@@ -157,4 +187,9 @@ def test_fused_matches_torch_lstm_without_detach(dtype):
     out2, h2, c2 = lstm_layer(x, zeros, zeros, *params, backend="fused")
     actual = [out2, h2, c2] + grads_of((out2 * cotangent).sum() + h2.sum(), [x, *params])
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
-    assert_all_close(actual, expected, ["out", "h_n", "c_n", "d_x", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"], **tol)
+    assert_all_close(
+        actual,
+        expected,
+        ["out", "h_n", "c_n", "d_x", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"],
+        **tol,
+    )
