@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from hdetach.ops.buffer_pool import POOL
+
 CHUNK_BYTES = 4 * 2**20
 
 
@@ -95,22 +97,30 @@ class FusedLSTM(torch.autograd.Function):
         h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)  # filled as rows finish
         h, c = h0, c0
         for start, end in bounds:
-            if w_ih is None:
-                gates = x[start:end].clone()
-            elif bias is None:
-                gates = torch.matmul(x[start:end], w_ih.t())
-            else:
-                gates = torch.addmm(bias, x[start:end].flatten(0, 1), w_ih.t())
-                gates = gates.view(end - start, batch, 4 * hidden)
-            gates[..., 2 * hidden : 3 * hidden] *= 2
-            if keep_chunks or not cell_chunks:
-                cells = new(end - start, batch, hidden, **like)
-                tanh_cells = new(end - start, batch, hidden, **like)
-            else:
-                cells, tanh_cells = (
-                    cell_chunks[0][: end - start],
-                    tanh_cell_chunks[0][: end - start],
+            size = end - start
+            if keep_chunks or not gate_chunks:
+                gates, cells, tanh_cells = (
+                    POOL.take((size, batch, width), x) for width in (4 * hidden, hidden, hidden)
                 )
+                gate_chunks.append(gates)
+                cell_chunks.append(cells)
+                tanh_cell_chunks.append(tanh_cells)
+                if batch_sizes is not None:  # rows past their end must hold finite values
+                    cells.zero_()
+                    tanh_cells.zero_()
+            else:
+                gates, cells, tanh_cells = (
+                    chunks[0][:size] for chunks in (gate_chunks, cell_chunks, tanh_cell_chunks)
+                )
+            if w_ih is None:
+                gates.copy_(x[start:end])
+            elif bias is None:
+                torch.mm(x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden))
+            else:
+                torch.addmm(
+                    bias, x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden)
+                )
+            gates[..., 2 * hidden : 3 * hidden] *= 2
             sizes = None if batch_sizes is None else batch_sizes[start:end]
             # Per-step views, made once per chunk: the loop below is only the arithmetic.
             z, i, f, g, o = (_steps(part, sizes) for part in (gates, *gates.chunk(4, 2)))
@@ -131,11 +141,8 @@ class FusedLSTM(torch.autograd.Function):
                 if ended < n:  # rows [ended, n) have taken their last step
                     h_n[ended:n] = h[ended:n]
                     c_n[ended:n] = c[ended:n]
-            if keep_chunks or not cell_chunks:
-                gate_chunks.append(gates)
-                cell_chunks.append(cells)
-                tanh_cell_chunks.append(tanh_cells)
 
+        POOL.give_back_when_freed(ctx, gate_chunks + cell_chunks + tanh_cell_chunks)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, out, detach_mask)
         # Chunk lists cannot go through save_for_backward; they are ours alone.
         ctx.chunks = (bounds, gate_chunks, cell_chunks, tanh_cell_chunks)
@@ -173,8 +180,8 @@ class FusedLSTM(torch.autograd.Function):
         dh = d_h_n.clone()
         dc = d_c_n.clone()
         largest = max(e - s for s, e in bounds)
-        dz_buffer = out.new_zeros(largest, batch, 4 * hidden)
-        coef_buffer = out.new_empty(largest, batch, 5 * hidden)
+        dz_buffer = POOL.take((largest, batch, 4 * hidden), out).zero_()
+        coef_buffer = POOL.take((largest, batch, 5 * hidden), out)
 
         for j in range(len(bounds) - 1, -1, -1):
             (start, end), gates, cells = bounds[j], gate_chunks[j], cell_chunks[j]
@@ -253,6 +260,7 @@ class FusedLSTM(torch.autograd.Function):
                     d_w_ih.addmm_(flat_dz.t(), x[start:end].flatten(0, 1))
                 if d_x is not None:
                     torch.mm(flat_dz, w_ih, out=d_x[start:end].view(-1, x.shape[2]))
+        POOL.give_back([dz_buffer, coef_buffer])
         return d_x, dh, dc, d_w_ih, d_w_hh, d_bias, None, None, None
 
 
