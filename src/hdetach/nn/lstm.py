@@ -1,0 +1,248 @@
+"""``hdetach.LSTM``: ``torch.nn.LSTM`` with h-detach in its training gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from hdetach.functional import BACKENDS, DETACH_PATHS, _check_choice, lstm
+
+DETACH_SCOPES = ("batch", "sample")
+LAYER_MASKS = ("shared", "independent")
+
+
+def check_p_detach(p_detach: float) -> float:
+    if isinstance(p_detach, bool) or not isinstance(p_detach, (int, float)):
+        raise TypeError(f"p_detach must be a float in [0, 1], got {type(p_detach).__name__}")
+    if not 0.0 <= p_detach <= 1.0:
+        raise ValueError(f"p_detach must be in [0, 1], got {p_detach}")
+    return float(p_detach)
+
+
+class LSTM(nn.LSTM):
+    """A drop-in ``torch.nn.LSTM`` that trains with h-detach.
+
+    Constructor, parameters (names, shapes, initialisation), inputs and outputs are
+    those of ``torch.nn.LSTM``; a state dict moves between the two key for key. The
+    keyword-only options choose how the gradient is modified:
+
+    Args:
+        p_detach: probability, per time step, that the recurrent state entering the
+            step is a constant for autograd (PAPER.md section 1). 0 gives the plain
+            LSTM gradient.
+        detach_scope: ``"batch"`` draws one decision per step for the whole minibatch
+            (the paper); ``"sample"`` draws one per step per example.
+        detach_path: ``"h"`` blocks h_{t-1} (h-detach); ``"c"`` blocks c_{t-1} instead
+            (the paper's c-detach ablation).
+        layer_masks: ``"shared"``: one draw serves every layer and direction;
+            ``"independent"``: each layer and direction draws its own.
+        backend: ``"auto"``, ``"fused"`` or ``"reference"`` (see ``hdetach.functional``).
+
+    The forward pass is an ordinary LSTM; only gradients change. A mask is drawn (on
+    the input's device, from torch's generator, so ``torch.manual_seed`` reproduces
+    it) only in training mode, with grad enabled and ``p_detach > 0``; otherwise the
+    module is a plain LSTM. ``forward(input, hx, detach_mask)`` also takes an
+    explicit mask: bool of shape (T,), (T, B), (L * D, T) or (L * D, T, B), where
+    ``detach_mask[..., t]`` True detaches the state entering the step that processes
+    time position t (for the reverse direction that state comes from position t + 1).
+    For a ``PackedSequence``, B indexes the sequences in the order they were packed.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        p_detach: float = 0.25,
+        detach_scope: str = "batch",
+        detach_path: str = "h",
+        layer_masks: str = "shared",
+        backend: str = "auto",
+    ) -> None:
+        if proj_size:
+            raise NotImplementedError("hdetach.LSTM does not support proj_size > 0")
+        _check_choice("detach_scope", detach_scope, DETACH_SCOPES)
+        _check_choice("detach_path", detach_path, DETACH_PATHS)
+        _check_choice("layer_masks", layer_masks, LAYER_MASKS)
+        _check_choice("backend", backend, BACKENDS)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+        self.p_detach = p_detach
+        self.detach_scope = detach_scope
+        self.detach_path = detach_path
+        self.layer_masks = layer_masks
+        self.backend = backend
+
+    @property
+    def p_detach(self) -> float:
+        return self._p_detach
+
+    @p_detach.setter
+    def p_detach(self, value: float) -> None:
+        self._p_detach = check_p_detach(value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, p_detach={self.p_detach}, detach_scope={self.detach_scope!r}, "
+            f"detach_path={self.detach_path!r}, layer_masks={self.layer_masks!r}, "
+            f"backend={self.backend!r}"
+        )
+
+    @property
+    def _num_states(self) -> int:
+        return self.num_layers * (2 if self.bidirectional else 1)
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: tuple[Tensor, Tensor] | None = None,
+        detach_mask: Tensor | None = None,
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        packed = isinstance(input, PackedSequence)
+        weight = self.weight_ih_l0
+        if packed:
+            batch_sizes = input.batch_sizes.tolist()
+            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
+            x, _ = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
+            batched = True
+        else:
+            batch_sizes = sorted_indices = unsorted_indices = None
+            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+                got = f"{input.dim()}-D" if isinstance(input, Tensor) else type(input).__name__
+                raise ValueError(
+                    "input must be a 3-D (T, B, input_size) tensor (batch_first: (B, T, "
+                    f"input_size)), a 2-D unbatched (T, input_size) tensor or a PackedSequence, "
+                    f"got {got}"
+                )
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)
+            if batched and self.batch_first:
+                x = x.transpose(0, 1)
+        steps, batch = x.shape[:2]
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"input must have {self.input_size} features, got {x.shape[2]}")
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(
+                f"input must be {weight.dtype} on {weight.device} like the weights, "
+                f"got {x.dtype} on {x.device}"
+            )
+        if steps == 0:
+            raise ValueError("input must have at least one time step")
+        h0, c0 = self._initial_state(hx, batch, batched, x, sorted_indices)
+        masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
+
+        weights = self._flat_weights
+        per_layer = len(weights) // self._num_states
+        output, (h_n, c_n) = lstm(
+            x,
+            (h0, c0),
+            [weights[k * per_layer : (k + 1) * per_layer] for k in range(self._num_states)],
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            training=self.training,
+            detach_masks=masks,
+            detach_path=self.detach_path,
+            batch_sizes=batch_sizes,
+            backend=self.backend,
+        )
+
+        if packed:
+            lengths = torch.tensor(batch_sizes).unsqueeze(1).gt(torch.arange(batch)).sum(0)
+            data = pack_padded_sequence(output, lengths).data
+            output = PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+        elif not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (h_n, c_n)
+
+    def _initial_state(
+        self, hx, batch: int, batched: bool, x: Tensor, sorted_indices: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """(h0, c0), each (L * D, B, H), in the (sorted) batch order the recurrence uses."""
+        shape = (self._num_states, batch, self.hidden_size)
+        if hx is None:
+            zeros = x.new_zeros(shape)
+            return zeros, zeros
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError("hx must be a tuple (h_0, c_0) of tensors")
+        expected = shape if batched else (shape[0], shape[2])
+        states = []
+        for name, state in zip(("h_0", "c_0"), hx):
+            if not isinstance(state, Tensor) or tuple(state.shape) != expected:
+                got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+                raise ValueError(f"hx's {name} must have shape {expected}, got {got}")
+            if state.dtype != x.dtype or state.device != x.device:
+                raise TypeError(
+                    f"hx's {name} must be {x.dtype} on {x.device} like the input, "
+                    f"got {state.dtype} on {state.device}"
+                )
+            state = state if batched else state.unsqueeze(1)
+            if sorted_indices is not None:
+                state = state.index_select(1, sorted_indices)
+            states.append(state)
+        return states[0], states[1]
+
+    def _detach_masks(
+        self,
+        mask: Tensor | None,
+        steps: int,
+        batch: int,
+        batched: bool,
+        device: torch.device,
+        sorted_indices: Tensor | None,
+    ) -> list[Tensor] | None:
+        """One mask per layer and direction, each (T,) or (T, B), or None for none."""
+        states = self._num_states
+        if mask is None:
+            if not (self.training and torch.is_grad_enabled() and self.p_detach > 0):
+                return None
+            per_layer = self.layer_masks == "independent"
+            shape = (steps,) if self.detach_scope == "batch" else (steps, batch)
+            mask = torch.rand((states, *shape) if per_layer else shape, device=device)
+            mask = mask < self.p_detach
+        else:
+            per_layer = self._check_mask(mask, steps, batch, batched, device)
+            if sorted_indices is not None and mask.dim() == 2 + per_layer:
+                mask = mask.index_select(-1, sorted_indices)  # to the packed (sorted) order
+        return list(mask.unbind(0)) if per_layer else [mask] * states
+
+    def _check_mask(
+        self, mask: Tensor, steps: int, batch: int, batched: bool, device: torch.device
+    ) -> bool:
+        """Validate an explicit mask; return whether it has a leading per-layer dimension."""
+        states = self._num_states
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise TypeError(f"detach_mask must be a torch.bool tensor, got {got}")
+        if mask.device != device:
+            raise ValueError(f"detach_mask must be on {device} like the input, got {mask.device}")
+        shape = tuple(mask.shape)
+        allowed = [(steps,), (states, steps)]
+        if batched:
+            allowed += [(steps, batch), (states, steps, batch)]
+        if shape not in allowed:
+            raise ValueError(
+                f"detach_mask must have one of the shapes {allowed} ((T,), (L*D, T)"
+                + (", (T, B), (L*D, T, B)" if batched else "")
+                + f"), got {shape}"
+            )
+        if batched and (steps, batch) == (states, steps) == shape:
+            raise ValueError(
+                f"detach_mask of shape {shape} is ambiguous between (T, B) and (L*D, T); "
+                f"pass a 3-D (L*D, T, B) mask of shape {(states, steps, batch)}"
+            )
+        return mask.dim() == 3 or (mask.dim() == 2 and not (batched and shape == (steps, batch)))
