@@ -54,11 +54,26 @@ MAX_HIDDEN = 1024
 BLOCK_B = 16  # smallest M of a tensor-core product; more rows per program, fewer programs
 
 
+# The kernels call only Triton builtins and the helpers below, never the @jit functions
+# of triton.language.standard (tl.sigmoid, tl.max, tl.zeros, ...): those are decorated when triton
+# is first imported, so a test cannot switch them to the interpreter afterwards.
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
 @triton.jit
 def _tanh(x):
     # 1 - 2 / (e^{2x} + 1): saturates to +-1 without overflow (e^{2x} -> inf gives 1).
     # Written out because libdevice's tanh is not available under the interpreter.
     return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
 
 
 @triton.jit
@@ -132,10 +147,10 @@ def _lstm_forward_kernel(
                     acc_o,
                     input_precision=INPUT_PRECISION,
                 )
-            i = tl.sigmoid(acc_i)
-            f = tl.sigmoid(acc_f)
+            i = _sigmoid(acc_i)
+            f = _sigmoid(acc_f)
             g = _tanh(acc_g)
-            o = tl.sigmoid(acc_o)
+            o = _sigmoid(acc_o)
             state = rows[:, None] * H + cols[None, :]
             c_prev = tl.load(c_in + state, mask=tile_ok, other=0.0)
             c = f * c_prev + i * g
@@ -261,11 +276,11 @@ def _lstm_backward_kernel(
         through_gates = active
         if DETACH_H:
             through_gates = active & ~detached
-        need_product = tl.max(through_gates.to(tl.int32), axis=0) > 0
+        need_product = tl.reduce(through_gates.to(tl.int32), 0, _maximum) > 0
         for m0 in range(0, HP, BLOCK_N):
             cols = m0 + tl.arange(0, BLOCK_N)
             tile_ok = row_ok[:, None] & (cols < H)[None, :]
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+            acc = tl.full((BLOCK_B, BLOCK_N), 0.0, tl.float32)
             if need_product:
                 for gate in tl.static_range(4):
                     for k0 in range(0, HP, BLOCK_K):
