@@ -196,12 +196,43 @@ def test_unsupported_falls_back_to_fused(interpreted: ModuleType):
     assert type(out.grad_fn).__name__ == "FusedLSTMRecurrenceBackward"
 
 
-def test_auto_prefers_triton_only_on_cuda():
+def test_auto_is_fused_on_cpu():
     assert select_backend("auto", torch.device("cpu"), torch.float32) == "fused"
-    if torch.cuda.is_available():
-        cuda_device = torch.device("cuda")
-        assert select_backend("auto", cuda_device, torch.float32) == "triton"
-        assert select_backend("auto", cuda_device, torch.float64) == "fused"
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_auto_prefers_triton():
+    device = torch.device("cuda")
+    assert select_backend("auto", device, torch.float32) == "triton"
+    assert select_backend("auto", device, torch.bfloat16) == "triton"
+    assert select_backend("auto", device, torch.float64) == "fused"
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_module_options_match_fused():
+    """hdetach.LSTM with every option at once (2 layers, bidirectional, packed input,
+    per-example masks, c-detach) gives the fused backend's outputs and gradients."""
+    import hdetach
+
+    torch.manual_seed(15)
+    lengths = torch.tensor([9, 7, 7, 3])
+    x = torch.randn(4, 9, 5, device="cuda")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+    masks = torch.rand(4, 9, 4, device="cuda") < 0.3
+    results = {}
+    for backend in ("fused", "triton"):
+        torch.manual_seed(16)
+        model = hdetach.LSTM(
+            5, 24, num_layers=2, bidirectional=True, detach_path="c", backend=backend
+        ).cuda()
+        out, (h_n, c_n) = model(packed, detach_mask=masks)
+        padded, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        (padded.square().sum() + h_n.sum() + c_n.square().sum()).backward()
+        results[backend] = [padded, h_n, c_n, *(p.grad for p in model.parameters())]
+    for triton_result, fused_result in zip(results["triton"], results["fused"], strict=True):
+        torch.testing.assert_close(triton_result, fused_result, rtol=1e-4, atol=1e-5)
 
 
 @cuda
