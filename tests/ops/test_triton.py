@@ -193,7 +193,7 @@ def test_unsupported_falls_back_to_fused(interpreted: ModuleType):
     assert interpreted.supports(*(x.float() for x in (gates_x, h0, c0, weight_hh)))
     weight_hh.requires_grad_()
     out, _, _ = interpreted.triton_lstm_recurrence(gates_x, h0, c0, weight_hh)
-    assert type(out.grad_fn).__name__ == "FusedLSTMRecurrenceBackward"
+    assert type(out.grad_fn).__name__ == "FusedLSTMBackward"
 
 
 def test_auto_is_fused_on_cpu():

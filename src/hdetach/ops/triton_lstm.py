@@ -41,7 +41,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hdetach.ops.fused import FusedLSTMRecurrence
+from hdetach.ops.fused import FusedLSTM
 
 # Decided when the kernels are decorated: with TRITON_INTERPRET=1 they run on CPU tensors.
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -485,8 +485,8 @@ def triton_lstm_recurrence(
             f"input_precision must be one of {FLOAT32_PRECISIONS}, got {input_precision!r}"
         )
     if not supports(gates_x, h0, c0, weight_hh, batch_sizes):
-        return FusedLSTMRecurrence.apply(
-            gates_x, h0, c0, weight_hh, detach_mask, detach_path, batch_sizes
+        return FusedLSTM.apply(
+            gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, batch_sizes
         )
     config = _config(h0.shape[1], gates_x.dtype)
     if blocks is not None:
