@@ -403,13 +403,14 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         config = dict(config)
         num_warps = config.pop("num_warps")
         grid = (triton.cdiv(batch, config["BLOCK_B"]),)
+        # num_stages=1 (both kernels): the software pipeliner must not prefetch the next
+        # step's state across the CTA barrier that orders the steps.
         _lstm_forward_kernel[grid](
             gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state,
             steps, batch, hidden,
             PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
             num_warps=num_warps, num_stages=1, **config,
         )  # fmt: skip
-        # num_stages=1: the pipeliner must not prefetch step t+1's state before the barrier.
         h_n = h_state[steps % 2].to(gates_x.dtype)
         c_n = c_state[steps % 2].to(gates_x.dtype)
         if save:
