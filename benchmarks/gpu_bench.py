@@ -13,7 +13,10 @@ minibatch's forward+backward and forward alone (under ``no_grad``) of
 
 then the float32 error over 784 steps vs a float64 reference for each triton
 ``input_precision``, and prints it all as markdown, also written to
-``benchmarks/results_<card>.md``.
+``benchmarks/results_<card>.md``. With ``--split`` it instead times cuDNN and the triton
+backend with ``SPLIT_HIDDEN`` (hidden units spread over programs that meet at a
+per-step barrier) and appends that table: a separate run, so that a hang there cannot
+lose the main table.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch import nn
 from triton.testing import do_bench
 
 import hdetach
+from hdetach.ops import triton_lstm
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS, triton_lstm_recurrence
 
@@ -92,8 +96,13 @@ class AuthorsLoop(nn.Module):
         return torch.stack(outputs), (h, c)
 
 
-def _rows(steps: int, batch: int, inputs: int, hidden: int) -> list[tuple[str, float, float]]:
-    """(method, forward+backward ms, forward ms) for one shape; NaN where a method failed."""
+def _rows(
+    steps: int, batch: int, inputs: int, hidden: int, split: bool
+) -> list[tuple[str, float, float]]:
+    """(method, forward+backward ms, forward ms) for one shape; NaN where a method failed.
+
+    ``split``: only cuDNN and the triton backend with ``SPLIT_HIDDEN`` (see ops/triton_lstm.py).
+    """
     device = DEVICE
     x = torch.randn(steps, batch, inputs, device=device)
     rows = []
@@ -109,6 +118,12 @@ def _rows(steps: int, batch: int, inputs: int, hidden: int) -> list[tuple[str, f
         print(f"  {name:<32} {train:9.3f} ms {forward:9.3f} ms", file=sys.stderr, flush=True)
 
     measure("cuDNN torch.nn.LSTM", nn.LSTM(inputs, hidden).to(device), x, True)
+    if split:
+        triton_lstm.SPLIT_HIDDEN = True
+        for i, p in enumerate(PS):
+            model = hdetach.LSTM(inputs, hidden, p_detach=p, backend="triton").to(device)
+            measure(f"hdetach triton split p={p}", model, x, forward_too=i == 0)
+        return rows
     measure("authors' loop p=0.25", AuthorsLoop(inputs, hidden, 0.25).to(device), x, True)
     for backend in ("fused", "triton"):
         for i, p in enumerate(PS):
@@ -172,9 +187,11 @@ def _format_ms(ms: float, reference: float) -> str:
     return " | " if math.isnan(ms) else f"{ms:.3f} | {ms / reference:.2f}"
 
 
-def main() -> None:
+def main(split: bool) -> None:
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()
+    slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
+    path = Path(__file__).resolve().parent / f"results_{slug}.md"
     lines = [
         f"# LSTM layer timings on {card}",
         "",
@@ -184,9 +201,16 @@ def main() -> None:
         "measured in this run. Forward alone is under torch.no_grad().",
         "",
     ]
+    if split:
+        lines = [
+            "# Hidden units split over programs (SPLIT_HIDDEN = True), same card",
+            "",
+            "Measured in a second run, side by side with cuDNN again.",
+            "",
+        ]
     for label, shape in SHAPES.items():
         print(f"{label} {shape}", file=sys.stderr, flush=True)
-        rows = _rows(*shape)
+        rows = _rows(*shape, split=split)
         base = {name: (train, forward) for name, train, forward in rows}
         lines += [
             f"## {label}: (steps, batch, input, hidden) = {shape}",
@@ -199,17 +223,18 @@ def main() -> None:
             cells = f"{_format_ms(train, ref_train)} | {_format_ms(forward, ref_forward)}"
             lines.append(f"| {name} | {cells} |")
         lines.append("")
-    try:
-        lines += _accuracy_lines()
-    except Exception as error:
-        lines += [f"accuracy check failed: {type(error).__name__}: {error}", ""]
+    if not split:
+        try:
+            lines += _accuracy_lines()
+        except Exception as error:
+            lines += [f"accuracy check failed: {type(error).__name__}: {error}", ""]
     table = "\n".join(lines)
     print(table)
-    slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
-    path = Path(__file__).resolve().parent / f"results_{slug}.md"
-    path.write_text(table + "\n")
+    # The split run appends to the table of the plain run made just before it.
+    with path.open("a" if split else "w") as results:
+        results.write(table + "\n")
     print(f"written to {path}")
 
 
 if __name__ == "__main__":
-    main()
+    main(split="--split" in sys.argv[1:])

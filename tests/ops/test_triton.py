@@ -127,7 +127,9 @@ def test_interpreted_matches_reference(interpreted: ModuleType, scope, path, pac
     sizes = (20, 20, 17, 9, 3) if packed else None
 
     def triton_fn(*args):
-        return interpreted.triton_lstm_recurrence(*args, mask, path, sizes, blocks=(16, 16))
+        return interpreted.triton_lstm_recurrence(
+            *args, mask, path, sizes, config={"BLOCK_N": 16, "BLOCK_K": 16}
+        )
 
     def reference_fn(*args):
         return reference_lstm_recurrence(*args, mask, path, sizes)
@@ -302,3 +304,42 @@ def test_cuda_float32_error_over_784_steps():
     errors = _relative_errors(actual, expected)
     print("relative errors over 784 steps:", {k: f"{v:.1e}" for k, v in errors.items()})
     assert max(errors.values()) < 1e-3, errors
+
+
+# Last in the file: with the hidden units of a batch tile spread over several programs that
+# meet at a barrier every step. (A barrier bug would hang rather than fail; gpu_check.sh
+# runs these separately, under their own timeout.)
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "dtype, hidden, scope, packed",
+    [
+        (torch.float32, 100, "example", False),
+        (torch.float32, 100, "step", True),
+        (torch.float32, 512, "step", False),
+        (torch.bfloat16, 512, "example", False),
+    ],
+)
+def test_cuda_split_hidden_matches_reference(monkeypatch, dtype, hidden, scope, packed):
+    from hdetach.ops import triton_lstm
+
+    monkeypatch.setattr(triton_lstm, "SPLIT_HIDDEN", True)
+    steps, batch = 30, 37
+    assert triton_lstm._config(hidden, batch, torch.device("cuda"))["SPLIT"] > 1
+    inputs, loss_weights = _problem(steps, batch, hidden, seed=17, device="cuda")
+    mask = _masks(steps, batch, scope, p=0.25, seed=18).cuda()
+    sizes = tuple(max(1, batch - t) for t in range(steps)) if packed else None
+    expected = _run(
+        lambda *a: reference_lstm_recurrence(*a, mask, "h", sizes),
+        inputs,
+        loss_weights,
+        torch.float64,
+    )
+    actual = _run(
+        lambda *a: lstm_recurrence(*a, mask, "h", sizes, backend="triton"),
+        inputs,
+        loss_weights,
+        dtype,
+    )
+    errors = _relative_errors(actual, expected)
+    assert max(errors.values()) < (1e-4 if dtype == torch.float32 else 5e-2), errors

@@ -4,10 +4,11 @@ Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
 
 * Batch rows are independent through time, so the grid is one program per tile of
   ``BLOCK_B`` rows and each program walks all T steps by itself: one launch for the
-  forward, one for the backward, no grid-wide synchronisation. Inside a step, the
-  program computes the four gate pre-activations for ``BLOCK_N`` hidden units at a
-  time, accumulating ``h_{t-1} @ W_hh^T`` over ``BLOCK_K``-wide slices, and applies the
-  gate nonlinearities, the cell update and (backward) the detach mask in registers.
+  forward, one for the backward, no synchronisation between programs (by default).
+  Inside a step, the program computes the four gate pre-activations for ``BLOCK_N``
+  hidden units at a time, accumulating ``h_{t-1} @ W_hh^T`` over ``BLOCK_K``-wide
+  slices, and applies the gate nonlinearities, the cell update and (backward) the
+  detach mask in registers.
 * W_hh is read every step; it is the same few hundred KiB at every step, so after the
   first step it is served from L2 (and L1 where it fits), never from DRAM.
 * The running state (h, c forward; dh, dc backward) lives in float32 ping-pong
@@ -19,6 +20,11 @@ Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
   that is every detached step, which is what makes h-detach's backward cheaper.
 * The weight gradient is one large matrix product after the loop (cuBLAS), as in the
   fused backend.
+* Opt-in (``SPLIT_HIDDEN``, CUDA only): a batch tile's hidden units are spread over
+  several programs (grid axis 1) that meet at a barrier on global-memory flags every
+  step, so that each SM reads a slice of W_hh per step rather than all of it, and a
+  small batch still fills many SMs. Programs exchange h (forward) and dz (backward)
+  through L2. The backward skips the barrier, too, on steps that skip the product.
 
 Precision: float32 products use ``tl.dot(..., input_precision="tf32x3")`` by default:
 three TF32 tensor-core products that together are accurate to about float32, so the
@@ -52,6 +58,9 @@ FLOAT32_PRECISIONS = ("tf32x3", "tf32", "ieee")
 # program) makes a per-step cuBLAS product spread over the whole GPU the better choice.
 MAX_HIDDEN = 1024
 BLOCK_B = 16  # smallest M of a tensor-core product; more rows per program, fewer programs
+# Spread each batch tile's hidden units over several programs (see _config). Off by
+# default until timed on a GPU: it trades a per-step barrier for less weight traffic.
+SPLIT_HIDDEN = False
 
 
 # The kernels call only Triton builtins and the helpers below, never the @jit functions
@@ -77,6 +86,30 @@ def _maximum(a, b):
 
 
 @triton.jit
+def _minimum(a, b):
+    return tl.minimum(a, b)
+
+
+@triton.jit
+def _sync_programs(flags_ptr, target, SPLIT: tl.constexpr):
+    """Barrier among the SPLIT programs of one batch tile (grid axis 1), for the Nth time.
+
+    ``flags_ptr``: their (SPLIT,) int32 progress flags, zero at launch; ``target`` = N.
+    Each program publishes N with release semantics, then waits with acquire semantics
+    until every flag reaches N (the pattern of a cooperative-groups grid sync). Flags are
+    written by exchange, not incremented, so it does not matter how many threads of the
+    program issue the atomic. Needs all programs resident at once (see ``_config``).
+    """
+    tl.debug_barrier()  # every thread's stores of this phase precede the release below
+    tl.atomic_xchg(flags_ptr + tl.program_id(1), target, sem="release", scope="gpu")
+    flags = flags_ptr + tl.arange(0, SPLIT)
+    seen = tl.reduce(tl.atomic_add(flags, 0, sem="acquire", scope="gpu"), 0, _minimum)
+    while seen < target:
+        seen = tl.reduce(tl.atomic_add(flags, 0, sem="acquire", scope="gpu"), 0, _minimum)
+    tl.debug_barrier()
+
+
+@triton.jit
 def _lstm_forward_kernel(
     gates_x_ptr,  # (T, B, 4H) input contribution to the gates
     weight_ptr,  # (4H, H) W_hh
@@ -86,6 +119,7 @@ def _lstm_forward_kernel(
     cells_ptr,  # (T + 1, B, H) cell states, [0] = c0 written by the host (SAVE only)
     h_state_ptr,  # (2, B, H) float32 ping-pong h, [0] = h0
     c_state_ptr,  # (2, B, H) float32 ping-pong c, [0] = c0
+    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
     T,
     B,
     H,
@@ -93,11 +127,14 @@ def _lstm_forward_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr,  # programs sharing a batch tile, each owning HP / SPLIT hidden units
+    SHARED_CACHE: tl.constexpr,  # cache modifier of loads of other programs' results
     PACKED: tl.constexpr,
     SAVE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    col0 = tl.program_id(1) * (HP // SPLIT)
     row_ok = rows < B
     if PACKED:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
@@ -108,7 +145,7 @@ def _lstm_forward_kernel(
         c_next = c_state_ptr + ((t + 1) % 2) * B * H
         step_4h = t * B * 4 * H
         step_h = t * B * H
-        for n0 in range(0, HP, BLOCK_N):
+        for n0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             tile_ok = row_ok[:, None] & (cols < H)[None, :]
             gx = gates_x_ptr + step_4h + rows[:, None] * 4 * H + cols[None, :]
@@ -122,6 +159,7 @@ def _lstm_forward_kernel(
                     h_in + rows[:, None] * H + ks[None, :],
                     mask=row_ok[:, None] & (ks < H)[None, :],
                     other=0.0,
+                    cache_modifier=SHARED_CACHE,
                 ).to(weight_ptr.dtype.element_ty)
                 # (BLOCK_K, BLOCK_N) slice of W_gate^T: element [k, n] is W[gate * H + n, k].
                 w_t = weight_ptr + cols[None, :] * H + ks[:, None]
@@ -173,8 +211,12 @@ def _lstm_forward_kernel(
                 tl.store(act + 2 * H, g.to(dtype), mask=tile_ok)
                 tl.store(act + 3 * H, o.to(dtype), mask=tile_ok)
                 tl.store(cells_ptr + step_h + B * H + state, c.to(dtype), mask=tile_ok)
-        # The next step reads every column of h_next, written by other threads of this CTA.
-        tl.debug_barrier()
+        # The next step reads every column of h_next, written by other threads (SPLIT = 1:
+        # of this CTA; SPLIT > 1: of the other programs of this batch tile too).
+        if SPLIT > 1:
+            _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, t + 1, SPLIT)
+        else:
+            tl.debug_barrier()
 
 
 @triton.jit
@@ -188,6 +230,7 @@ def _lstm_backward_kernel(
     d_gates_ptr,  # (T, B, 4H) output: gradient of the gate pre-activations
     dh_state_ptr,  # (2, B, H) float32 ping-pong dL/dh entering a step, [0] = dL/dh_n
     dc_state_ptr,  # (2, B, H) float32 ping-pong dL/dc entering a step, [0] = dL/dc_n
+    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
     T,
     B,
     H,
@@ -197,12 +240,15 @@ def _lstm_backward_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr,
+    SHARED_CACHE: tl.constexpr,
     HAS_MASK: tl.constexpr,
     DETACH_H: tl.constexpr,  # detach path "h" (else "c")
     PACKED: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    col0 = tl.program_id(1) * (HP // SPLIT)
     row_ok = rows < B
     if PACKED:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
@@ -226,7 +272,7 @@ def _lstm_backward_kernel(
 
         # Phase 1, elementwise per block of hidden units: the gate gradients dz_t and the
         # gradient reaching c_{t-1}.
-        for n0 in range(0, HP, BLOCK_N):
+        for n0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             tile_ok = row_ok[:, None] & (cols < H)[None, :]
             state = rows[:, None] * H + cols[None, :]
@@ -267,8 +313,6 @@ def _lstm_backward_kernel(
             tl.store(dz_out + 2 * H, dz_g.to(dtype), mask=tile_ok)
             tl.store(dz_out + 3 * H, dz_o.to(dtype), mask=tile_ok)
             tl.store(dc_next + state, dc_prev, mask=tile_ok)
-        # Phase 2 reads every column of dz_t, written by other threads of this CTA.
-        tl.debug_barrier()
 
         # Phase 2: the gradient reaching h_{t-1}, dz_t @ W_hh. Rows that are detached
         # (path "h") or inactive get none through the gates, so a tile with no other row
@@ -277,7 +321,15 @@ def _lstm_backward_kernel(
         if DETACH_H:
             through_gates = active & ~detached
         need_product = tl.reduce(through_gates.to(tl.int32), 0, _maximum) > 0
-        for m0 in range(0, HP, BLOCK_N):
+        # The product reads every column of dz_t, written by other threads (SPLIT = 1: of
+        # this CTA; SPLIT > 1: of the other programs of this batch tile too). Without the
+        # product nothing is read across programs, so they need not wait for each other.
+        if SPLIT > 1:
+            if need_product:
+                _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, s + 1, SPLIT)
+        else:
+            tl.debug_barrier()
+        for m0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
             cols = m0 + tl.arange(0, BLOCK_N)
             tile_ok = row_ok[:, None] & (cols < H)[None, :]
             acc = tl.full((BLOCK_B, BLOCK_N), 0.0, tl.float32)
@@ -289,6 +341,7 @@ def _lstm_backward_kernel(
                             d_gates_ptr + step_4h + rows[:, None] * 4 * H + gate * H + ks[None, :],
                             mask=row_ok[:, None] & (ks < H)[None, :],
                             other=0.0,
+                            cache_modifier=SHARED_CACHE,
                         ).to(weight_ptr.dtype.element_ty)
                         # (BLOCK_K, BLOCK_N) slice of W_gate: element [k, m] is W[gate*H + k, m].
                         w = tl.load(
@@ -304,7 +357,8 @@ def _lstm_backward_kernel(
                 dh_carry = tl.load(dh_in + state, mask=tile_ok, other=0.0)
                 dh_prev = tl.where(active[:, None], dh_prev, dh_carry)
             tl.store(dh_next + rows[:, None] * H + cols[None, :], dh_prev, mask=tile_ok)
-        # The next step reads dh_next and overwrites dh_in / this step's reads of dc_in.
+        # The next step reads dh_next and dc_next, written by other threads of this CTA;
+        # other programs only ever read dz, which the next step writes for another t.
         tl.debug_barrier()
 
 
@@ -337,30 +391,51 @@ def supports(
     return gates_x.dtype in SUPPORTED_DTYPES and 0 < h0.shape[1] <= MAX_HIDDEN and small
 
 
-def _config(hidden: int, dtype: torch.dtype) -> dict[str, int]:
-    """Tile sizes and warps for hidden size ``hidden`` (not yet timed on hardware).
+def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | str]:
+    """Launch configuration for hidden size ``hidden`` and batch ``batch`` (not yet timed).
 
-    Chosen so that ptxas (sm_90, compiled ahead of time without a GPU; float32 with tf32x3
-    and bfloat16; H = 32 ... 512) reports no register spills: per K step the four
+    Tiles: ptxas (sm_90, compiled ahead of time without a GPU; float32 with tf32x3 and
+    bfloat16; H = 32 ... 512) reports no register spills: per K step the four
     (BLOCK_B, BLOCK_N) float32 accumulators and the four (BLOCK_K, BLOCK_N) weight slices
     (split in two for tf32x3) stay in registers, and the unrolled loops keep several
     slices' loads in flight.
+
+    With ``SPLIT_HIDDEN`` (CUDA only) each batch tile's hidden units are spread over up to
+    HP / 32 programs that meet at a barrier every step, so that each SM reads only its
+    slice of W_hh per step instead of all of it; all programs must be resident at once,
+    hence at most one program per SM.
     """
-    del dtype  # the same tiles fit float32 (tf32x3) and 16-bit weights
     hp = max(16, triton.next_power_of_2(hidden))
-    return {
+    config: dict[str, int | str] = {
         "HP": hp,
         "BLOCK_B": BLOCK_B,
         "BLOCK_N": min(hp, 64),
         "BLOCK_K": min(hp, 32),
+        "SPLIT": 1,
+        "SHARED_CACHE": "",
         "num_warps": 8 if hp >= 64 else 4,
     }
+    if SPLIT_HIDDEN and device.type == "cuda":
+        tiles = triton.cdiv(batch, BLOCK_B)
+        programs = torch.cuda.get_device_properties(device).multi_processor_count
+        split = max(1, hp // 32)
+        while split > 1 and tiles * split > programs:
+            split //= 2
+        if split > 1:
+            # Other programs' results are read from L2 (.cg): L1 is not coherent across SMs.
+            config.update(BLOCK_N=hp // split, SPLIT=split, SHARED_CACHE=".cg", num_warps=4)
+    return config
 
 
 def _lengths(batch_sizes: Sequence[int], batch: int, device: torch.device) -> Tensor:
     """(B,) int32 number of active steps of each row of a packed layout."""
     sizes = torch.tensor(batch_sizes, dtype=torch.int32, device=device)
     return (sizes.unsqueeze(0) > torch.arange(batch, device=device).unsqueeze(1)).sum(1).int()
+
+
+def _flags(grid: tuple[int, int], like: Tensor) -> Tensor:
+    """Zeroed barrier flags, one per program (an empty tensor when nothing is split)."""
+    return like.new_zeros(grid if grid[1] > 1 else (0,), dtype=torch.int32)
 
 
 class TritonLSTMRecurrence(torch.autograd.Function):
@@ -376,7 +451,7 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         detach_mask: Tensor | None,
         detach_path: str,
         batch_sizes: tuple[int, ...] | None,
-        config: dict[str, int],
+        config: dict[str, int | str],
         input_precision: str,
         save: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -402,11 +477,11 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         )
         config = dict(config)
         num_warps = config.pop("num_warps")
-        grid = (triton.cdiv(batch, config["BLOCK_B"]),)
+        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
         # num_stages=1 (both kernels): the software pipeliner must not prefetch the next
-        # step's state across the CTA barrier that orders the steps.
+        # step's state across the barrier that orders the steps.
         _lstm_forward_kernel[grid](
-            gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state,
+            gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state, _flags(grid, h0),
             steps, batch, hidden,
             PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
             num_warps=num_warps, num_stages=1, **config,
@@ -440,10 +515,10 @@ class TritonLSTMRecurrence(torch.autograd.Function):
             mask = detach_mask.contiguous().view(torch.uint8)
             stride_t, stride_b = (1, 0) if mask.dim() == 1 else (batch, 1)
         d_gates = torch.empty_like(gates)
-        grid = (triton.cdiv(batch, config["BLOCK_B"]),)
+        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
         _lstm_backward_kernel[grid](
             weight_hh, gates, cells, d_out, mask, lengths, d_gates, dh_state, dc_state,
-            steps, batch, hidden, stride_t, stride_b,
+            _flags(grid, h0), steps, batch, hidden, stride_t, stride_b,
             HAS_MASK=detach_mask is not None, DETACH_H=ctx.detach_path == "h",
             PACKED=ctx.packed, INPUT_PRECISION=ctx.input_precision,
             num_warps=num_warps, num_stages=1, **config,
@@ -468,7 +543,7 @@ def triton_lstm_recurrence(
     batch_sizes: tuple[int, ...] | None = None,
     *,
     input_precision: str = "tf32x3",
-    blocks: tuple[int, int] | None = None,
+    config: dict[str, int | str] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer on the triton kernels; arguments already validated.
 
@@ -478,8 +553,8 @@ def triton_lstm_recurrence(
     Args:
         input_precision: how float32 products use the tensor cores, one of
             ``FLOAT32_PRECISIONS`` (see the module docstring); ignored for 16-bit dtypes.
-        blocks: ``(BLOCK_N, BLOCK_K)`` powers of two >= 16 overriding the tile sizes
-            (tests and tuning).
+        config: entries overriding the launch configuration of ``_config`` (tests and
+            tuning), e.g. ``{"BLOCK_N": 16, "BLOCK_K": 16}``: powers of two >= 16.
     """
     if input_precision not in FLOAT32_PRECISIONS:
         raise ValueError(
@@ -489,9 +564,9 @@ def triton_lstm_recurrence(
         return FusedLSTM.apply(
             gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, batch_sizes
         )
-    config = _config(h0.shape[1], gates_x.dtype)
-    if blocks is not None:
-        config["BLOCK_N"], config["BLOCK_K"] = blocks
+    config = {**_config(h0.shape[1], h0.shape[0], gates_x.device), **(config or {})}
+    if _interpreting(gates_x) and config["SPLIT"] != 1:
+        raise ValueError("the interpreter runs programs one after another: SPLIT must be 1")
     if gates_x.dtype != torch.float32:
         input_precision = "tf32"  # the default; ignored for 16-bit operands
     save = torch.is_grad_enabled() and any(x.requires_grad for x in (gates_x, h0, c0, weight_hh))
