@@ -480,12 +480,14 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
         # num_stages=1 (both kernels): the software pipeliner must not prefetch the next
         # step's state across the barrier that orders the steps.
-        _lstm_forward_kernel[grid](
-            gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state, _flags(grid, h0),
-            steps, batch, hidden,
-            PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
-            num_warps=num_warps, num_stages=1, **config,
-        )  # fmt: skip
+        # Triton launches on the current device, which need not be the tensors' one.
+        with torch.cuda.device_of(gates_x):
+            _lstm_forward_kernel[grid](
+                gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state,
+                _flags(grid, h0), steps, batch, hidden,
+                PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
+                num_warps=num_warps, num_stages=1, **config,
+            )  # fmt: skip
         h_n = h_state[steps % 2].to(gates_x.dtype)
         c_n = c_state[steps % 2].to(gates_x.dtype)
         if save:
@@ -516,13 +518,14 @@ class TritonLSTMRecurrence(torch.autograd.Function):
             stride_t, stride_b = (1, 0) if mask.dim() == 1 else (batch, 1)
         d_gates = torch.empty_like(gates)
         grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
-        _lstm_backward_kernel[grid](
-            weight_hh, gates, cells, d_out, mask, lengths, d_gates, dh_state, dc_state,
-            _flags(grid, h0), steps, batch, hidden, stride_t, stride_b,
-            HAS_MASK=detach_mask is not None, DETACH_H=ctx.detach_path == "h",
-            PACKED=ctx.packed, INPUT_PRECISION=ctx.input_precision,
-            num_warps=num_warps, num_stages=1, **config,
-        )  # fmt: skip
+        with torch.cuda.device_of(gates):
+            _lstm_backward_kernel[grid](
+                weight_hh, gates, cells, d_out, mask, lengths, d_gates, dh_state, dc_state,
+                _flags(grid, h0), steps, batch, hidden, stride_t, stride_b,
+                HAS_MASK=detach_mask is not None, DETACH_H=ctx.detach_path == "h",
+                PACKED=ctx.packed, INPUT_PRECISION=ctx.input_precision,
+                num_warps=num_warps, num_stages=1, **config,
+            )  # fmt: skip
         d_h0 = dh_state[steps % 2].to(h0.dtype)
         d_c0 = dc_state[steps % 2].to(h0.dtype)
         d_weight_hh = None
