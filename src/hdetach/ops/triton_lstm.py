@@ -64,8 +64,8 @@ SPLIT_HIDDEN = False
 
 
 # The kernels call only Triton builtins and the helpers below, never the @jit functions
-# of triton.language.standard (tl.sigmoid, tl.max, tl.zeros, ...): those are decorated when triton
-# is first imported, so a test cannot switch them to the interpreter afterwards.
+# of triton.language.standard (tl.sigmoid, tl.max, tl.zeros, ...): those are decorated
+# when triton is first imported, so a test cannot switch them to the interpreter later.
 
 
 @triton.jit
