@@ -11,6 +11,9 @@ error over 784 steps.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
@@ -196,6 +199,53 @@ def test_unsupported_falls_back_to_fused(interpreted: ModuleType):
     weight_hh.requires_grad_()
     out, _, _ = interpreted.triton_lstm_recurrence(gates_x, h0, c0, weight_hh)
     assert type(out.grad_fn).__name__ == "FusedLSTMBackward"
+
+
+# Compiles the kernels for an H100 (sm_90) down to a cubin without a GPU, in a fresh
+# process so that the interpreter fixture cannot leak in: catches what the interpreter
+# does not check (types, layouts, the barrier, tensor-core operand shapes).
+_COMPILE_FOR_SM90 = """
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from hdetach.ops import triton_lstm as m
+
+FP32 = {"h_state_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr"}
+INTS = {"lengths_ptr": "*i32", "flags_ptr": "*i32", "mask_ptr": "*u8"}
+UNSPLIT = m._config(100, 100, torch.device("cpu"))
+SPLIT = dict(UNSPLIT, BLOCK_N=32, SPLIT=4, SHARED_CACHE=".cg", num_warps=4)
+for kernel, options in (
+    (m._lstm_forward_kernel, {"PACKED": True, "SAVE": True}),
+    (m._lstm_backward_kernel, {"PACKED": True, "HAS_MASK": True, "DETACH_H": True}),
+):
+    for dtype, precision in (("fp32", "tf32x3"), ("bf16", "tf32")):
+        for config in (UNSPLIT, SPLIT):
+            constexprs = {**config, **options, "INPUT_PRECISION": precision}
+            num_warps = constexprs.pop("num_warps")
+            signature = {
+                name: "constexpr" if name in constexprs
+                else INTS.get(name, "*fp32" if name in FP32 else f"*{dtype}")
+                if name.endswith("_ptr") else "i32"
+                for name in kernel.arg_names
+            }
+            triton.compile(
+                ASTSource(kernel, signature, constexprs),
+                target=GPUTarget("cuda", 90, 32),
+                options={"num_warps": num_warps, "num_stages": 1},
+            )
+            print(kernel.__name__, dtype, "SPLIT", config["SPLIT"], "compiled")
+"""
+
+
+def test_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TRITON_INTERPRET", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("compiled") == 8
 
 
 def test_auto_is_fused_on_cpu():
