@@ -114,9 +114,14 @@ def benchmark_shape(
                 forward()
 
         rows.append(
-            {"shape": name, "impl": impl, "p": p, "fwd_ms": measure(fwd, repeats_),
-             "fwd_bwd_ms": measure(fwd_bwd, repeats_)}
-        )  # fmt: skip
+            {
+                "shape": name,
+                "impl": impl,
+                "p": p,
+                "fwd_ms": measure(fwd, repeats_),
+                "fwd_bwd_ms": measure(fwd_bwd, repeats_),
+            }
+        )
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
@@ -129,10 +134,22 @@ def benchmark_shape(
         for p in ps:
             ours.p_detach = p
             # The reference backend is a loop too: fewer repeats keep the run short.
-            add(f"hdetach {backend}", p, lambda: ours(x)[0], 1 if backend == "reference" else repeats)
+            add(
+                f"hdetach {backend}",
+                p,
+                lambda ours=ours: ours(x)[0],
+                1 if backend == "reference" else repeats,
+            )
     floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
-    rows.append({"shape": name, "impl": "matmul floor", "p": 0.0, "fwd_ms": None,
-                 "fwd_bwd_ms": measure(floor, repeats)})  # fmt: skip
+    rows.append(
+        {
+            "shape": name,
+            "impl": "matmul floor",
+            "p": 0.0,
+            "fwd_ms": None,
+            "fwd_bwd_ms": measure(floor, repeats),
+        }
+    )
     return rows
 
 
@@ -146,10 +163,8 @@ def format_table(rows: list[dict]) -> str:
     for row in rows:
         same_shape = [r for r in rows if r["shape"] == row["shape"]]
         torch_ms = next(r["fwd_bwd_ms"] for r in same_shape if r["impl"] == "torch.nn.LSTM")
-        loop_ms = next(
-            (r["fwd_bwd_ms"] for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]),
-            None,
-        )  # fmt: skip
+        loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
+        loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
         fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
         p = "" if row["p"] is None else f"{row['p']:g}"
         vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
@@ -179,12 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16"], default="float32")
-    parser.add_argument("--backends", nargs="+", default=["fused"],
-                        help="our backends to time (default: fused; 'reference' is slow)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["fused"],
+        help="our backends to time (default: fused; 'reference' is slow)",
+    )
     parser.add_argument("--p", nargs="+", type=float, default=[0.0, 0.25, 0.5], dest="ps")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", help="also write the table (Markdown) to this file")
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

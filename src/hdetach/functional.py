@@ -71,7 +71,9 @@ def _check_recurrence_args(
     hidden = four_hidden // 4
     for name, state in (("h0", h0), ("c0", c0)):
         if tuple(state.shape) != (batch, hidden):
-            raise ValueError(f"{name} must have shape ({batch}, {hidden}), got {tuple(state.shape)}")
+            raise ValueError(
+                f"{name} must have shape ({batch}, {hidden}), got {tuple(state.shape)}"
+            )
     if tuple(weight_hh.shape) != (four_hidden, hidden):
         raise ValueError(
             f"weight_hh must have shape ({four_hidden}, {hidden}), got {tuple(weight_hh.shape)}"
@@ -196,9 +198,7 @@ def lstm_layer(
     gates_shape = (*x.shape[:2], weight_hh.shape[0])
     _check_recurrence_args(gates_shape, h0, c0, weight_hh, detach_mask, detach_path, x.device)
     sizes = _check_batch_sizes(batch_sizes, x.shape[0], x.shape[1])
-    return FusedLSTM.apply(
-        x, h0, c0, weight_ih, weight_hh, bias, detach_mask, detach_path, sizes
-    )
+    return FusedLSTM.apply(x, h0, c0, weight_ih, weight_hh, bias, detach_mask, detach_path, sizes)
 
 
 def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
@@ -277,8 +277,9 @@ def lstm(
                     if sizes is not None and mask.dim() == 1:
                         mask = mask.unsqueeze(1).expand(steps, batch)
                     mask = reverse_sequences(mask, sizes)
+            b_ih, b_hh = biases if biases else (None, None)
             out, h, c = lstm_layer(
-                x, h0[k], c0[k], w_ih, w_hh, *biases, mask, detach_path, sizes, backend
+                x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, mask, detach_path, sizes, backend
             )
             outputs.append(reverse_sequences(out, sizes) if direction == 1 else out)
             h_n.append(h)

@@ -75,9 +75,16 @@ class LSTM(nn.LSTM):
         _check_choice("layer_masks", layer_masks, LAYER_MASKS)
         _check_choice("backend", backend, BACKENDS)
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device=device, dtype=dtype,
-        )  # fmt: skip
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device=device,
+            dtype=dtype,
+        )
         self.p_detach = p_detach
         self.detach_scope = detach_scope
         self.detach_path = detach_path
@@ -94,7 +101,8 @@ class LSTM(nn.LSTM):
 
     def extra_repr(self) -> str:
         return (
-            f"{super().extra_repr()}, p_detach={self.p_detach}, detach_scope={self.detach_scope!r}, "
+            f"{super().extra_repr()}, p_detach={self.p_detach}, "
+            f"detach_scope={self.detach_scope!r}, "
             f"detach_path={self.detach_path!r}, layer_masks={self.layer_masks!r}, "
             f"backend={self.backend!r}"
         )
@@ -164,7 +172,10 @@ class LSTM(nn.LSTM):
             data = pack_padded_sequence(output, lengths).data
             output = PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices)
             if unsorted_indices is not None:
-                h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+                h_n, c_n = (
+                    h_n.index_select(1, unsorted_indices),
+                    c_n.index_select(1, unsorted_indices),
+                )
         elif not batched:
             output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
         elif self.batch_first:

@@ -107,7 +107,10 @@ class FusedLSTM(torch.autograd.Function):
                 cells = new(end - start, batch, hidden, **like)
                 tanh_cells = new(end - start, batch, hidden, **like)
             else:
-                cells, tanh_cells = cell_chunks[0][: end - start], tanh_cell_chunks[0][: end - start]
+                cells, tanh_cells = (
+                    cell_chunks[0][: end - start],
+                    tanh_cell_chunks[0][: end - start],
+                )
             sizes = None if batch_sizes is None else batch_sizes[start:end]
             # Per-step views, made once per chunk: the loop below is only the arithmetic.
             z, i, f, g, o = (_steps(part, sizes) for part in (gates, *gates.chunk(4, 2)))
@@ -160,7 +163,7 @@ class FusedLSTM(torch.autograd.Function):
                 keep = (~detach_mask).to(out.dtype).unsqueeze(-1)  # (T, B, 1)
         detach_h = ctx.detach_path == "h"
 
-        d_x = torch.empty_like(x) if needs_x else None
+        d_x = x.new_empty(x.shape) if needs_x else None
         d_w_ih = torch.zeros_like(w_ih) if needs_w_ih else None
         d_w_hh = torch.zeros_like(w_hh) if needs_w_hh else None
         d_bias = out.new_zeros(4 * hidden) if needs_bias else None
@@ -206,8 +209,11 @@ class FusedLSTM(torch.autograd.Function):
                 dh_t, dc_t = (dh, dc) if n == batch else (dh[:n], dc[:n])
                 dc_t.addcmul_(dh_t, coef_c[k])
                 torch.mul(dh_t, coef_o[k], out=dz_o[k])
-                torch.mul(coef_ifg[k].view(n, 3, hidden), dc_t.unsqueeze(1),
-                          out=dz_ifg[k].view(n, 3, hidden))  # fmt: skip
+                torch.mul(
+                    coef_ifg[k].view(n, 3, hidden),
+                    dc_t.unsqueeze(1),
+                    out=dz_ifg[k].view(n, 3, hidden),
+                )
                 # Into the state entering step t; dh also takes d_out[t - 1] in the same op.
                 d_out_before = d_out[t - 1, :n] if t > 0 else torch.zeros_like(dh_t)
                 if detach_h:
