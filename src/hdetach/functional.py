@@ -8,7 +8,10 @@ pure function of its arguments.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,7 @@ from torch import Tensor
 
 from hdetach.ops import FusedLSTM, reference_lstm_recurrence
 
-BACKENDS = ("auto", "reference", "fused")
+BACKENDS = ("auto", "reference", "fused", "triton")
 DETACH_PATHS = ("h", "c")
 
 
@@ -79,11 +82,27 @@ def _check_recurrence_args(
     check_detach_mask(detach_mask, steps, batch, device)
 
 
+@functools.cache
+def _triton_backend() -> ModuleType | None:
+    """The triton backend's module, or None where triton is not installed (imported lazily)."""
+    try:
+        return importlib.import_module("hdetach.ops.triton_lstm")
+    except ImportError:
+        return None
+
+
 def select_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Resolve ``"auto"`` to the fastest correct backend for this device and dtype."""
+    """Resolve ``"auto"`` to the fastest correct backend for this device and dtype.
+
+    On CUDA that is ``"triton"`` when triton is installed and covers the dtype; the
+    triton backend itself hands shapes its kernels do not cover to ``"fused"``.
+    """
     _check_choice("backend", backend, BACKENDS)
     if backend != "auto":
         return backend
+    triton_backend = _triton_backend() if device.type == "cuda" else None
+    if triton_backend is not None and dtype in triton_backend.SUPPORTED_DTYPES:
+        return "triton"
     return "fused"
 
 
@@ -112,7 +131,8 @@ def lstm_recurrence(
         batch_sizes: None, or T non-increasing ints starting at B (PackedSequence
             layout): at step t only the first ``batch_sizes[t]`` rows are active; the
             others keep their state and output zeros.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
+        backend: ``"auto"``, ``"fused"``, ``"triton"`` (CUDA; falls back to ``"fused"``
+            where its kernels do not apply) or ``"reference"``.
 
     Returns:
         out (T, B, H), h_n (B, H), c_n (B, H).
@@ -127,6 +147,13 @@ def lstm_recurrence(
     backend = select_backend(backend, gates_x.device, gates_x.dtype)
     if backend == "reference":
         return reference_lstm_recurrence(
+            gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
+        )
+    if backend == "triton":
+        triton_backend = _triton_backend()
+        if triton_backend is None:
+            raise ImportError('backend="triton" needs the triton package (pip install triton)')
+        return triton_backend.triton_lstm_recurrence(
             gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
         )
     return FusedLSTM.apply(gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, sizes)
