@@ -15,7 +15,6 @@ import threading
 import weakref
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
 
 MAX_POOLED_BYTES = 2**30
