@@ -20,7 +20,7 @@ PY
 status=0
 have_pytest=0
 python -c "import pytest" 2>/dev/null && have_pytest=1
-pytest_args=(tests/ops/test_triton.py -m cuda -q -rA -s -p no:cacheprovider)
+pytest_args=(tests/ops/test_triton.py tests/ops/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider)
 
 if [ "$have_pytest" = 1 ]; then
     echo "== CUDA correctness tests"

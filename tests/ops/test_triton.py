@@ -22,6 +22,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from hdetach import functional  # noqa: E402
 from hdetach.functional import lstm_recurrence, select_backend  # noqa: E402
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
 
@@ -254,8 +255,10 @@ def test_auto_is_fused_on_cpu():
 
 @cuda
 @pytest.mark.cuda
-def test_cuda_auto_prefers_triton():
+def test_cuda_auto_prefers_triton_once_enabled(monkeypatch):
     device = torch.device("cuda")
+    assert select_backend("auto", device, torch.float32) == "fused"
+    monkeypatch.setattr(functional, "TRITON_IN_AUTO", True)
     assert select_backend("auto", device, torch.float32) == "triton"
     assert select_backend("auto", device, torch.bfloat16) == "triton"
     assert select_backend("auto", device, torch.float64) == "fused"

@@ -37,7 +37,8 @@ class LSTM(nn.LSTM):
             (the paper's c-detach ablation).
         layer_masks: ``"shared"``: one draw serves every layer and direction;
             ``"independent"``: each layer and direction draws its own.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"`` (see ``hdetach.functional``).
+        backend: ``"auto"``, ``"fused"``, ``"triton"`` or ``"reference"`` (see
+            ``hdetach.functional``).
 
     The forward pass is an ordinary LSTM; only gradients change. A mask is drawn (on
     the input's device, from torch's generator, so ``torch.manual_seed`` reproduces
