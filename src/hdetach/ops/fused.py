@@ -2,19 +2,19 @@
 
 Why this is fast on a CPU (and correct on any device):
 
-* A step is eight in-place tensor operations into preallocated buffers: one
-  recurrent product added onto the precomputed input projection, the gate
-  nonlinearities, the cell and the output. A naive cell is twenty-odd.
-* The backward walks time once carrying dh and dc: six operations a step. The
-  gate derivatives that do not depend on the recurrence (sigmoid' and tanh'
-  terms) are computed for a whole chunk of steps at once. On a step detached
-  for the whole batch the recurrent product ``dz @ W_hh`` is skipped entirely;
-  for per-example masks the detached rows are zeroed.
+* A step is a dozen small in-place operations into preallocated buffers: the
+  recurrent product added onto the input projection (computed for a chunk of
+  steps at once), one sigmoid for all four gates (tanh taken as 2 sigmoid(2x) - 1,
+  several times cheaper on the CPU), the cell and the output.
+* The backward walks time once carrying dh and dc: five operations a step. The
+  gate derivatives that do not depend on the recurrence are computed for a whole
+  chunk of steps at once. On a step detached for the whole batch the recurrent
+  product ``dz @ W_hh`` is skipped entirely; for per-example masks the detached
+  rows are zeroed.
 * Weight gradients are large matrix products, one per chunk of steps.
-* Work is done in chunks of a few MB. Besides keeping data in cache, this keeps
-  every buffer below glibc's mmap threshold: large buffers are returned to the
-  OS when freed and page-faulted back in (zero-filled) on the next minibatch,
-  which cost more than all the gate arithmetic together.
+* Work is done in chunks of a few MB, which stay in cache, and the chunks' buffers
+  are reused from one minibatch to the next (``buffer_pool``) instead of being
+  page-faulted in anew.
 
 Gate order is PyTorch's (i, f, g, o): the gradients of i, f and g are all driven
 by dc and form one contiguous block [0, 3H), o's by dh.
