@@ -1,8 +1,8 @@
 """hdetach: a drop-in torch.nn.LSTM whose training gradient can be modified by h-detach.
 
-    import hdetach
-    lstm = hdetach.LSTM(input_size, hidden_size, p_detach=0.25)   # like torch.nn.LSTM
-    model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a model
+import hdetach
+lstm = hdetach.LSTM(input_size, hidden_size, p_detach=0.25)   # like torch.nn.LSTM
+model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a model
 """
 
 from hdetach import functional

@@ -8,16 +8,22 @@ pure function of its arguments.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hdetach.ops import FusedLSTMRecurrence, reference_lstm_recurrence
+from hdetach.ops import FusedLSTM, reference_lstm_recurrence
 
-BACKENDS = ("auto", "reference", "fused")
+BACKENDS = ("auto", "reference", "fused", "triton")
 DETACH_PATHS = ("h", "c")
+# Set to True once benchmarks/gpu_check.sh has shown the triton kernels correct and faster
+# than fused on a GPU (issue 4); until then "auto" never picks them.
+TRITON_IN_AUTO = False
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -56,11 +62,52 @@ def check_detach_mask(mask: Tensor | None, steps: int, batch: int, device: torch
         raise ValueError(f"detach_mask must be on {device} like the input, got {mask.device}")
 
 
+def _check_recurrence_args(
+    gates_shape, h0: Tensor, c0: Tensor, weight_hh: Tensor, detach_mask, detach_path, device
+) -> None:
+    """Shapes of the state and recurrent weight against the gates' (T, B, 4H), mask and path."""
+    steps, batch, four_hidden = gates_shape
+    if four_hidden % 4 or steps == 0:
+        raise ValueError(
+            f"the gates must have shape (T, B, 4H) with T >= 1, got {tuple(gates_shape)}"
+        )
+    hidden = four_hidden // 4
+    for name, state in (("h0", h0), ("c0", c0)):
+        if tuple(state.shape) != (batch, hidden):
+            raise ValueError(
+                f"{name} must have shape ({batch}, {hidden}), got {tuple(state.shape)}"
+            )
+    if tuple(weight_hh.shape) != (four_hidden, hidden):
+        raise ValueError(
+            f"weight_hh must have shape ({four_hidden}, {hidden}), got {tuple(weight_hh.shape)}"
+        )
+    _check_choice("detach_path", detach_path, DETACH_PATHS)
+    check_detach_mask(detach_mask, steps, batch, device)
+
+
+@functools.cache
+def _triton_backend() -> ModuleType | None:
+    """The triton backend's module, or None where triton is not installed (imported lazily)."""
+    try:
+        return importlib.import_module("hdetach.ops.triton_lstm")
+    except ImportError:
+        return None
+
+
 def select_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Resolve ``"auto"`` to the fastest correct backend for this device and dtype."""
+    """Resolve ``"auto"`` to the fastest backend known to be correct for this device and dtype.
+
+    That is ``"fused"`` for now: the triton kernels pass their tests under Triton's CPU
+    interpreter but have not yet run on a GPU, so they stay opt-in (``backend="triton"``)
+    until ``TRITON_IN_AUTO`` is set.
+    """
     _check_choice("backend", backend, BACKENDS)
     if backend != "auto":
         return backend
+    if TRITON_IN_AUTO and device.type == "cuda":
+        triton_backend = _triton_backend()
+        if triton_backend is not None and dtype in triton_backend.SUPPORTED_DTYPES:
+            return "triton"
     return "fused"
 
 
@@ -89,33 +136,74 @@ def lstm_recurrence(
         batch_sizes: None, or T non-increasing ints starting at B (PackedSequence
             layout): at step t only the first ``batch_sizes[t]`` rows are active; the
             others keep their state and output zeros.
-        backend: ``"auto"``, ``"fused"`` or ``"reference"``.
+        backend: ``"auto"``, ``"fused"``, ``"triton"`` (CUDA; falls back to ``"fused"``
+            where its kernels do not apply) or ``"reference"``.
 
     Returns:
         out (T, B, H), h_n (B, H), c_n (B, H).
     """
-    if gates_x.dim() != 3 or gates_x.shape[2] % 4:
+    if gates_x.dim() != 3:
         raise ValueError(f"gates_x must have shape (T, B, 4H), got {tuple(gates_x.shape)}")
-    steps, batch, four_hidden = gates_x.shape
-    hidden = four_hidden // 4
-    for name, state in (("h0", h0), ("c0", c0)):
-        if tuple(state.shape) != (batch, hidden):
-            raise ValueError(f"{name} must have shape ({batch}, {hidden}), got {tuple(state.shape)}")
-    if tuple(weight_hh.shape) != (four_hidden, hidden):
-        raise ValueError(
-            f"weight_hh must have shape ({four_hidden}, {hidden}), got {tuple(weight_hh.shape)}"
-        )
-    if steps == 0:
-        raise ValueError("gates_x must have at least one time step")
-    _check_choice("detach_path", detach_path, DETACH_PATHS)
-    check_detach_mask(detach_mask, steps, batch, gates_x.device)
+    _check_recurrence_args(
+        gates_x.shape, h0, c0, weight_hh, detach_mask, detach_path, gates_x.device
+    )
+    steps, batch = gates_x.shape[:2]
     sizes = _check_batch_sizes(batch_sizes, steps, batch)
     backend = select_backend(backend, gates_x.device, gates_x.dtype)
     if backend == "reference":
         return reference_lstm_recurrence(
             gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
         )
-    return FusedLSTMRecurrence.apply(gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes)
+    if backend == "triton":
+        triton_backend = _triton_backend()
+        if triton_backend is None:
+            raise ImportError('backend="triton" needs the triton package (pip install triton)')
+        return triton_backend.triton_lstm_recurrence(
+            gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
+        )
+    return FusedLSTM.apply(gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, sizes)
+
+
+def lstm_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    detach_mask: Tensor | None = None,
+    detach_path: str = "h",
+    batch_sizes: Sequence[int] | Tensor | None = None,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer over time from its input: ``lstm_recurrence`` with the projection.
+
+    Args:
+        x: (T, B, I). weight_ih: (4H, I); bias_ih, bias_hh: (4H,) or None.
+        Others as in ``lstm_recurrence``.
+
+    Returns:
+        out (T, B, H), h_n (B, H), c_n (B, H).
+    """
+    if x.dim() != 3 or weight_ih.dim() != 2 or x.shape[2] != weight_ih.shape[1]:
+        raise ValueError(
+            f"x must have shape (T, B, I) with I = weight_ih.shape[1]; got x {tuple(x.shape)} "
+            f"and weight_ih {tuple(weight_ih.shape)}"
+        )
+    if (bias_ih is None) != (bias_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be given or both be None")
+    bias = None if bias_ih is None else bias_ih + bias_hh
+    if select_backend(backend, x.device, x.dtype) != "fused":
+        gates_x = F.linear(x, weight_ih, bias)
+        return lstm_recurrence(
+            gates_x, h0, c0, weight_hh, detach_mask, detach_path, batch_sizes, backend
+        )
+    # The fused op owns the projection: it computes it chunk by chunk (see ops/fused.py).
+    gates_shape = (*x.shape[:2], weight_hh.shape[0])
+    _check_recurrence_args(gates_shape, h0, c0, weight_hh, detach_mask, detach_path, x.device)
+    sizes = _check_batch_sizes(batch_sizes, x.shape[0], x.shape[1])
+    return FusedLSTM.apply(x, h0, c0, weight_ih, weight_hh, bias, detach_mask, detach_path, sizes)
 
 
 def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
@@ -194,10 +282,9 @@ def lstm(
                     if sizes is not None and mask.dim() == 1:
                         mask = mask.unsqueeze(1).expand(steps, batch)
                     mask = reverse_sequences(mask, sizes)
-            bias = biases[0] + biases[1] if biases else None
-            gates_x = F.linear(x, w_ih, bias)
-            out, h, c = lstm_recurrence(
-                gates_x, h0[k], c0[k], w_hh, mask, detach_path, sizes, backend
+            b_ih, b_hh = biases if biases else (None, None)
+            out, h, c = lstm_layer(
+                x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, mask, detach_path, sizes, backend
             )
             outputs.append(reverse_sequences(out, sizes) if direction == 1 else out)
             h_n.append(h)

@@ -1,4 +1,4 @@
-"""``hdetach.LSTMCell``: ``torch.nn.LSTMCell`` with a ``detach`` argument, for hand-written loops."""
+"""``hdetach.LSTMCell``: ``torch.nn.LSTMCell`` with ``detach``, for hand-written loops."""
 
 from __future__ import annotations
 

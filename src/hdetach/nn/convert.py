@@ -53,7 +53,7 @@ def convert(model: nn.Module, p_detach: float = 0.25, **options) -> nn.Module:
 
 
 def revert(model: nn.Module) -> nn.Module:
-    """Turn every ``hdetach.LSTM`` in ``model`` back into a ``torch.nn.LSTM`` (for export, cuDNN)."""
+    """Turn every ``hdetach.LSTM`` in ``model`` back into ``torch.nn.LSTM`` (export, cuDNN)."""
 
     def make(old: LSTM) -> nn.LSTM:
         new = _rebuild(old, nn.LSTM)

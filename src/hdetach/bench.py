@@ -1,0 +1,236 @@
+"""Speed table: forward and forward+backward of one minibatch, measured side by side.
+
+    python -m hdetach.bench                       # every shape, CPU
+    python -m hdetach.bench --shapes pmnist --repeats 3 --output benchmarks/cpu.md
+
+Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
+(``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
+backends at several p; and the matrix-product floor (only the products any
+implementation must do: per step the recurrent product forward and backward, then
+the weight gradients). Ratios are against rows timed in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import hdetach
+
+# name -> (steps, batch, input, hidden)
+SHAPES = {
+    "copy100": (120, 100, 1, 128),
+    "copy300": (320, 100, 1, 128),
+    "pmnist": (784, 100, 1, 100),
+    "wide": (100, 64, 512, 512),
+}
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], None], int], float]:
+    """Median wall time in ms of ``fn`` over ``repeats`` runs after one warm-up."""
+
+    def measure(fn: Callable[[], None], repeats: int) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    return measure
+
+
+def _authors_loop(cell: nn.LSTMCell, x: torch.Tensor, p: float, rng: np.random.Generator):
+    """The per-step loop of the original code: numpy Bernoulli per step, ``h.detach()``."""
+    h = x.new_zeros(x.shape[1], cell.hidden_size)
+    c = torch.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[0]):
+        if p > 0 and rng.random() < p:
+            h = h.detach()
+        h, c = cell(x[t], (h, c))
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
+def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
+    """Only the matrix products of one forward+backward at p = 0."""
+    w_ih = torch.randn(4 * hidden, input_size, device=device, dtype=dtype)
+    w_hh = torch.randn(4 * hidden, hidden, device=device, dtype=dtype)
+    x = torch.randn(steps * batch, input_size, device=device, dtype=dtype)
+    h = torch.randn(batch, hidden, device=device, dtype=dtype)
+    z = torch.empty(batch, 4 * hidden, device=device, dtype=dtype)
+    dh = torch.empty(batch, hidden, device=device, dtype=dtype)
+    all_dz = torch.randn(steps * batch, 4 * hidden, device=device, dtype=dtype)
+    all_h = torch.randn(steps * batch, hidden, device=device, dtype=dtype)
+
+    def run() -> None:
+        gates_x = x @ w_ih.t()
+        for _ in range(steps):
+            torch.mm(h, w_hh.t(), out=z)
+        for _ in range(steps):
+            torch.mm(z, w_hh, out=dh)
+        all_dz.t() @ all_h, all_dz.t() @ x, all_dz @ w_ih  # noqa: B018 (timed for effect)
+        del gates_x
+
+    return run
+
+
+def benchmark_shape(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    backends: list[str],
+    ps: list[float],
+    repeats: int,
+) -> list[dict]:
+    """Time every implementation on one shape; one dict per row of the table."""
+    steps, batch, input_size, hidden = SHAPES[name]
+    measure = _timer(device)
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
+    grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
+    rows = []
+
+    def add(impl: str, p: float | None, forward, repeats_=repeats):
+        def fwd_bwd() -> None:
+            out = forward()
+            out.backward(grad)
+
+        def fwd() -> None:
+            with torch.no_grad():
+                forward()
+
+        rows.append(
+            {
+                "shape": name,
+                "impl": impl,
+                "p": p,
+                "fwd_ms": measure(fwd, repeats_),
+                "fwd_bwd_ms": measure(fwd_bwd, repeats_),
+            }
+        )
+
+    torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
+    add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
+    cell = nn.LSTMCell(input_size, hidden, device=device, dtype=dtype)
+    rng = np.random.default_rng(0)
+    for p in ps:
+        add("authors' loop", p, lambda p=p: _authors_loop(cell, x, p, rng))
+    for backend in backends:
+        ours = hdetach.LSTM(input_size, hidden, backend=backend, device=device, dtype=dtype)
+        for p in ps:
+            ours.p_detach = p
+            # The reference backend is a loop too: fewer repeats keep the run short.
+            add(
+                f"hdetach {backend}",
+                p,
+                lambda ours=ours: ours(x)[0],
+                1 if backend == "reference" else repeats,
+            )
+    floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
+    rows.append(
+        {
+            "shape": name,
+            "impl": "matmul floor",
+            "p": 0.0,
+            "fwd_ms": None,
+            "fwd_bwd_ms": measure(floor, repeats),
+        }
+    )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same shape."""
+    lines = [
+        "| shape (T, B, I, H) | implementation | p | forward ms | fwd+bwd ms "
+        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        same_shape = [r for r in rows if r["shape"] == row["shape"]]
+        torch_ms = next(r["fwd_bwd_ms"] for r in same_shape if r["impl"] == "torch.nn.LSTM")
+        loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
+        loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
+        fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
+        p = "" if row["p"] is None else f"{row['p']:g}"
+        vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
+        lines.append(
+            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} "
+            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {platform.system()}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hdetach bench",
+        description="Forward and forward+backward time of hdetach.LSTM vs torch.nn.LSTM and "
+        "a plain per-step loop, measured side by side.",
+        epilog="example: python -m hdetach.bench --shapes pmnist copy300 --repeats 3",
+    )
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["fused"],
+        help="our backends to time (default: fused; 'reference' is slow)",
+    )
+    parser.add_argument("--p", nargs="+", type=float, default=[0.0, 0.25, 0.5], dest="ps")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", help="also write the table (Markdown) to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for backend in args.backends:
+        if backend not in hdetach.functional.BACKENDS:
+            parser.error(f"--backends: unknown backend {backend!r}")
+    for p in args.ps:
+        if not 0 <= p <= 1:
+            parser.error(f"--p: each value must be in [0, 1], got {p}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    dtype = getattr(torch, args.dtype)
+    rows = []
+    for shape in args.shapes:
+        rows += benchmark_shape(shape, device, dtype, args.backends, args.ps, args.repeats)
+        print(f"measured {shape}", flush=True)
+    text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{format_table(rows)}\n"
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

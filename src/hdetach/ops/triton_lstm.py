@@ -1,0 +1,579 @@
+"""The triton backend: one persistent kernel per direction of time for a whole LSTM layer.
+
+Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
+
+* Batch rows are independent through time, so the grid is one program per tile of
+  ``BLOCK_B`` rows and each program walks all T steps by itself: one launch for the
+  forward, one for the backward, no synchronisation between programs (by default).
+  Inside a step, the program computes the four gate pre-activations for ``BLOCK_N``
+  hidden units at a time, accumulating ``h_{t-1} @ W_hh^T`` over ``BLOCK_K``-wide
+  slices, and applies the gate nonlinearities, the cell update and (backward) the
+  detach mask in registers.
+* W_hh is read every step; it is the same few hundred KiB at every step, so after the
+  first step it is served from L2 (and L1 where it fits), never from DRAM.
+* The running state (h, c forward; dh, dc backward) lives in float32 ping-pong
+  buffers of shape (2, B, H): step t reads slot t % 2 and writes the other one, so a
+  single CTA barrier per phase orders the steps, and it stays float32 whatever the
+  activation dtype (a bfloat16 cell state would drift over hundreds of steps).
+* The backward skips the recurrent product ``dz @ W_hh`` in a tile where every active
+  row is detached at that step (path "h"): with a per-step mask shared by the batch
+  that is every detached step, which is what makes h-detach's backward cheaper.
+* The weight gradient is one large matrix product after the loop (cuBLAS), as in the
+  fused backend.
+* Opt-in (``SPLIT_HIDDEN``, CUDA only): a batch tile's hidden units are spread over
+  several programs (grid axis 1) that meet at a barrier on global-memory flags every
+  step, so that each SM reads a slice of W_hh per step rather than all of it, and a
+  small batch still fills many SMs. Programs exchange h (forward) and dz (backward)
+  through L2. The backward skips the barrier, too, on steps that skip the product.
+
+Precision: float32 products use ``tl.dot(..., input_precision="tf32x3")`` by default:
+three TF32 tensor-core products that together are accurate to about float32, so the
+result stays within 1e-3 of a float64 reference over 784 steps. The products are
+latency- and bandwidth-bound at these sizes, so the extra tensor-core work costs little.
+``"tf32"`` (one product, what cuDNN uses for float32 by default; faster, ~1e-3
+relative error per product) and ``"ieee"`` (CUDA cores, exact float32) can be chosen
+with ``input_precision``. bfloat16/float16 operands always use the tensor cores with
+float32 accumulation; gate arithmetic is float32 in every case.
+
+Anything the kernels do not cover (see :func:`supports`) runs on the fused backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from hdetach.ops.fused import FusedLSTM
+
+# Decided when the kernels are decorated: with TRITON_INTERPRET=1 they run on CPU tensors.
+INTERPRETED = bool(triton.knobs.runtime.interpret)
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FLOAT32_PRECISIONS = ("tf32x3", "tf32", "ieee")
+# Beyond this the per-program weight traffic (4 H^2 elements per step, read by every
+# program) makes a per-step cuBLAS product spread over the whole GPU the better choice.
+MAX_HIDDEN = 1024
+BLOCK_B = 16  # smallest M of a tensor-core product; more rows per program, fewer programs
+# Spread each batch tile's hidden units over several programs (see _config). Off by
+# default until timed on a GPU: it trades a per-step barrier for less weight traffic.
+SPLIT_HIDDEN = False
+
+
+# The kernels call only Triton builtins and the helpers below, never the @jit functions
+# of triton.language.standard (tl.sigmoid, tl.max, tl.zeros, ...): those are decorated
+# when triton is first imported, so a test cannot switch them to the interpreter later.
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # 1 - 2 / (e^{2x} + 1): saturates to +-1 without overflow (e^{2x} -> inf gives 1).
+    # Written out because libdevice's tanh is not available under the interpreter.
+    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _minimum(a, b):
+    return tl.minimum(a, b)
+
+
+@triton.jit
+def _sync_programs(flags_ptr, target, SPLIT: tl.constexpr):
+    """Barrier among the SPLIT programs of one batch tile (grid axis 1), for the Nth time.
+
+    ``flags_ptr``: their (SPLIT,) int32 progress flags, zero at launch; ``target`` = N.
+    Each program publishes N with release semantics, then waits with acquire semantics
+    until every flag reaches N (the pattern of a cooperative-groups grid sync). Flags are
+    written by exchange, not incremented, so it does not matter how many threads of the
+    program issue the atomic. Needs all programs resident at once (see ``_config``).
+    """
+    tl.debug_barrier()  # every thread's stores of this phase precede the release below
+    tl.atomic_xchg(flags_ptr + tl.program_id(1), target, sem="release", scope="gpu")
+    flags = flags_ptr + tl.arange(0, SPLIT)
+    seen = tl.reduce(tl.atomic_add(flags, 0, sem="acquire", scope="gpu"), 0, _minimum)
+    while seen < target:
+        seen = tl.reduce(tl.atomic_add(flags, 0, sem="acquire", scope="gpu"), 0, _minimum)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _lstm_forward_kernel(
+    gates_x_ptr,  # (T, B, 4H) input contribution to the gates
+    weight_ptr,  # (4H, H) W_hh
+    lengths_ptr,  # (B,) int32 sequence lengths (PACKED only)
+    out_ptr,  # (T, B, H) outputs
+    gates_ptr,  # (T, B, 4H) gate activations i, f, g, o (SAVE only)
+    cells_ptr,  # (T + 1, B, H) cell states, [0] = c0 written by the host (SAVE only)
+    h_state_ptr,  # (2, B, H) float32 ping-pong h, [0] = h0
+    c_state_ptr,  # (2, B, H) float32 ping-pong c, [0] = c0
+    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
+    T,
+    B,
+    H,
+    HP: tl.constexpr,  # H rounded up to a power of two (>= 16)
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr,  # programs sharing a batch tile, each owning HP / SPLIT hidden units
+    SHARED_CACHE: tl.constexpr,  # cache modifier of loads of other programs' results
+    PACKED: tl.constexpr,
+    SAVE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    col0 = tl.program_id(1) * (HP // SPLIT)
+    row_ok = rows < B
+    if PACKED:
+        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    for t in range(T):
+        h_in = h_state_ptr + (t % 2) * B * H
+        c_in = c_state_ptr + (t % 2) * B * H
+        h_next = h_state_ptr + ((t + 1) % 2) * B * H
+        c_next = c_state_ptr + ((t + 1) % 2) * B * H
+        step_4h = t * B * 4 * H
+        step_h = t * B * H
+        for n0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            tile_ok = row_ok[:, None] & (cols < H)[None, :]
+            gx = gates_x_ptr + step_4h + rows[:, None] * 4 * H + cols[None, :]
+            acc_i = tl.load(gx, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_f = tl.load(gx + H, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_g = tl.load(gx + 2 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_o = tl.load(gx + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            for k0 in range(0, HP, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                h_k = tl.load(
+                    h_in + rows[:, None] * H + ks[None, :],
+                    mask=row_ok[:, None] & (ks < H)[None, :],
+                    other=0.0,
+                    cache_modifier=SHARED_CACHE,
+                ).to(weight_ptr.dtype.element_ty)
+                # (BLOCK_K, BLOCK_N) slice of W_gate^T: element [k, n] is W[gate * H + n, k].
+                w_t = weight_ptr + cols[None, :] * H + ks[:, None]
+                w_ok = (ks < H)[:, None] & (cols < H)[None, :]
+                acc_i = tl.dot(
+                    h_k, tl.load(w_t, mask=w_ok, other=0.0), acc_i, input_precision=INPUT_PRECISION
+                )
+                acc_f = tl.dot(
+                    h_k,
+                    tl.load(w_t + H * H, mask=w_ok, other=0.0),
+                    acc_f,
+                    input_precision=INPUT_PRECISION,
+                )
+                acc_g = tl.dot(
+                    h_k,
+                    tl.load(w_t + 2 * H * H, mask=w_ok, other=0.0),
+                    acc_g,
+                    input_precision=INPUT_PRECISION,
+                )
+                acc_o = tl.dot(
+                    h_k,
+                    tl.load(w_t + 3 * H * H, mask=w_ok, other=0.0),
+                    acc_o,
+                    input_precision=INPUT_PRECISION,
+                )
+            i = _sigmoid(acc_i)
+            f = _sigmoid(acc_f)
+            g = _tanh(acc_g)
+            o = _sigmoid(acc_o)
+            state = rows[:, None] * H + cols[None, :]
+            c_prev = tl.load(c_in + state, mask=tile_ok, other=0.0)
+            c = f * c_prev + i * g
+            h = o * _tanh(c)
+            out = h
+            if PACKED:
+                # Rows past their sequence's end keep their state and output zeros.
+                active = (row_ok & (t < length))[:, None]
+                out = tl.where(active, h, 0.0)
+                h = tl.where(active, h, tl.load(h_in + state, mask=tile_ok, other=0.0))
+                c = tl.where(active, c, c_prev)
+            tl.store(h_next + state, h, mask=tile_ok)
+            tl.store(c_next + state, c, mask=tile_ok)
+            tl.store(out_ptr + step_h + state, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
+            if SAVE:
+                act = gates_ptr + step_4h + rows[:, None] * 4 * H + cols[None, :]
+                dtype = gates_ptr.dtype.element_ty
+                tl.store(act, i.to(dtype), mask=tile_ok)
+                tl.store(act + H, f.to(dtype), mask=tile_ok)
+                tl.store(act + 2 * H, g.to(dtype), mask=tile_ok)
+                tl.store(act + 3 * H, o.to(dtype), mask=tile_ok)
+                tl.store(cells_ptr + step_h + B * H + state, c.to(dtype), mask=tile_ok)
+        # The next step reads every column of h_next, written by other threads (SPLIT = 1:
+        # of this CTA; SPLIT > 1: of the other programs of this batch tile too).
+        if SPLIT > 1:
+            _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, t + 1, SPLIT)
+        else:
+            tl.debug_barrier()
+
+
+@triton.jit
+def _lstm_backward_kernel(
+    weight_ptr,  # (4H, H) W_hh
+    gates_ptr,  # (T, B, 4H) saved activations i, f, g, o
+    cells_ptr,  # (T + 1, B, H) saved cell states, [0] = c0
+    d_out_ptr,  # (T, B, H) gradient of the outputs
+    mask_ptr,  # uint8 detach mask, indexed [t * mask_stride_t + row * mask_stride_b] (HAS_MASK)
+    lengths_ptr,  # (B,) int32 sequence lengths (PACKED only)
+    d_gates_ptr,  # (T, B, 4H) output: gradient of the gate pre-activations
+    dh_state_ptr,  # (2, B, H) float32 ping-pong dL/dh entering a step, [0] = dL/dh_n
+    dc_state_ptr,  # (2, B, H) float32 ping-pong dL/dc entering a step, [0] = dL/dc_n
+    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
+    T,
+    B,
+    H,
+    mask_stride_t,
+    mask_stride_b,
+    HP: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr,
+    SHARED_CACHE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    DETACH_H: tl.constexpr,  # detach path "h" (else "c")
+    PACKED: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    col0 = tl.program_id(1) * (HP // SPLIT)
+    row_ok = rows < B
+    if PACKED:
+        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    for s in range(T):
+        t = T - 1 - s
+        active = row_ok
+        if PACKED:
+            active = row_ok & (t < length)
+        detached = rows < 0
+        if HAS_MASK:
+            detached = (
+                tl.load(mask_ptr + t * mask_stride_t + rows * mask_stride_b, mask=row_ok, other=0)
+                != 0
+            )
+        dh_in = dh_state_ptr + (s % 2) * B * H
+        dc_in = dc_state_ptr + (s % 2) * B * H
+        dh_next = dh_state_ptr + ((s + 1) % 2) * B * H
+        dc_next = dc_state_ptr + ((s + 1) % 2) * B * H
+        step_4h = t * B * 4 * H
+        step_h = t * B * H
+
+        # Phase 1, elementwise per block of hidden units: the gate gradients dz_t and the
+        # gradient reaching c_{t-1}.
+        for n0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            tile_ok = row_ok[:, None] & (cols < H)[None, :]
+            state = rows[:, None] * H + cols[None, :]
+            dh_carry = tl.load(dh_in + state, mask=tile_ok, other=0.0)
+            dc_carry = tl.load(dc_in + state, mask=tile_ok, other=0.0)
+            # Inactive (packed) rows output a constant zero: their d_out goes nowhere.
+            dh = dh_carry + tl.load(
+                d_out_ptr + step_h + state, mask=tile_ok & active[:, None], other=0.0
+            ).to(tl.float32)
+            act = gates_ptr + step_4h + rows[:, None] * 4 * H + cols[None, :]
+            i = tl.load(act, mask=tile_ok, other=0.0).to(tl.float32)
+            f = tl.load(act + H, mask=tile_ok, other=0.0).to(tl.float32)
+            g = tl.load(act + 2 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            o = tl.load(act + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            c_prev = tl.load(cells_ptr + step_h + state, mask=tile_ok, other=0.0).to(tl.float32)
+            tanh_c = _tanh(
+                tl.load(cells_ptr + step_h + B * H + state, mask=tile_ok, other=0.0).to(tl.float32)
+            )
+            dz_o = dh * tanh_c * o * (1.0 - o)
+            dc = dc_carry + dh * o * (1.0 - tanh_c * tanh_c)
+            dz_i = dc * g * i * (1.0 - i)
+            dz_f = dc * c_prev * f * (1.0 - f)
+            dz_g = dc * i * (1.0 - g * g)
+            dc_prev = dc * f
+            if not DETACH_H:
+                dc_prev = tl.where(detached[:, None], 0.0, dc_prev)
+            if PACKED:
+                inactive = (~active)[:, None]
+                dz_i = tl.where(inactive, 0.0, dz_i)
+                dz_f = tl.where(inactive, 0.0, dz_f)
+                dz_g = tl.where(inactive, 0.0, dz_g)
+                dz_o = tl.where(inactive, 0.0, dz_o)
+                dc_prev = tl.where(inactive, dc_carry, dc_prev)
+            dz_out = d_gates_ptr + step_4h + rows[:, None] * 4 * H + cols[None, :]
+            dtype = d_gates_ptr.dtype.element_ty
+            tl.store(dz_out, dz_i.to(dtype), mask=tile_ok)
+            tl.store(dz_out + H, dz_f.to(dtype), mask=tile_ok)
+            tl.store(dz_out + 2 * H, dz_g.to(dtype), mask=tile_ok)
+            tl.store(dz_out + 3 * H, dz_o.to(dtype), mask=tile_ok)
+            tl.store(dc_next + state, dc_prev, mask=tile_ok)
+
+        # Phase 2: the gradient reaching h_{t-1}, dz_t @ W_hh. Rows that are detached
+        # (path "h") or inactive get none through the gates, so a tile with no other row
+        # skips the product.
+        through_gates = active
+        if DETACH_H:
+            through_gates = active & ~detached
+        need_product = tl.reduce(through_gates.to(tl.int32), 0, _maximum) > 0
+        # The product reads every column of dz_t, written by other threads (SPLIT = 1: of
+        # this CTA; SPLIT > 1: of the other programs of this batch tile too). Without the
+        # product nothing is read across programs, so they need not wait for each other.
+        if SPLIT > 1:
+            if need_product:
+                _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, s + 1, SPLIT)
+        else:
+            tl.debug_barrier()
+        for m0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
+            cols = m0 + tl.arange(0, BLOCK_N)
+            tile_ok = row_ok[:, None] & (cols < H)[None, :]
+            acc = tl.full((BLOCK_B, BLOCK_N), 0.0, tl.float32)
+            if need_product:
+                for gate in tl.static_range(4):
+                    for k0 in range(0, HP, BLOCK_K):
+                        ks = k0 + tl.arange(0, BLOCK_K)
+                        dz = tl.load(
+                            d_gates_ptr + step_4h + rows[:, None] * 4 * H + gate * H + ks[None, :],
+                            mask=row_ok[:, None] & (ks < H)[None, :],
+                            other=0.0,
+                            cache_modifier=SHARED_CACHE,
+                        ).to(weight_ptr.dtype.element_ty)
+                        # (BLOCK_K, BLOCK_N) slice of W_gate: element [k, m] is W[gate*H + k, m].
+                        w = tl.load(
+                            weight_ptr + (gate * H + ks[:, None]) * H + cols[None, :],
+                            mask=(ks < H)[:, None] & (cols < H)[None, :],
+                            other=0.0,
+                        )
+                        acc = tl.dot(dz, w, acc, input_precision=INPUT_PRECISION)
+            dh_prev = tl.where(through_gates[:, None], acc, 0.0)
+            if PACKED:
+                # An inactive row's h passes through the step untouched.
+                state = rows[:, None] * H + cols[None, :]
+                dh_carry = tl.load(dh_in + state, mask=tile_ok, other=0.0)
+                dh_prev = tl.where(active[:, None], dh_prev, dh_carry)
+            tl.store(dh_next + rows[:, None] * H + cols[None, :], dh_prev, mask=tile_ok)
+        # The next step reads dh_next and dc_next, written by other threads of this CTA;
+        # other programs only ever read dz, which the next step writes for another t.
+        tl.debug_barrier()
+
+
+def _interpreting(tensor: Tensor) -> bool:
+    return INTERPRETED and tensor.device.type == "cpu"
+
+
+def supports(
+    gates_x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    batch_sizes: Sequence[int] | None = None,
+) -> bool:
+    """Whether the kernels cover these arguments (else the fused backend runs).
+
+    Covered: CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``), one dtype among
+    float32, bfloat16 and float16 shared by all four tensors, H <= ``MAX_HIDDEN``, fewer
+    than 2^31 elements in ``gates_x``; any detach mask, detach path and packed layout.
+    """
+    del batch_sizes  # packed layouts run in the kernels (as sequence lengths)
+    tensors = (gates_x, h0, c0, weight_hh)
+    device = gates_x.device
+    if device.type != "cuda" and not _interpreting(gates_x):
+        return False
+    if any(x.device != device or x.dtype != gates_x.dtype for x in tensors):
+        return False
+    # Offsets are int32 in the kernels.
+    small = gates_x.numel() < 2**31
+    return gates_x.dtype in SUPPORTED_DTYPES and 0 < h0.shape[1] <= MAX_HIDDEN and small
+
+
+def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | str]:
+    """Launch configuration for hidden size ``hidden`` and batch ``batch`` (not yet timed).
+
+    Tiles: ptxas (sm_90, compiled ahead of time without a GPU; float32 with tf32x3 and
+    bfloat16; H = 32 ... 512) reports no register spills: per K step the four
+    (BLOCK_B, BLOCK_N) float32 accumulators and the four (BLOCK_K, BLOCK_N) weight slices
+    (split in two for tf32x3) stay in registers, and the unrolled loops keep several
+    slices' loads in flight.
+
+    With ``SPLIT_HIDDEN`` (CUDA only) each batch tile's hidden units are spread over up to
+    HP / 32 programs that meet at a barrier every step, so that each SM reads only its
+    slice of W_hh per step instead of all of it; all programs must be resident at once,
+    hence at most one program per SM.
+    """
+    hp = max(16, triton.next_power_of_2(hidden))
+    config: dict[str, int | str] = {
+        "HP": hp,
+        "BLOCK_B": BLOCK_B,
+        "BLOCK_N": min(hp, 64),
+        "BLOCK_K": min(hp, 32),
+        "SPLIT": 1,
+        "SHARED_CACHE": "",
+        "num_warps": 8 if hp >= 64 else 4,
+    }
+    if SPLIT_HIDDEN and device.type == "cuda":
+        tiles = triton.cdiv(batch, BLOCK_B)
+        programs = torch.cuda.get_device_properties(device).multi_processor_count
+        split = max(1, hp // 32)
+        while split > 1 and tiles * split > programs:
+            split //= 2
+        if split > 1:
+            # Other programs' results are read from L2 (.cg): L1 is not coherent across SMs.
+            config.update(BLOCK_N=hp // split, SPLIT=split, SHARED_CACHE=".cg", num_warps=4)
+    return config
+
+
+def _lengths(batch_sizes: Sequence[int], batch: int, device: torch.device) -> Tensor:
+    """(B,) int32 number of active steps of each row of a packed layout."""
+    sizes = torch.tensor(batch_sizes, dtype=torch.int32, device=device)
+    return (sizes.unsqueeze(0) > torch.arange(batch, device=device).unsqueeze(1)).sum(1).int()
+
+
+def _flags(grid: tuple[int, int], like: Tensor) -> Tensor:
+    """Zeroed barrier flags, one per program (an empty tensor when nothing is split)."""
+    return like.new_zeros(grid if grid[1] > 1 else (0,), dtype=torch.int32)
+
+
+class TritonLSTMRecurrence(torch.autograd.Function):
+    """``(gates_x, h0, c0, weight_hh) -> (out, h_n, c_n)`` on the triton kernels."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        gates_x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weight_hh: Tensor,
+        detach_mask: Tensor | None,
+        detach_path: str,
+        batch_sizes: tuple[int, ...] | None,
+        config: dict[str, int | str],
+        input_precision: str,
+        save: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        steps, batch, four_hidden = gates_x.shape
+        hidden = four_hidden // 4
+        gates_x = gates_x.contiguous()
+        weight_hh = weight_hh.contiguous()
+        h_state = h0.new_empty(2, batch, hidden, dtype=torch.float32)
+        c_state = torch.empty_like(h_state)
+        h_state[0] = h0
+        c_state[0] = c0
+        out = torch.empty(steps, batch, hidden, device=gates_x.device, dtype=gates_x.dtype)
+        if save:
+            gates = torch.empty_like(gates_x)
+            cells = gates_x.new_empty(steps + 1, batch, hidden)
+            cells[0] = c0
+        else:  # inference: the kernel writes only the outputs and the state
+            gates = cells = gates_x.new_empty(0)
+        lengths = (
+            _lengths(batch_sizes, batch, gates_x.device)
+            if batch_sizes is not None
+            else gates_x.new_empty(0, dtype=torch.int32)
+        )
+        config = dict(config)
+        num_warps = config.pop("num_warps")
+        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
+        # num_stages=1 (both kernels): the software pipeliner must not prefetch the next
+        # step's state across the barrier that orders the steps.
+        # Triton launches on the current device, which need not be the tensors' one.
+        with torch.cuda.device_of(gates_x):
+            _lstm_forward_kernel[grid](
+                gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state,
+                _flags(grid, h0), steps, batch, hidden,
+                PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
+                num_warps=num_warps, num_stages=1, **config,
+            )  # fmt: skip
+        h_n = h_state[steps % 2].to(gates_x.dtype)
+        c_n = c_state[steps % 2].to(gates_x.dtype)
+        if save:
+            ctx.save_for_backward(gates, cells, out, h0, weight_hh, lengths, detach_mask)
+            ctx.detach_path = detach_path
+            ctx.packed = batch_sizes is not None
+            ctx.config = (config, num_warps)
+            ctx.input_precision = input_precision
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
+        gates, cells, out, h0, weight_hh, lengths, detach_mask = ctx.saved_tensors
+        config, num_warps = ctx.config
+        steps, batch, hidden = out.shape
+        # Outputs the loss does not use arrive as None or as non-contiguous zeros.
+        d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
+        dh_state = h0.new_zeros(2, batch, hidden, dtype=torch.float32)
+        dc_state = torch.zeros_like(dh_state)
+        if d_h_n is not None:
+            dh_state[0] = d_h_n
+        if d_c_n is not None:
+            dc_state[0] = d_c_n
+        if detach_mask is None:
+            mask, stride_t, stride_b = gates.new_empty(0, dtype=torch.uint8), 0, 0
+        else:
+            mask = detach_mask.contiguous().view(torch.uint8)
+            stride_t, stride_b = (1, 0) if mask.dim() == 1 else (batch, 1)
+        d_gates = torch.empty_like(gates)
+        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
+        with torch.cuda.device_of(gates):
+            _lstm_backward_kernel[grid](
+                weight_hh, gates, cells, d_out, mask, lengths, d_gates, dh_state, dc_state,
+                _flags(grid, h0), steps, batch, hidden, stride_t, stride_b,
+                HAS_MASK=detach_mask is not None, DETACH_H=ctx.detach_path == "h",
+                PACKED=ctx.packed, INPUT_PRECISION=ctx.input_precision,
+                num_warps=num_warps, num_stages=1, **config,
+            )  # fmt: skip
+        d_h0 = dh_state[steps % 2].to(h0.dtype)
+        d_c0 = dc_state[steps % 2].to(h0.dtype)
+        d_weight_hh = None
+        if ctx.needs_input_grad[3]:
+            # sum_t dz_t^T h_{t-1}: one product over all steps but the first, plus step 0.
+            d_weight_hh = d_gates[1:].reshape(-1, 4 * hidden).t() @ out[:-1].reshape(-1, hidden)
+            d_weight_hh.addmm_(d_gates[0].t(), h0)
+        return d_gates, d_h0, d_c0, d_weight_hh, None, None, None, None, None, None
+
+
+def triton_lstm_recurrence(
+    gates_x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    detach_mask: Tensor | None = None,
+    detach_path: str = "h",
+    batch_sizes: tuple[int, ...] | None = None,
+    *,
+    input_precision: str = "tf32x3",
+    config: dict[str, int | str] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer on the triton kernels; arguments already validated.
+
+    Same contract as :func:`hdetach.functional.lstm_recurrence`. Falls back to the fused
+    backend where :func:`supports` says the kernels do not apply.
+
+    Args:
+        input_precision: how float32 products use the tensor cores, one of
+            ``FLOAT32_PRECISIONS`` (see the module docstring); ignored for 16-bit dtypes.
+        config: entries overriding the launch configuration of ``_config`` (tests and
+            tuning), e.g. ``{"BLOCK_N": 16, "BLOCK_K": 16}``: powers of two >= 16.
+    """
+    if input_precision not in FLOAT32_PRECISIONS:
+        raise ValueError(
+            f"input_precision must be one of {FLOAT32_PRECISIONS}, got {input_precision!r}"
+        )
+    if not supports(gates_x, h0, c0, weight_hh, batch_sizes):
+        return FusedLSTM.apply(
+            gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, batch_sizes
+        )
+    config = {**_config(h0.shape[1], h0.shape[0], gates_x.device), **(config or {})}
+    if _interpreting(gates_x) and config["SPLIT"] != 1:
+        raise ValueError("the interpreter runs programs one after another: SPLIT must be 1")
+    if gates_x.dtype != torch.float32:
+        input_precision = "tf32"  # the default; ignored for 16-bit operands
+    save = torch.is_grad_enabled() and any(x.requires_grad for x in (gates_x, h0, c0, weight_hh))
+    return TritonLSTMRecurrence.apply(
+        gates_x, h0, c0, weight_hh, detach_mask, detach_path, batch_sizes,
+        config, input_precision, save,
+    )  # fmt: skip

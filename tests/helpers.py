@@ -1,0 +1,78 @@
+"""Independent oracles and comparison helpers shared by the tests.
+
+The oracle below shares no code with the package: a per-example, per-position
+Python loop that detaches with ``Tensor.detach()`` exactly where the mask says.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def oracle_lstm(
+    params: list[list[Tensor]],
+    sequences: list[Tensor],
+    h0: Tensor,
+    c0: Tensor,
+    masks: Tensor,
+    detach_path: str,
+    bidirectional: bool,
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """A multi-layer (bi)LSTM run one example at a time.
+
+    params: per layer and direction [w_ih, w_hh, b_ih, b_hh] (biases may be missing).
+    sequences: B tensors (T_b, I). h0, c0: (L*D, B, H). masks: bool (L*D, T, B), where
+    masks[k, t, b] detaches the state entering the step that processes position t.
+    Returns per-example outputs (T_b, D*H) and h_n, c_n (L*D, B, H).
+    """
+    directions = 2 if bidirectional else 1
+    layers = len(params) // directions
+    outputs = []
+    h_n = [[None] * len(sequences) for _ in params]
+    c_n = [[None] * len(sequences) for _ in params]
+    for b, sequence in enumerate(sequences):
+        layer_input = sequence
+        for layer in range(layers):
+            per_direction = []
+            for d in range(directions):
+                k = layer * directions + d
+                w_ih, w_hh, *bias = params[k]
+                h, c = h0[k, b], c0[k, b]
+                length = layer_input.shape[0]
+                positions = range(length) if d == 0 else range(length - 1, -1, -1)
+                out = [None] * length
+                for t in positions:
+                    h_in, c_in = h, c
+                    if bool(masks[k, t, b]):
+                        if detach_path == "h":
+                            h_in = h.detach()
+                        else:
+                            c_in = c.detach()
+                    z = w_ih @ layer_input[t] + w_hh @ h_in
+                    if bias:
+                        z = z + bias[0] + bias[1]
+                    i, f, g, o = z.chunk(4)
+                    c = torch.sigmoid(f) * c_in + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                    out[t] = h
+                per_direction.append(torch.stack(out))
+                h_n[k][b], c_n[k][b] = h, c
+            layer_input = torch.cat(per_direction, dim=-1)
+        outputs.append(layer_input)
+    return outputs, _stack_states(h_n), _stack_states(c_n)
+
+
+def _stack_states(rows: list[list[Tensor]]) -> Tensor:
+    return torch.stack([torch.stack(row) for row in rows])
+
+
+def grads_of(loss: Tensor, tensors: list[Tensor]) -> list[Tensor]:
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+
+def assert_all_close(actual: list[Tensor], expected: list[Tensor], names: list[str], **tol) -> None:
+    assert len(actual) == len(expected) == len(names)
+    for a, e, name in zip(actual, expected, names):
+        torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tol)

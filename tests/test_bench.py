@@ -1,0 +1,47 @@
+"""The benchmark script runs and reports ratios measured in the same run (no timing asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hdetach import bench
+
+
+def test_bench_prints_a_table_with_every_row(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(bench.SHAPES, "tiny", (6, 3, 2, 4))
+    output = tmp_path / "table.md"
+    bench.main(
+        [
+            "--shapes",
+            "tiny",
+            "--repeats",
+            "1",
+            "--p",
+            "0",
+            "0.5",
+            "--backends",
+            "fused",
+            "reference",
+            "--output",
+            str(output),
+        ]
+    )
+    text = output.read_text()
+    assert "Machine:" in text
+    for impl in (
+        "torch.nn.LSTM",
+        "authors' loop",
+        "hdetach fused",
+        "hdetach reference",
+        "matmul floor",
+    ):
+        assert f"| {impl} |" in text
+    assert text.count("| tiny (6, 3, 2, 4) |") == 1 + 2 + 2 * 2 + 1
+    assert text in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--p", "2"], ["--backends", "magic"], ["--repeats", "0"]])
+def test_bench_bad_options_exit_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2

@@ -1,0 +1,16 @@
+"""The README's quick start runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_quick_start_runs(capsys):
+    text = README.read_text()
+    section = text.split("## Quick start", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README quick start", "exec"), {})
+    printed = capsys.readouterr().out
+    losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", printed)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
