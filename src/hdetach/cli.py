@@ -34,7 +34,7 @@ DEMO = dict(
     hidden_size=64,
     lr=1e-2,
     p_detach=0.5,
-    epochs=24,
+    epochs=40,
     steps_per_epoch=250,
     n_val=1000,
 )
@@ -251,7 +251,7 @@ def _add_demo(sub) -> None:
         help="vanilla vs h-detach LSTM on the copying task",
         description="The project's point in one command: train a vanilla LSTM and an h-detach "
         "LSTM on the copying task side by side (same data, same seed), print the "
-        "comparison and write the plot. About 8 minutes on a 2-core CPU.",
+        "comparison and write the plot. About 7 minutes on a 2-core CPU.",
         epilog="examples:\n  hdetach demo\n  hdetach demo --T 100 --epochs 20 --out runs/demo100\n",
     )
     p.add_argument("--T", type=int, default=DEMO["T"], help=f"copy gap (default {DEMO['T']})")
