@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
 from pathlib import Path
 
+from hdetach.functional import BACKENDS, DETACH_PATHS
+from hdetach.nn.lstm import DETACH_SCOPES
 from hdetach.tasks.mnist import DataError
 from hdetach.train import TASKS, Config, ConfigError
 
@@ -80,31 +83,16 @@ TRAIN_HELP = {
 }
 CHOICES = {
     "input_encoding": ("scalar", "onehot"),
-    "detach_scope": ("batch", "sample"),
-    "detach_path": ("h", "c"),
-    "backend": ("auto", "fused", "reference"),
+    "detach_scope": DETACH_SCOPES,
+    "detach_path": DETACH_PATHS,
+    "backend": BACKENDS,
     "optimizer": ("adam", "sgd", "rmsprop"),
     "clip": ("norm", "value", "none"),
 }
+# The option types come from the Config annotations ("int | None" -> int).
 _TYPES = {
-    "T": int,
-    "perm_seed": int,
-    "hidden_size": int,
-    "num_layers": int,
-    "p_detach": float,
-    "anneal_epochs": int,
-    "lr": float,
-    "clip_value": float,
-    "batch_size": int,
-    "epochs": int,
-    "steps_per_epoch": int,
-    "max_steps": int,
-    "eval_every": int,
-    "eval_batch_size": int,
-    "n_train": int,
-    "n_val": int,
-    "n_test": int,
-    "seed": int,
+    f.name: {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+    for f in dataclasses.fields(Config)
 }
 
 
@@ -150,13 +138,13 @@ def _cmd_train(a: argparse.Namespace) -> None:
     resume = opts.pop("resume", None)
     if resume is not None:
         if opts or task:
-            extra = ", ".join(([task] if task else []) + [f"--{k}" for k in opts])
-            raise ConfigError(f"--resume takes the saved config; drop {extra}")
-        train(resume=resume, progress=progress)
-        return
-    if task is None:
+            flags = ([task] if task else []) + [f"--{k.replace('_', '-')}" for k in opts]
+            raise ConfigError(f"--resume takes the saved config; drop {', '.join(flags)}")
+        summary = train(resume=resume, progress=progress)
+    elif task is None:
         raise ConfigError("train needs a TASK (copy, adding, mnist, pmnist) or --resume RUN_DIR")
-    summary = train(Config(task=task, **opts), progress=progress)
+    else:
+        summary = train(Config(task=task, **opts), progress=progress)
     if summary["status"] == "interrupted":
         sys.exit(130)
 
@@ -251,7 +239,7 @@ def _add_demo(sub) -> None:
         help="vanilla vs h-detach LSTM on the copying task",
         description="The project's point in one command: train a vanilla LSTM and an h-detach "
         "LSTM on the copying task side by side (same data, same seed), print the "
-        "comparison and write the plot. About 7 minutes on a 2-core CPU.",
+        "comparison and write the plot. About 5 to 7 minutes on a 2-core CPU.",
         epilog="examples:\n  hdetach demo\n  hdetach demo --T 100 --epochs 20 --out runs/demo100\n",
     )
     p.add_argument("--T", type=int, default=DEMO["T"], help=f"copy gap (default {DEMO['T']})")

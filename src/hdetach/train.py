@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 
 import hdetach
+from hdetach.functional import BACKENDS, DETACH_PATHS
+from hdetach.nn.lstm import DETACH_SCOPES
 from hdetach.tasks import Task, make_task
 
 TASKS = ("copy", "adding", "mnist", "pmnist")
@@ -77,7 +79,7 @@ class Config:
     batch_size: int = 100
     epochs: int | None = None
     steps_per_epoch: int | None = None
-    max_steps: int | None = None  # stop early after this many steps in total
+    max_steps: int | None = None  # train for at most this many steps in total
     eval_every: int | None = None  # steps between evaluations; default: once per epoch
     eval_batch_size: int = 1000
     # data sizes (MNIST: the first n_* images of each split)
@@ -87,8 +89,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     run_dir: str | None = None
-    # filled in by resolve(): the concrete device and the total number of steps
-    total_steps: int | None = field(default=None)
+    total_steps: int | None = None  # filled in by resolve()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,9 +114,9 @@ def resolve(cfg: Config) -> Config:
     """Validate every option and fill in task defaults; raises ConfigError naming the option."""
     _choice("task", cfg.task, TASKS)
     _choice("input_encoding", cfg.input_encoding, ("scalar", "onehot"))
-    _choice("detach_scope", cfg.detach_scope, ("batch", "sample"))
-    _choice("detach_path", cfg.detach_path, ("h", "c"))
-    _choice("backend", cfg.backend, ("auto", "fused", "reference"))
+    _choice("detach_scope", cfg.detach_scope, DETACH_SCOPES)
+    _choice("detach_path", cfg.detach_path, DETACH_PATHS)
+    _choice("backend", cfg.backend, BACKENDS)
     _choice("optimizer", cfg.optimizer, ("adam", "sgd", "rmsprop"))
     _choice("clip", cfg.clip, ("norm", "value", "none"))
     if not 0.0 <= cfg.p_detach <= 1.0:
