@@ -220,3 +220,12 @@ def test_adding_task_trains_and_selects_on_lowest_mse(tmp_path):
     )
     records = _metrics(tmp_path / "r")
     assert s["metric"] == "mse" and s["best_val"] == min(r["val"]["mse"] for r in records)
+
+
+def test_split_sizes_follow_the_config():
+    from hdetach.tasks import make_task
+
+    for task in ("copy", "adding"):
+        t = make_task(resolve(Config(task=task, T=3, n_train=30, n_val=20, n_test=10)))
+        assert [t.size(s) for s in ("train", "val", "test")] == [30, 20, 10]
+        assert resolve(Config(task=task, n_val=20)).n_test == 20  # default: as many as val

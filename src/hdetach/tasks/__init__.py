@@ -44,9 +44,9 @@ def make_task(cfg: Any) -> Task:
     from hdetach.tasks.mnist import MNISTTask
 
     if cfg.task == "copy":
-        return CopyingTask(cfg.T, cfg.input_encoding, cfg.n_train, cfg.n_val, cfg.n_val, cfg.seed)
+        return CopyingTask(cfg.T, cfg.input_encoding, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
     if cfg.task == "adding":
-        return AddingTask(cfg.T, cfg.n_train, cfg.n_val, cfg.n_val, cfg.seed)
+        return AddingTask(cfg.T, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
     if cfg.task in ("mnist", "pmnist"):
         perm_seed = cfg.perm_seed if cfg.task == "pmnist" else None
         return MNISTTask(cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test)
