@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's experiments with the authors' protocols (docs/PAPER.md, section 2).
+# The paper's experiments with the authors' protocols (the defaults of `hdetach train`).
 # Hours to days of compute each: pick the lines you need. Results go to runs/paper/.
 set -euo pipefail
 out=runs/paper

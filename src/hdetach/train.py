@@ -36,7 +36,7 @@ from hdetach.tasks import Task, make_task
 
 TASKS = ("copy", "adding", "mnist", "pmnist")
 
-# Task defaults follow the original code's protocols (docs/PAPER.md, section 2).
+# Task defaults follow the protocols of the authors' public code (see README, Experiments).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "copy": dict(
         T=100, hidden_size=128, epochs=200, steps_per_epoch=1000, n_train=100_000, n_val=5000
