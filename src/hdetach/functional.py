@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hdetach.ops import FusedLSTM, reference_lstm_recurrence
+from hdetach.ops.packed import sequence_lengths
 
 BACKENDS = ("auto", "reference", "fused", "triton")
 DETACH_PATHS = ("h", "c")
@@ -215,8 +216,7 @@ def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
     if batch_sizes is None:
         return x.flip(0)
     steps, batch = x.shape[:2]
-    sizes = torch.tensor(batch_sizes, device=x.device)
-    lengths = (sizes.unsqueeze(1) > torch.arange(batch, device=x.device)).sum(0)  # (B,)
+    lengths = sequence_lengths(batch_sizes, batch, x.device)
     t = torch.arange(steps, device=x.device).unsqueeze(1)
     index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
     return x.gather(0, index.view(steps, batch, *([1] * (x.dim() - 2))).expand_as(x))

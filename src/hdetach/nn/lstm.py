@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from hdetach.functional import BACKENDS, DETACH_PATHS, _check_choice, lstm
+from hdetach.ops.packed import sequence_lengths
 
 DETACH_SCOPES = ("batch", "sample")
 LAYER_MASKS = ("shared", "independent")
@@ -169,7 +170,7 @@ class LSTM(nn.LSTM):
         )
 
         if packed:
-            lengths = torch.tensor(batch_sizes).unsqueeze(1).gt(torch.arange(batch)).sum(0)
+            lengths = sequence_lengths(batch_sizes, batch, torch.device("cpu"))
             data = pack_padded_sequence(output, lengths).data
             output = PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices)
             if unsorted_indices is not None:

@@ -48,6 +48,7 @@ import triton.language as tl
 from torch import Tensor
 
 from hdetach.ops.fused import FusedLSTM
+from hdetach.ops.packed import sequence_lengths
 
 # Decided when the kernels are decorated: with TRITON_INTERPRET=1 they run on CPU tensors.
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -427,12 +428,6 @@ def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | st
     return config
 
 
-def _lengths(batch_sizes: Sequence[int], batch: int, device: torch.device) -> Tensor:
-    """(B,) int32 number of active steps of each row of a packed layout."""
-    sizes = torch.tensor(batch_sizes, dtype=torch.int32, device=device)
-    return (sizes.unsqueeze(0) > torch.arange(batch, device=device).unsqueeze(1)).sum(1).int()
-
-
 def _flags(grid: tuple[int, int], like: Tensor) -> Tensor:
     """Zeroed barrier flags, one per program (an empty tensor when nothing is split)."""
     return like.new_zeros(grid if grid[1] > 1 else (0,), dtype=torch.int32)
@@ -471,7 +466,7 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         else:  # inference: the kernel writes only the outputs and the state
             gates = cells = gates_x.new_empty(0)
         lengths = (
-            _lengths(batch_sizes, batch, gates_x.device)
+            sequence_lengths(batch_sizes, batch, gates_x.device).int()
             if batch_sizes is not None
             else gates_x.new_empty(0, dtype=torch.int32)
         )
