@@ -408,6 +408,7 @@ def train(
 
     model.train()
     t_last, n_seqs = time.time(), 0
+    t_said = t_last
     with _StopFlag() as stop:
         while step < cfg.total_steps and not stop.requested:
             epoch = step // cfg.steps_per_epoch
@@ -429,12 +430,20 @@ def train(
                 accum[k] = accum.get(k, 0.0) + v
             accum["n"] = accum.get("n", 0) + 1
             bar.update(1)
+            seq_s = n_seqs / max(time.time() - t_last, 1e-9)
             if show_bar:
                 bar.set_postfix(
                     loss=f"{m['loss']:.4f}",
                     **{task.metric: f"{m[task.metric]:.4f}"},
-                    seq_s=f"{n_seqs / max(time.time() - t_last, 1e-9):.0f}",
+                    seq_s=f"{seq_s:.0f}",
                 )
+            elif time.time() - t_said > 60:  # without a bar, still say something every minute
+                _log(
+                    f"[{run_dir.name}] step {step}/{cfg.total_steps} loss {m['loss']:.4f} "
+                    f"{task.metric} {m[task.metric]:.4f} | {seq_s:.0f} seq/s",
+                    None,
+                )
+                t_said = time.time()
 
             if step % cfg.eval_every == 0 or step == cfg.total_steps:
                 val = evaluate(model, task, "val", cfg.eval_batch_size, cfg.device)
