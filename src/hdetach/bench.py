@@ -33,23 +33,15 @@ SHAPES = {
 }
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], None], int], float]:
-    """Median wall time in ms of ``fn`` over ``repeats`` runs after one warm-up."""
-
-    def measure(fn: Callable[[], None], repeats: int) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
-
-    return measure
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one call of ``fn`` in ms."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
 
 
 def _authors_loop(cell: nn.LSTMCell, x: torch.Tensor, p: float, rng: np.random.Generator):
@@ -66,24 +58,30 @@ def _authors_loop(cell: nn.LSTMCell, x: torch.Tensor, p: float, rng: np.random.G
 
 
 def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
-    """Only the matrix products of one forward+backward at p = 0."""
-    w_ih = torch.randn(4 * hidden, input_size, device=device, dtype=dtype)
-    w_hh = torch.randn(4 * hidden, hidden, device=device, dtype=dtype)
-    x = torch.randn(steps * batch, input_size, device=device, dtype=dtype)
-    h = torch.randn(batch, hidden, device=device, dtype=dtype)
-    z = torch.empty(batch, 4 * hidden, device=device, dtype=dtype)
-    dh = torch.empty(batch, hidden, device=device, dtype=dtype)
-    all_dz = torch.randn(steps * batch, 4 * hidden, device=device, dtype=dtype)
-    all_h = torch.randn(steps * batch, hidden, device=device, dtype=dtype)
+    """Only the matrix products of one forward+backward at p = 0, into preallocated outputs."""
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    w_ih, w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
+    x, all_dz, all_h = (
+        rand(steps * batch, input_size),
+        rand(steps * batch, 4 * hidden),
+        rand(steps * batch, hidden),
+    )
+    h, z, dh = rand(batch, hidden), rand(batch, 4 * hidden), rand(batch, hidden)
+    gates_x, d_x = rand(steps * batch, 4 * hidden), rand(steps * batch, input_size)
+    d_w_ih, d_w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
 
     def run() -> None:
-        gates_x = x @ w_ih.t()
+        torch.mm(x, w_ih.t(), out=gates_x)
         for _ in range(steps):
             torch.mm(h, w_hh.t(), out=z)
         for _ in range(steps):
             torch.mm(z, w_hh, out=dh)
-        all_dz.t() @ all_h, all_dz.t() @ x, all_dz @ w_ih  # noqa: B018 (timed for effect)
-        del gates_x
+        torch.mm(all_dz.t(), all_h, out=d_w_hh)
+        torch.mm(all_dz.t(), x, out=d_w_ih)
+        torch.mm(all_dz, w_ih, out=d_x)
 
     return run
 
@@ -96,32 +94,23 @@ def benchmark_shape(
     ps: list[float],
     repeats: int,
 ) -> list[dict]:
-    """Time every implementation on one shape; one dict per row of the table."""
+    """Time every implementation on one shape; one dict per row of the table.
+
+    The implementations take turns, one call each per round, and each row reports the
+    median over the rounds: a slow spell of a shared machine then hits every row alike
+    instead of whichever happened to be running.
+    """
     steps, batch, input_size, hidden = SHAPES[name]
-    measure = _timer(device)
     torch.manual_seed(0)
     x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
     grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
-    rows = []
+    entries = []  # (row, forward or None, timed call for the fwd+bwd column)
 
-    def add(impl: str, p: float | None, forward, repeats_=repeats):
+    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor]) -> None:
         def fwd_bwd() -> None:
-            out = forward()
-            out.backward(grad)
+            forward().backward(grad)
 
-        def fwd() -> None:
-            with torch.no_grad():
-                forward()
-
-        rows.append(
-            {
-                "shape": name,
-                "impl": impl,
-                "p": p,
-                "fwd_ms": measure(fwd, repeats_),
-                "fwd_bwd_ms": measure(fwd_bwd, repeats_),
-            }
-        )
+        entries.append(({"shape": name, "impl": impl, "p": p}, forward, fwd_bwd))
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
@@ -130,26 +119,42 @@ def benchmark_shape(
     for p in ps:
         add("authors' loop", p, lambda p=p: _authors_loop(cell, x, p, rng))
     for backend in backends:
-        ours = hdetach.LSTM(input_size, hidden, backend=backend, device=device, dtype=dtype)
         for p in ps:
-            ours.p_detach = p
-            # The reference backend is a loop too: fewer repeats keep the run short.
-            add(
-                f"hdetach {backend}",
-                p,
-                lambda ours=ours: ours(x)[0],
-                1 if backend == "reference" else repeats,
+            ours = hdetach.LSTM(
+                input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
             )
+            add(f"hdetach {backend}", p, lambda ours=ours: ours(x)[0])
     floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
-    rows.append(
-        {
-            "shape": name,
-            "impl": "matmul floor",
-            "p": 0.0,
-            "fwd_ms": None,
-            "fwd_bwd_ms": measure(floor, repeats),
-        }
-    )
+    entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
+
+    def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                forward()
+
+        return run
+
+    times: dict[int, dict[str, list[float]]] = {
+        k: {"fwd": [], "bwd": []} for k in range(len(entries))
+    }
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for k, (row, forward, fwd_bwd) in enumerate(entries):
+            # The reference backend is a loop too: one timed round keeps the run short.
+            if row["impl"] == "hdetach reference" and round_ > 1:
+                continue
+            if forward is not None:
+                times[k]["fwd"].append(_timed(forward_only(forward), device))
+            times[k]["bwd"].append(_timed(fwd_bwd, device))
+    rows = []
+    for k, (row, _, _) in enumerate(entries):
+        fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
+        rows.append(
+            {
+                **row,
+                "fwd_ms": statistics.median(fwd) if fwd else None,
+                "fwd_bwd_ms": statistics.median(bwd),
+            }
+        )
     return rows
 
 
