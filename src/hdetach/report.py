@@ -91,13 +91,19 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a.mean(0), a.min(0), a.max(0)
 
 
-def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
-    """Validation metric against epoch, mean across seeds with a min-max band."""
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (works without a display), imported late."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
+    """Validation metric against epoch, mean across seeds with a min-max band."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, runs in groups.items():
         runs = [r for r in runs if r.records]
@@ -126,11 +132,7 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
 
 def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, runs in groups.items():
         runs = [r for r in runs if r.transfer]
