@@ -46,17 +46,16 @@ def packed_sizes(gen: torch.Generator, steps: int, batch: int) -> list[int]:
     return [int((lengths > t).sum()) for t in range(steps)]
 
 
+def layer_inputs(tensors: dict) -> list[torch.Tensor]:
+    """The tensors of ``random_problem`` in ``lstm_layer``'s argument order."""
+    return [tensors[n] for n in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+
+
 def run(tensors, weights, backend, mask, path, sizes, through_layer: bool):
     t = tensors
     if through_layer:
         out, h_n, c_n = lstm_layer(
-            t["x"],
-            t["h0"],
-            t["c0"],
-            t["w_ih"],
-            t["w_hh"],
-            t["b_ih"],
-            t["b_hh"],
+            *layer_inputs(t),
             mask,
             path,
             sizes,
@@ -131,25 +130,18 @@ def test_gradcheck_fused(packed):
     # modifies: gradcheck applies without a mask only (masks are checked above).
     tensors, _, gen = random_problem(5, 4, 3, 2, 3)
     sizes = [3, 2, 2, 1] if packed else None
-    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
 
     def f(*args):
         return lstm_layer(*args, batch_sizes=sizes, backend="fused")
 
-    assert torch.autograd.gradcheck(f, tuple(tensors[n] for n in names))
+    assert torch.autograd.gradcheck(f, tuple(layer_inputs(tensors)))
 
 
 def test_backward_twice_with_retain_graph():
     tensors, weights, _ = random_problem(7, 5, 3, 2, 4)
     t = tensors
     out, h_n, c_n = lstm_layer(
-        t["x"],
-        t["h0"],
-        t["c0"],
-        t["w_ih"],
-        t["w_hh"],
-        t["b_ih"],
-        t["b_hh"],
+        *layer_inputs(t),
         torch.tensor([True, False, True, False, False]),
         backend="fused",
     )
@@ -165,7 +157,7 @@ def test_no_grad_forward_matches_grad_forward(monkeypatch):
     tensors, _, gen = random_problem(8, 7, 4, 3, 5)
     t = tensors
     sizes = packed_sizes(gen, 7, 4)
-    args = [t[n] for n in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    args = layer_inputs(t)
     for s in (None, sizes):
         with_grad = lstm_layer(*args, batch_sizes=s, backend="fused")
         with torch.no_grad():
