@@ -1,14 +1,18 @@
 import gzip
 import shutil
 import struct
+import tracemalloc
+import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from hdetach.cli import main
 from hdetach.tasks import mnist
-from hdetach.tasks.mnist import DataError, MNISTTask, load_mnist, pixel_permutation
+from hdetach.tasks.mnist import MIRRORS, DataError, MNISTTask, load_mnist, pixel_permutation
 
 # In CI the repository sits beside shared/; the data are optional, never downloaded here.
 MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
@@ -20,7 +24,17 @@ def no_network(monkeypatch):
     def refuse(*a, **k):
         raise OSError("network disabled in tests")
 
-    monkeypatch.setattr(mnist.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def write_gzip_of_zeros(path: Path, n_bytes: int) -> Path:
+    """A gzip bomb: ``n_bytes`` zeros compressed about a thousandfold, built in pieces."""
+    packer, zeros = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(n_bytes // len(zeros)):
+            f.write(packer.compress(zeros))
+        f.write(packer.flush())
+    return path
 
 
 def test_parse_idx():
@@ -34,8 +48,10 @@ def test_parse_idx():
 def test_missing_data_is_a_clear_error(tmp_path, no_network):
     with pytest.raises(DataError, match="files missing.*hdetach data mnist"):
         load_mnist(tmp_path, fetch=False)
-    with pytest.raises(DataError, match="could not be downloaded.*hdetach data mnist"):
+    with pytest.raises(DataError, match="could not be downloaded.*hdetach data mnist") as e:
         load_mnist(tmp_path / "sub")
+    for mirror in MIRRORS:  # every mirror was tried, and its failure is named
+        assert f"{mirror}train-images-idx3-ubyte.gz: network disabled" in str(e.value)
     assert not (tmp_path / "sub").exists()  # a failed download leaves nothing behind
 
 
@@ -84,3 +100,46 @@ def test_corrupt_file_is_caught(tmp_path, damage, no_network):
         target.write_bytes(target.read_bytes()[:500])
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*(corrupt|unreadable)"):
         load_mnist(tmp_path)
+
+
+def test_known_sizes_are_the_real_files():
+    assert {name: size for name, (_, size) in mnist.FILES.items()} == {
+        "train-images-idx3-ubyte": 28 * 28 * 60_000 + 16,
+        "train-labels-idx1-ubyte": 60_000 + 8,
+        "t10k-images-idx3-ubyte": 28 * 28 * 10_000 + 16,
+        "t10k-labels-idx1-ubyte": 10_000 + 8,
+    }
+
+
+def test_gzip_bomb_is_stopped_at_the_known_size(tmp_path):
+    bomb = write_gzip_of_zeros(tmp_path / "t10k-labels-idx1-ubyte.gz", 100 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            DataError, match="corrupt: it decompresses to more than the 10008 bytes"
+        ):
+            mnist._read_verified(bomb, "t10k-labels-idx1-ubyte")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # decompressing it all would take 100 MiB
+
+
+def test_oversized_uncompressed_file_is_rejected(tmp_path):
+    big = tmp_path / "t10k-labels-idx1-ubyte"
+    big.write_bytes(bytes(10_009))
+    with pytest.raises(DataError, match="more than the 10008 bytes"):
+        mnist._read_verified(big, "t10k-labels-idx1-ubyte")
+
+
+@needs_mnist
+def test_cli_data_rejects_a_bomb_in_one_line(tmp_path, capsys, no_network):
+    for f in MNIST_DIR.glob("*.gz"):
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    write_gzip_of_zeros(tmp_path / "t10k-labels-idx1-ubyte.gz", 100 << 20)
+    with pytest.raises(SystemExit) as e:
+        main(["data", "mnist", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "t10k-labels-idx1-ubyte.gz is corrupt: it decompresses to more than" in err

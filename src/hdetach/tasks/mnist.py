@@ -3,16 +3,19 @@
 No torchvision: the four gzipped IDX files are read with the standard library,
 downloaded from public mirrors when missing, and verified by the MD5 of their
 *decompressed* bytes (gzip wrappers differ between mirrors, the contents do not).
+Decompression stops one byte past each file's known size, so a gzip bomb costs
+no more memory than the real file.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 import struct
-import urllib.request
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +23,22 @@ import torch
 import torch.nn.functional as F
 
 from hdetach.tasks import Task
+from hdetach.tasks.download import DataError, fetch_first
 
-# MD5 of the decompressed official files.
+# MD5 and size in bytes of the decompressed official files.
 FILES = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", 47_040_016),
+    "train-labels-idx1-ubyte": ("a25bea736e30d166cdddb491f175f624", 60_008),
+    "t10k-images-idx3-ubyte": ("2646ac647ad5339dbf082846283269ea", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_008),
 }
+# Tried in order; all serve https (yann.lecun.com, the original, often answers 403).
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
+    "https://yann.lecun.com/exdb/mnist/",
 )
 N_TRAIN, N_VAL = 50_000, 10_000  # the first 50k training images train, the last 10k validate
-
-
-class DataError(RuntimeError):
-    """Data missing or corrupt; the message says what to do."""
 
 
 def default_data_dir() -> Path:
@@ -65,42 +66,53 @@ def _find(data_dir: Path, name: str) -> Path | None:
 
 
 def _read_verified(path: Path, name: str) -> bytes:
-    """Decompressed bytes of ``path``; DataError unless their MD5 is the official one."""
+    """Decompressed bytes of ``path``, gzipped or not; DataError unless they are ``name``.
+
+    The error says what is wrong ("unreadable ...", "corrupt: ..."); callers say where.
+    """
+    md5, size = FILES[name]
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            raw = f.read(size + 1)  # decompresses no further than one byte too many
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"MNIST file {path} is unreadable ({e}); delete it and re-fetch") from None
-    if hashlib.md5(raw).hexdigest() != FILES[name]:
-        raise DataError(
-            f"MNIST file {path} is corrupt (MD5 of its decompressed bytes does not match); "
-            "delete it and re-fetch"
-        )
+        raise DataError(f"unreadable ({e})") from None
+    if len(raw) > size:
+        raise DataError(f"corrupt: it decompresses to more than the {size} bytes of {name}")
+    if hashlib.md5(raw).hexdigest() != md5:
+        raise DataError("corrupt: the MD5 of its decompressed bytes does not match")
     return raw
 
 
-def download(data_dir: Path) -> None:
-    """Fetch the missing files into ``data_dir`` from the first mirror that works."""
+def _max_gzip_size(size: int) -> int:
+    """More bytes than a gzip of ``size`` bytes can take (deflate adds under 0.1%)."""
+    return size + size // 1000 + 1024
+
+
+def download(data_dir: Path, mirrors: Sequence[str] = MIRRORS) -> dict[str, str]:
+    """Fetch the files missing in ``data_dir``, each from the first mirror that serves it verified.
+
+    Returns {file name: url it came from}. DataError names the file, every mirror's
+    failure and the fix.
+    """
+    served = {}
     for name in FILES:
         if _find(data_dir, name) is not None:
             continue
-        error = None
-        for mirror in MIRRORS:
-            try:
-                with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=30) as r:
-                    blob = r.read()
-                data_dir.mkdir(parents=True, exist_ok=True)
-                tmp = data_dir / f"{name}.gz.part"
-                tmp.write_bytes(blob)
-                _read_verified(tmp, name)
-                tmp.replace(data_dir / f"{name}.gz")
-                break
-            except (OSError, DataError) as e:
-                error = e
-        else:
-            raise DataError(
-                f"MNIST not found in {data_dir} and could not be downloaded ({error}); "
-                + _fix_hint(data_dir)
+        try:
+            served[f"{name}.gz"] = fetch_first(
+                [f"{mirror}{name}.gz" for mirror in mirrors],
+                data_dir / f"{name}.gz",
+                check=functools.partial(_read_verified, name=name),
+                max_bytes=_max_gzip_size(FILES[name][1]),
             )
+        except DataError as e:
+            raise DataError(
+                f"MNIST not found in {data_dir} and could not be downloaded: {e}; "
+                + _fix_hint(data_dir)
+            ) from None
+    return served
 
 
 def _parse_idx(raw: bytes) -> np.ndarray:
@@ -130,7 +142,12 @@ def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[s
     arrays = {}
     for name in FILES:
         split, kind = name.split("-")[:2]
-        arr = _parse_idx(_read_verified(_find(data_dir, name), name))
+        path = _find(data_dir, name)
+        try:
+            raw = _read_verified(path, name)
+        except DataError as e:
+            raise DataError(f"MNIST file {path} is {e}; delete it and re-fetch") from None
+        arr = _parse_idx(raw)
         key = f"{'train' if split == 'train' else 'test'}_{kind}"
         arrays[key] = arr.reshape(arr.shape[0], -1) if kind == "images" else arr
     return arrays
