@@ -66,7 +66,7 @@ def _find(data_dir: Path, name: str) -> Path | None:
 
 
 def _read_verified(path: Path, name: str) -> bytes:
-    """Decompressed bytes of ``path``, gzipped or not; DataError unless they are ``name``.
+    """Decompressed bytes of ``path``, gzipped or not; DataError unless they are ``name``'s.
 
     The error says what is wrong ("unreadable ...", "corrupt: ..."); callers say where.
     """
