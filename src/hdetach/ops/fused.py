@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from hdetach.ops.buffer_pool import POOL
-from hdetach.ops.fused_backward import differentiable_backward, fused_backward
+from hdetach.ops.differentiable import differentiable_backward
+from hdetach.ops.fused_backward import fused_backward
 from hdetach.ops.packed import rows_at, steps_of
 
 CHUNK_BYTES = 4 * 2**20
@@ -162,8 +163,7 @@ class _FusedLSTM(torch.autograd.Function):
             t is not None and wrapped(t) for t in (d_out, d_h_n, d_c_n, x)
         ):
             # Double backward (create_graph=True) or a torch.func transform: the in-place
-            # kernels of the fast backward are not differentiable, so differentiate a
-            # recomputation through the reference recurrence with the same mask.
+            # kernels of the fast backward are not differentiable (see differentiable.py).
             grads = differentiable_backward(inputs, needs, (d_out, d_h_n, d_c_n), *mask_and_layout)
         else:
             grads = fused_backward(
