@@ -1,4 +1,4 @@
-"""Drop-in fidelity of the fused backend: double backward and torch.func.grad."""
+"""Drop-in fidelity of the fused backend: double backward, torch.func.grad and vmap."""
 
 from __future__ import annotations
 
@@ -80,3 +80,26 @@ def test_func_grad_equals_autograd(mask):
     if mask is not None:  # detach is honoured: the gradient differs from the plain one
         plain = torch.func.grad(_loss(weights, None), argnums=argnums)(*inputs)
         assert not torch.allclose(functional[4], plain[4])
+
+
+def test_vmap_forward_and_per_sample_gradients_with_a_mask():
+    tensors, _, gen = random_problem(15, 5, 3, 2, 4)
+    x, h0, c0, *weights = [t.detach() for t in layer_inputs(tensors)]
+    xs = torch.randn(6, *x.shape, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([False, True, False, True, True])
+
+    def loss(x, *weights, backend="fused"):
+        out, _, c_n = lstm_layer(x, h0, c0, *weights, detach_mask=mask, backend=backend)
+        return out.square().sum() + c_n.sum()
+
+    outputs = torch.vmap(lambda x: lstm_layer(x, h0, c0, *weights, backend="fused")[0])(xs)
+    per_sample = torch.vmap(torch.func.grad(loss, argnums=(1, 2)), in_dims=(0, *[None] * 4))(
+        xs, *weights
+    )
+    for k, x_k in enumerate(xs):
+        expected_out = lstm_layer(x_k, h0, c0, *weights, backend="reference")[0]
+        torch.testing.assert_close(outputs[k], expected_out, rtol=1e-10, atol=1e-12)
+        leaves = [w.clone().requires_grad_() for w in weights]
+        expected = torch.autograd.grad(loss(x_k, *leaves, backend="reference"), leaves[:2])
+        for a, e in zip((per_sample[0][k], per_sample[1][k]), expected, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
