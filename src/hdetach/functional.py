@@ -78,7 +78,7 @@ def select_backend(
     1. Nothing detached: ``"native"``, on every device, training or not. torch's own
        kernel (cuDNN, oneDNN) gives the same result and was faster than ``"fused"`` in
        every measured CPU shape (``benchmarks/native-vs-fused-cpu.md``: fused/native
-       forward+backward 1.1x to 4x, T in {100, 784}, B in 1..256, H in 32..512).
+       forward+backward 1.07x to 13x, T in {100, 784}, B in 1..256, H in 32..512).
     2. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
        apply, else ``"fused"``.
     """
