@@ -99,3 +99,18 @@ def test_weights_and_inputs_must_share_dtype_and_device():
         lstm(x, (zeros[None], zeros[None]), [(w_ih.to("meta"), w_hh)])
     with pytest.raises(TypeError, match="bias_hh must be"):
         lstm_layer(x, zeros, zeros, w_ih, w_hh, torch.zeros(8), torch.zeros(8, dtype=torch.float16))
+
+
+def test_triton_settings_are_read_at_each_call(monkeypatch):
+    pytest.importorskip("triton")
+    from hdetach.ops.triton_loader import triton_backend
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    module = triton_backend(torch.device("cuda"))  # the GPU build (imports; compiles nothing)
+    assert not module.INTERPRETED
+    monkeypatch.delenv("HDETACH_TRITON_SPLIT_HIDDEN", raising=False)
+    assert not module.split_hidden_from_environment()
+    monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")
+    assert module.split_hidden_from_environment()
+    monkeypatch.setenv("HDETACH_TRITON_AUTO", "0")
+    assert not functional.triton_in_auto()

@@ -53,14 +53,14 @@ def triton_unsupported_reason(
 def _build(interpret: bool) -> ModuleType:
     import triton
 
-    if not interpret:
-        return importlib.import_module(_MODULE)
-    spec = importlib.util.find_spec(_MODULE)
-    module = importlib.util.module_from_spec(spec)
     with triton.knobs.runtime.scope():
-        triton.knobs.runtime.interpret = True
+        triton.knobs.runtime.interpret = interpret  # whatever TRITON_INTERPRET says now
+        if not interpret:
+            return importlib.import_module(_MODULE)
+        spec = importlib.util.find_spec(_MODULE)
+        module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    return module
+        return module
 
 
 def triton_backend(device: torch.device) -> ModuleType:
