@@ -6,7 +6,7 @@ model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a
 """
 
 from hdetach import functional
-from hdetach.nn import LSTM, LSTMCell, convert, revert
+from hdetach.nn import LSTM, SAFE_GLOBALS, LSTMCell, convert, revert
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "LSTMCell", "convert", "revert", "functional", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "SAFE_GLOBALS", "convert", "revert", "functional", "__version__"]
