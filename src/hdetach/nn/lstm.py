@@ -142,18 +142,23 @@ class LSTM(nn.LSTM):
                 raise capture_error(capture, "hdetach.LSTM")
             return super().forward(input, hx)
         packed = isinstance(input, PackedSequence)
-        run_dtype = autocast_dtype(input.data if packed else input, packed)
+        ragged = packed and bool(input.batch_sizes[0] != input.batch_sizes[-1])
+        run_dtype = autocast_dtype(input.data if packed else input, ragged)
         x, batched, batch_sizes, sorted_indices = self._time_major(input, run_dtype)
         steps, batch = x.shape[:2]
         h0, c0 = self._initial_state(hx, batch, batched, x, sorted_indices, run_dtype)
         if batch == 0:
             return super().forward(input, hx)  # no example, nothing to detach
         masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
-        # Read afresh each call, as torch.nn.LSTM does: functional_call and parametrizations
-        # (weight_norm, spectral_norm) replace or recompute them between calls.
-        weights = [getattr(self, name) for name in self._flat_weights_names]
-        if self.backend == "auto" and self._native_is_exact_and_faster(masks, x, h0, c0, weights):
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, h0, c0, *self.parameters())
+        )
+        if self.backend == "auto" and self._native_is_exact_and_faster(masks, x, needs_grad):
             return super().forward(input, hx)  # nothing to detach: torch's own kernels
+        # Refreshed each call as torch.nn.LSTM.forward does, so that functional_call and
+        # parametrizations (weight_norm, spectral_norm) act on the weights used here.
+        self._update_flat_weights()
+        weights = list(self._flat_weights)
         if run_dtype is not None:
             weights = [w.to(run_dtype) for w in weights]
         per_layer = len(weights) // self._num_states
@@ -170,10 +175,20 @@ class LSTM(nn.LSTM):
                 batch_sizes=batch_sizes,
                 backend=self.backend,
             )
-        if packed:
-            lengths = sequence_lengths(batch_sizes, batch, torch.device("cpu"))
+        return self._in_input_layout(output, h_n, c_n, input, batched)
+
+    def _in_input_layout(
+        self, output: Tensor, h_n: Tensor, c_n: Tensor, input: Tensor | PackedSequence, batched
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        """The time-major results in the layout of ``input`` (packed, unbatched, batch_first)."""
+        if isinstance(input, PackedSequence):
+            lengths = sequence_lengths(
+                input.batch_sizes.tolist(), output.shape[1], torch.device("cpu")
+            )
             data = pack_padded_sequence(output, lengths).data
-            output = PackedSequence(data, input.batch_sizes, sorted_indices, input.unsorted_indices)
+            output = PackedSequence(
+                data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
+            )
             if input.unsorted_indices is not None:
                 h_n, c_n = (s.index_select(1, input.unsorted_indices) for s in (h_n, c_n))
         elif not batched:
@@ -187,7 +202,7 @@ class LSTM(nn.LSTM):
     ) -> tuple[Tensor, bool, list[int] | None, Tensor | None]:
         """Validate ``input``; return it as (T, B, I) in ``run_dtype`` (if not None),
         whether it was batched, the packed layout (batch_sizes) and sorted_indices."""
-        weight = self.weight_ih_l0
+        weight = self._flat_weights[0]  # not getattr: that would run a parametrization
         if isinstance(input, PackedSequence):
             batch_sizes = input.batch_sizes.tolist()
             x, _ = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
@@ -218,21 +233,14 @@ class LSTM(nn.LSTM):
             raise ValueError("input must have at least one time step")
         return x, batched, batch_sizes, sorted_indices
 
-    def _native_is_exact_and_faster(
-        self, masks, x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor]
-    ) -> bool:
+    def _native_is_exact_and_faster(self, masks, x: Tensor, needs_grad: bool) -> bool:
         """Whether ``torch.nn.LSTM``'s own kernels give the same result, faster.
 
         With nothing detached the gradient is the plain LSTM's, so the native kernels are
         exact. They are faster for inference everywhere (oneDNN on CPU, cuDNN on GPU) and
         for training on CUDA; on the CPU our fused backward beats oneDNN's.
         """
-        if masks is not None:
-            return False
-        if x.is_cuda:
-            return True
-        tensors = (x, h0, c0, *weights)
-        return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        return masks is None and (x.is_cuda or not needs_grad)
 
     def _initial_state(
         self,

@@ -79,12 +79,12 @@ def capture_error(capture: str, module: str) -> RuntimeError:
     )
 
 
-def autocast_dtype(x: Tensor, packed: bool) -> torch.dtype | None:
+def autocast_dtype(x: Tensor, ragged: bool) -> torch.dtype | None:
     """The dtype ``torch.nn.LSTM`` computes in under the current autocast, or None.
 
     Autocast casts torch's LSTM kernels (cuDNN's, and oneDNN's on the CPU) to the
-    autocast dtype; float64 is never cast, and on the CPU a packed sequence runs
-    torch's generic kernel, which autocast leaves in its own dtype.
+    autocast dtype; float64 is never cast, and on the CPU a ``ragged`` packed sequence
+    (of unequal lengths) runs torch's generic kernel, which autocast leaves alone.
     """
     device_type = x.device.type
     if device_type not in ("cpu", "cuda") or x.dtype == torch.float64:
@@ -98,4 +98,4 @@ def autocast_dtype(x: Tensor, packed: bool) -> torch.dtype | None:
         enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
     else:
         enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return dtype if enabled and not (packed and device_type == "cpu") else None
+    return dtype if enabled and not (ragged and device_type == "cpu") else None
