@@ -13,6 +13,7 @@ from hdetach.nn.options import (
     check_p_detach,
     choice,
     graph_capture,
+    script_error,
 )
 
 
@@ -60,13 +61,7 @@ class LSTMCell(nn.LSTMCell):
         )
 
     def __prepare_scriptable__(self) -> nn.LSTMCell:
-        """``torch.jit.script`` compiles a ``torch.nn.LSTMCell`` with these parameters
-        instead (exact in eval mode or at ``p_detach = 0``; see ``hdetach.LSTM``)."""
-        if self.training and self.p_detach > 0:
-            raise capture_error("torch.jit.script", "hdetach.LSTMCell")
-        from hdetach.nn.convert import revert  # convert builds on this module
-
-        return revert(self)
+        raise script_error("hdetach.LSTMCell")
 
     def forward(
         self,

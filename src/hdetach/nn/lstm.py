@@ -16,6 +16,7 @@ from hdetach.nn.options import (
     check_p_detach,
     choice,
     graph_capture,
+    script_error,
 )
 from hdetach.ops.packed import sequence_lengths
 
@@ -118,16 +119,7 @@ class LSTM(nn.LSTM):
         return self.training and torch.is_grad_enabled() and self.p_detach > 0
 
     def __prepare_scriptable__(self) -> nn.LSTM:
-        """``torch.jit.script`` compiles a ``torch.nn.LSTM`` with these parameters instead.
-
-        TorchScript cannot compile the mask logic, and a scripted module cannot carry
-        h-detach's gradient; in eval mode, or at ``p_detach = 0``, the plain LSTM is exact.
-        """
-        if self.training and self.p_detach > 0:
-            raise capture_error("torch.jit.script", "hdetach.LSTM")
-        from hdetach.nn.convert import revert  # convert builds on this module
-
-        return revert(self)
+        raise script_error("hdetach.LSTM")
 
     def forward(
         self,

@@ -79,6 +79,17 @@ def capture_error(capture: str, module: str) -> RuntimeError:
     )
 
 
+def script_error(module: str) -> RuntimeError:
+    """TorchScript cannot compile the modules' Python mask logic. (Handing it the torch.nn
+    module instead through ``__prepare_scriptable__`` would swap it into the caller's
+    model in place, silently ending h-detach there.)"""
+    return RuntimeError(
+        f"torch.jit.script cannot compile {module}: script a copy turned back into "
+        "torch.nn modules with the same parameters, "
+        "torch.jit.script(hdetach.revert(copy.deepcopy(model)))"
+    )
+
+
 def autocast_dtype(x: Tensor, ragged: bool) -> torch.dtype | None:
     """The dtype ``torch.nn.LSTM`` computes in under the current autocast, or None.
 
