@@ -1,115 +1,116 @@
 """The functional API: h-detach LSTM for users who hold their own weights.
 
-``lstm_recurrence`` is the core op (one layer, one direction); ``lstm`` stacks it
-into layers and directions the way ``torch.nn.LSTM`` does. Both take the detach
-mask explicitly: drawing it is the module's job, so that a functional call is a
-pure function of its arguments.
+``lstm_recurrence`` is the core op (one layer, one direction); ``lstm_layer`` adds the
+input projection and ``lstm`` stacks layers and directions the way ``torch.nn.LSTM``
+does. All take the detach mask explicitly: drawing it is the module's job, so that a
+functional call is a pure function of its arguments. Each public function validates
+its arguments once, then ``select_backend`` (the one place that resolves ``"auto"``)
+picks the implementation.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
+import os
 from collections.abc import Sequence
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from hdetach.ops import FusedLSTM, reference_lstm_recurrence
+from hdetach.ops.checks import (
+    check_batch_sizes,
+    check_choice,
+    check_detach_mask,
+    check_recurrence,
+    check_same_dtype_and_device,
+)
+from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
 from hdetach.ops.packed import sequence_lengths
+from hdetach.ops.reference import reference_lstm_recurrence
+from hdetach.ops.triton_loader import triton_backend, triton_unsupported_reason
 
-BACKENDS = ("auto", "reference", "fused", "triton")
+BACKENDS = ("auto", "native", "fused", "triton", "reference")
 DETACH_PATHS = ("h", "c")
-# Set to True once benchmarks/gpu_check.sh has shown the triton kernels correct and faster
-# than fused on a GPU (issue 4); until then "auto" never picks them.
-TRITON_IN_AUTO = False
+# Largest B * H at which torch's own CPU kernel (oneDNN) trains faster than the fused
+# backend when nothing is detached; measured in benchmarks/native-vs-fused-cpu.md.
+NATIVE_CPU_TRAINING_MAX_WORK = 2**62
+
+_check_choice = check_choice  # the module and the cell validate their options with it
+__all__ = [
+    "BACKENDS",
+    "DETACH_PATHS",
+    "check_detach_mask",
+    "lstm",
+    "lstm_layer",
+    "lstm_recurrence",
+    "reverse_sequences",
+    "select_backend",
+]
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+def triton_in_auto() -> bool:
+    """Whether ``"auto"`` may pick the triton kernels: environment ``HDETACH_TRITON_AUTO=1``.
 
-
-def _check_batch_sizes(batch_sizes: Sequence[int] | Tensor | None, steps: int, batch: int):
-    """Validate the packed layout and return it as a tuple of ints (or None)."""
-    if batch_sizes is None:
-        return None
-    sizes = tuple(int(n) for n in batch_sizes)
-    if len(sizes) != steps:
-        raise ValueError(f"batch_sizes must have one entry per step ({steps}), got {len(sizes)}")
-    if sizes[0] != batch or any(b > a for a, b in zip(sizes, sizes[1:])) or sizes[-1] < 1:
-        raise ValueError(
-            f"batch_sizes must be non-increasing, start at the batch size {batch} and stay >= 1, "
-            f"got {list(sizes)}"
-        )
-    return None if sizes[-1] == batch else sizes
-
-
-def check_detach_mask(mask: Tensor | None, steps: int, batch: int, device: torch.device) -> None:
-    """A per-layer mask: None, or bool of shape (T,) or (T, B) on ``device``."""
-    if mask is None:
-        return
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"detach_mask must be a torch.bool tensor, got {got}")
-    if tuple(mask.shape) not in ((steps,), (steps, batch)):
-        raise ValueError(
-            f"detach_mask must have shape ({steps},) or ({steps}, {batch}) "
-            f"(steps[, batch]), got {tuple(mask.shape)}"
-        )
-    if mask.device != device:
-        raise ValueError(f"detach_mask must be on {device} like the input, got {mask.device}")
-
-
-def _check_recurrence_args(
-    gates_shape, h0: Tensor, c0: Tensor, weight_hh: Tensor, detach_mask, detach_path, device
-) -> None:
-    """Shapes of the state and recurrent weight against the gates' (T, B, 4H), mask and path."""
-    steps, batch, four_hidden = gates_shape
-    if four_hidden % 4 or steps == 0:
-        raise ValueError(
-            f"the gates must have shape (T, B, 4H) with T >= 1, got {tuple(gates_shape)}"
-        )
-    hidden = four_hidden // 4
-    for name, state in (("h0", h0), ("c0", c0)):
-        if tuple(state.shape) != (batch, hidden):
-            raise ValueError(
-                f"{name} must have shape ({batch}, {hidden}), got {tuple(state.shape)}"
-            )
-    if tuple(weight_hh.shape) != (four_hidden, hidden):
-        raise ValueError(
-            f"weight_hh must have shape ({four_hidden}, {hidden}), got {tuple(weight_hh.shape)}"
-        )
-    _check_choice("detach_path", detach_path, DETACH_PATHS)
-    check_detach_mask(detach_mask, steps, batch, device)
-
-
-@functools.cache
-def _triton_backend() -> ModuleType | None:
-    """The triton backend's module, or None where triton is not installed (imported lazily)."""
-    try:
-        return importlib.import_module("hdetach.ops.triton_lstm")
-    except ImportError:
-        return None
-
-
-def select_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Resolve ``"auto"`` to the fastest backend known to be correct for this device and dtype.
-
-    That is ``"fused"`` for now: the triton kernels pass their tests under Triton's CPU
-    interpreter but have not yet run on a GPU, so they stay opt-in (``backend="triton"``)
-    until ``TRITON_IN_AUTO`` is set.
+    Read at each call. Off by default until ``benchmarks/gpu_check.sh`` has shown the
+    kernels correct and faster than ``"fused"`` on a GPU.
     """
-    _check_choice("backend", backend, BACKENDS)
+    return os.environ.get("HDETACH_TRITON_AUTO", "0") == "1"
+
+
+def select_backend(
+    backend: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    steps: int,
+    batch: int,
+    input_size: int,
+    hidden_size: int,
+    detached: bool,
+    needs_grad: bool,
+    proj_size: int = 0,
+) -> str:
+    """The implementation that runs a call: "native", "fused", "triton" or "reference".
+
+    ``detached``: some detach mask is given; ``needs_grad``: autograd records the call.
+    An explicit backend is returned as given, or refused with the reason where it cannot
+    run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
+    or ``proj_size > 0``). ``"auto"`` resolves as follows:
+
+    1. Nothing detached, on CUDA or without gradients: ``"native"`` (torch's own cuDNN or
+       oneDNN kernel gives the same result, faster).
+    2. Nothing detached, training on the CPU: ``"native"`` where
+       ``batch * hidden_size <= NATIVE_CPU_TRAINING_MAX_WORK``, else ``"fused"`` (measured).
+    3. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
+       apply, else ``"fused"``.
+    """
+    check_choice("backend", backend, BACKENDS)
+    del input_size  # the input projection is one large product in every backend
+    if backend == "native" and detached:
+        raise ValueError(
+            'backend="native" runs torch\'s own LSTM kernel, which cannot detach: use "auto" '
+            'or "fused" with a detach mask'
+        )
+    if backend == "triton":
+        reason = triton_unsupported_reason(device, dtype, steps, batch, hidden_size, proj_size)
+        if reason is not None:
+            raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if backend != "auto":
         return backend
-    if TRITON_IN_AUTO and device.type == "cuda":
-        triton_backend = _triton_backend()
-        if triton_backend is not None and dtype in triton_backend.SUPPORTED_DTYPES:
-            return "triton"
+    if not detached:
+        if device.type == "cuda" or not needs_grad:
+            return "native"
+        return "native" if batch * hidden_size <= NATIVE_CPU_TRAINING_MAX_WORK else "fused"
+    if triton_in_auto() and (
+        triton_unsupported_reason(device, dtype, steps, batch, hidden_size, proj_size) is None
+    ):
+        return "triton"
     return "fused"
+
+
+def _needs_grad(tensors: Sequence[Tensor | None]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm_recurrence(
@@ -121,14 +122,16 @@ def lstm_recurrence(
     detach_path: str = "h",
     batch_sizes: Sequence[int] | Tensor | None = None,
     backend: str = "auto",
+    *,
+    weight_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer over time, with the recurrent gradient cut where ``detach_mask`` says.
 
     Args:
         gates_x: (T, B, 4H) the input's contribution to the gates,
             ``x_t @ W_ih.T + b_ih + b_hh``, in PyTorch's gate order (i, f, g, o).
-        h0, c0: (B, H) initial state.
-        weight_hh: (4H, H) recurrent weight.
+        h0: (B, P) initial output state, P = H without projection; c0: (B, H).
+        weight_hh: (4H, P) recurrent weight.
         detach_mask: None, or bool (T,) (one decision per step for the whole batch) or
             (T, B) (per example). True at t: the state entering step t (h_{t-1} for
             ``detach_path="h"``, c_{t-1} for ``"c"``) is a constant for autograd.
@@ -137,32 +140,61 @@ def lstm_recurrence(
         batch_sizes: None, or T non-increasing ints starting at B (PackedSequence
             layout): at step t only the first ``batch_sizes[t]`` rows are active; the
             others keep their state and output zeros.
-        backend: ``"auto"``, ``"fused"``, ``"triton"`` (CUDA; falls back to ``"fused"``
-            where its kernels do not apply) or ``"reference"``.
+        backend: one of ``BACKENDS`` (see ``select_backend``). Without an input
+            projection torch's own kernel does not apply: ``"native"`` runs ``"fused"``.
+        weight_hr: None, or (P, H): the projection of ``torch.nn.LSTM(proj_size=P)``,
+            ``h_t = W_hr (o_t * tanh(c_t))``.
 
     Returns:
-        out (T, B, H), h_n (B, H), c_n (B, H).
+        out (T, B, P), h_n (B, P), c_n (B, H).
     """
-    if gates_x.dim() != 3:
-        raise ValueError(f"gates_x must have shape (T, B, 4H), got {tuple(gates_x.shape)}")
-    _check_recurrence_args(
-        gates_x.shape, h0, c0, weight_hh, detach_mask, detach_path, gates_x.device
+    if not isinstance(gates_x, Tensor) or gates_x.dim() != 3:
+        got = tuple(gates_x.shape) if isinstance(gates_x, Tensor) else type(gates_x).__name__
+        raise ValueError(f"gates_x must have shape (T, B, 4H), got {got}")
+    tensors = {"gates_x": gates_x, "h0": h0, "c0": c0, "weight_hh": weight_hh}
+    check_same_dtype_and_device("gates_x", {**tensors, "weight_hr": weight_hr})
+    check_recurrence(gates_x.shape, h0, c0, weight_hh, weight_hr, detach_mask, gates_x.device)
+    check_choice("detach_path", detach_path, DETACH_PATHS)
+    steps, batch, four_hidden = gates_x.shape
+    sizes = check_batch_sizes(batch_sizes, steps, batch)
+    backend = select_backend(
+        backend,
+        device=gates_x.device,
+        dtype=gates_x.dtype,
+        steps=steps,
+        batch=batch,
+        input_size=four_hidden,
+        hidden_size=four_hidden // 4,
+        detached=detach_mask is not None,
+        needs_grad=_needs_grad([*tensors.values(), weight_hr]),
+        proj_size=0 if weight_hr is None else weight_hr.shape[0],
     )
-    steps, batch = gates_x.shape[:2]
-    sizes = _check_batch_sizes(batch_sizes, steps, batch)
-    backend = select_backend(backend, gates_x.device, gates_x.dtype)
+    args = (gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes)
     if backend == "reference":
-        return reference_lstm_recurrence(
-            gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
-        )
+        return reference_lstm_recurrence(*args, weight_hr=weight_hr)
     if backend == "triton":
-        triton_backend = _triton_backend()
-        if triton_backend is None:
-            raise ImportError('backend="triton" needs the triton package (pip install triton)')
-        return triton_backend.triton_lstm_recurrence(
-            gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes
+        return triton_backend(gates_x.device).triton_lstm_recurrence(*args)
+    return fused_lstm_recurrence(*args, weight_hr=weight_hr)
+
+
+def _check_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, detach_mask, detach_path) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3 or w_ih.dim() != 2 or x.shape[2] != w_ih.shape[1]:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(
+            f"x must have shape (T, B, I) with I = weight_ih.shape[1]; got x {got} "
+            f"and weight_ih {tuple(w_ih.shape)}"
         )
-    return FusedLSTM.apply(gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, sizes)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be given or both be None")
+    tensors = {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh}
+    biases = {"bias_ih": b_ih, "bias_hh": b_hh, "weight_hr": w_hr}
+    check_same_dtype_and_device("x", {**tensors, **biases})
+    four_hidden = w_ih.shape[0]
+    for name, bias in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+        if bias is not None and tuple(bias.shape) != (four_hidden,):
+            raise ValueError(f"{name} must have shape ({four_hidden},), got {tuple(bias.shape)}")
+    check_recurrence((*x.shape[:2], four_hidden), h0, c0, w_hh, w_hr, detach_mask, x.device)
+    check_choice("detach_path", detach_path, DETACH_PATHS)
 
 
 def lstm_layer(
@@ -177,6 +209,8 @@ def lstm_layer(
     detach_path: str = "h",
     batch_sizes: Sequence[int] | Tensor | None = None,
     backend: str = "auto",
+    *,
+    weight_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer over time from its input: ``lstm_recurrence`` with the projection.
 
@@ -185,26 +219,68 @@ def lstm_layer(
         Others as in ``lstm_recurrence``.
 
     Returns:
-        out (T, B, H), h_n (B, H), c_n (B, H).
+        out (T, B, P), h_n (B, P), c_n (B, H); P = H without ``weight_hr``.
     """
-    if x.dim() != 3 or weight_ih.dim() != 2 or x.shape[2] != weight_ih.shape[1]:
-        raise ValueError(
-            f"x must have shape (T, B, I) with I = weight_ih.shape[1]; got x {tuple(x.shape)} "
-            f"and weight_ih {tuple(weight_ih.shape)}"
-        )
-    if (bias_ih is None) != (bias_hh is None):
-        raise ValueError("bias_ih and bias_hh must both be given or both be None")
+    args = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    _check_layer(*args, detach_mask, detach_path)
+    steps, batch = x.shape[:2]
+    sizes = check_batch_sizes(batch_sizes, steps, batch)
+    backend = _select_for_layers(backend, x, weight_hh, weight_hr, [detach_mask], args)
+    if backend == "native":
+        weights = [
+            [w for w in (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) if w is not None]
+        ]
+        out, (h_n, c_n) = _native_lstm(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
+        return out, h_n[0], c_n[0]
     bias = None if bias_ih is None else bias_ih + bias_hh
-    if select_backend(backend, x.device, x.dtype) != "fused":
-        gates_x = F.linear(x, weight_ih, bias)
-        return lstm_recurrence(
-            gates_x, h0, c0, weight_hh, detach_mask, detach_path, batch_sizes, backend
-        )
-    # The fused op owns the projection: it computes it chunk by chunk (see ops/fused.py).
-    gates_shape = (*x.shape[:2], weight_hh.shape[0])
-    _check_recurrence_args(gates_shape, h0, c0, weight_hh, detach_mask, detach_path, x.device)
-    sizes = _check_batch_sizes(batch_sizes, x.shape[0], x.shape[1])
-    return FusedLSTM.apply(x, h0, c0, weight_ih, weight_hh, bias, detach_mask, detach_path, sizes)
+    layer = (x, h0, c0, weight_ih, weight_hh, bias, weight_hr, detach_mask, detach_path, sizes)
+    return _run_layer(*layer, backend)
+
+
+def _select_for_layers(backend, x, weight_hh, weight_hr, masks, tensors) -> str:
+    """``select_backend`` for a call whose every layer has the shapes of the first one."""
+    steps, batch, input_size = x.shape
+    return select_backend(
+        backend,
+        device=x.device,
+        dtype=x.dtype,
+        steps=steps,
+        batch=batch,
+        input_size=input_size,
+        hidden_size=weight_hh.shape[0] // 4,
+        detached=any(mask is not None for mask in masks),
+        needs_grad=_needs_grad(tensors),
+        proj_size=0 if weight_hr is None else weight_hr.shape[0],
+    )
+
+
+def _run_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, mask, path, sizes, backend: str):
+    """One validated layer on a resolved backend other than "native"."""
+    if backend == "fused":
+        return fused_lstm_layer(x, h0, c0, w_ih, w_hh, bias, mask, path, sizes, weight_hr=w_hr)
+    gates_x = F.linear(x, w_ih, bias)
+    if backend == "reference":
+        return reference_lstm_recurrence(gates_x, h0, c0, w_hh, mask, path, sizes, weight_hr=w_hr)
+    # select_backend has refused "triton" for a projection
+    return triton_backend(x.device).triton_lstm_recurrence(gates_x, h0, c0, w_hh, mask, path, sizes)
+
+
+def _native_lstm(input, hx, weights, bidirectional, dropout, training, sizes):
+    """torch's own multi-layer LSTM kernel (what ``torch.nn.LSTM`` runs) on the padded input."""
+    flat = [w for entry in weights for w in entry]
+    has_biases = len(weights[0]) >= 4
+    layers = len(weights) // (2 if bidirectional else 1)
+    options = (has_biases, layers, dropout, training, bidirectional)
+    if sizes is None:
+        output, h_n, c_n = torch._VF.lstm(input, hx, flat, *options, False)
+        return output, (h_n, c_n)
+    lengths = sequence_lengths(sizes, input.shape[1], torch.device("cpu"))
+    packed = pack_padded_sequence(input, lengths)
+    data, h_n, c_n = torch._VF.lstm(packed.data, packed.batch_sizes, hx, flat, *options)
+    output, _ = pad_packed_sequence(
+        PackedSequence(data, packed.batch_sizes), total_length=len(sizes)
+    )
+    return output, (h_n, c_n)
 
 
 def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
@@ -220,6 +296,47 @@ def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
     t = torch.arange(steps, device=x.device).unsqueeze(1)
     index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
     return x.gather(0, index.view(steps, batch, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _unpack_weights(entry: Sequence[Tensor], k: int) -> tuple[Tensor | None, ...]:
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) from an entry of 2, 3, 4 or 5 tensors."""
+    if len(entry) == 2:
+        return (*entry, None, None, None)
+    if len(entry) == 3:
+        return (entry[0], entry[1], None, None, entry[2])
+    if len(entry) in (4, 5):
+        return (*entry, None) if len(entry) == 4 else tuple(entry)
+    raise ValueError(
+        f"weights[{k}] must be (w_ih, w_hh[, b_ih, b_hh][, w_hr]): 2 to 5 tensors, got {len(entry)}"
+    )
+
+
+def _check_stack(input, hx, weights, directions, detach_masks, detach_path) -> list[tuple]:
+    """Validate a whole ``lstm`` call; return each entry's (w_ih, w_hh, b_ih, b_hh, w_hr)."""
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+        raise TypeError("hx must be a tuple (h0, c0) of tensors")
+    h0, c0 = hx
+    if len(weights) == 0 or len(weights) % directions or len(weights) != h0.shape[0]:
+        raise ValueError(
+            f"weights must hold num_layers * {directions} entries matching hx's first "
+            f"dimension {h0.shape[0]}, got {len(weights)}"
+        )
+    if detach_masks is not None and len(detach_masks) != len(weights):
+        raise ValueError(
+            f"detach_masks must hold one mask per layer and direction ({len(weights)}), "
+            f"got {len(detach_masks)}"
+        )
+    if len({len(entry) for entry in weights}) != 1:
+        raise ValueError("every entry of weights must hold the same kind of tensors")
+    entries = [_unpack_weights(entry, k) for k, entry in enumerate(weights)]
+    layer_input = input
+    for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(entries):
+        mask = None if detach_masks is None else detach_masks[k]
+        _check_layer(layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, mask, detach_path)
+        if k % directions == directions - 1:  # the next layer's input: (T, B, D * P)
+            state = h0.shape[2]
+            layer_input = input.new_empty(1).expand(*input.shape[:2], directions * state)
+    return entries
 
 
 def lstm(
@@ -239,57 +356,62 @@ def lstm(
 
     Args:
         input: (T, B, I).
-        hx: (h0, c0), each (L * D, B, H), D = 2 if bidirectional else 1.
-        weights: L * D tuples ``(w_ih, w_hh[, b_ih, b_hh])`` in ``torch.nn.LSTM``'s order
-            (layer 0 forward, layer 0 reverse, layer 1 forward, ...).
+        hx: (h0, c0): h0 (L * D, B, P), c0 (L * D, B, H), D = 2 if bidirectional else 1,
+            P = proj_size, or H without projection.
+        weights: L * D entries in ``torch.nn.LSTM``'s order (layer 0 forward, layer 0
+            reverse, layer 1 forward, ...), each the layer's slice of
+            ``torch.nn.LSTM._flat_weights``; its length says what it holds, unambiguously:
+            2 ``(w_ih, w_hh)``, 3 ``(w_ih, w_hh, w_hr)``, 4 ``(w_ih, w_hh, b_ih, b_hh)``,
+            5 ``(w_ih, w_hh, b_ih, b_hh, w_hr)``; w_hh is (4H, P) and w_hr (P, H).
         dropout: dropout on the outputs of every layer but the last (when ``training``).
         detach_masks: None, or one mask per entry of ``weights`` (see ``lstm_recurrence``);
             for the reverse direction, position t of the mask is the step that processes
             time position t, whose incoming state comes from t + 1.
         batch_sizes: packed layout of ``input`` (see ``lstm_recurrence``); sequences are
             padded at the end, so the reverse direction starts at each one's last step.
+        backend: one of ``BACKENDS``, resolved once for the whole call by
+            ``select_backend``; ``"native"`` runs torch's own kernel (``torch._VF.lstm``,
+            as ``torch.nn.LSTM`` does) and needs ``detach_masks`` None.
 
     Returns:
-        output (T, B, D * H) and (h_n, c_n), each (L * D, B, H).
+        output (T, B, D * P) and (h_n (L * D, B, P), c_n (L * D, B, H)).
     """
+    if not isinstance(input, Tensor) or input.dim() != 3:
+        got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+        raise ValueError(f"input must have shape (T, B, I), got {got}")
     directions = 2 if bidirectional else 1
-    h0, c0 = hx
-    if len(weights) % directions or len(weights) != h0.shape[0]:
-        raise ValueError(
-            f"weights must hold num_layers * {directions} entries matching hx's first "
-            f"dimension {h0.shape[0]}, got {len(weights)}"
-        )
-    if detach_masks is not None and len(detach_masks) != len(weights):
-        raise ValueError(
-            f"detach_masks must hold one mask per layer and direction ({len(weights)}), "
-            f"got {len(detach_masks)}"
-        )
-    layers = len(weights) // directions
+    entries = _check_stack(input, hx, weights, directions, detach_masks, detach_path)
     steps, batch = input.shape[:2]
-    sizes = _check_batch_sizes(batch_sizes, steps, batch)
+    sizes = check_batch_sizes(batch_sizes, steps, batch)
+    masks = [None] * len(entries) if detach_masks is None else list(detach_masks)
+    tensors = [input, *hx, *(w for entry in entries for w in entry)]
+    backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks, tensors)
+    if backend == "native":
+        weights = [[w for w in entry if w is not None] for entry in entries]
+        return _native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
+    h0, c0 = hx
     h_n, c_n = [], []
     layer_input = input
-    for layer in range(layers):
+    for layer in range(len(entries) // directions):
         outputs = []
         for direction in range(directions):
             k = layer * directions + direction
-            w_ih, w_hh, *biases = weights[k]
-            mask = None if detach_masks is None else detach_masks[k]
-            x = layer_input
+            w_ih, w_hh, b_ih, b_hh, w_hr = entries[k]
+            x, mask = layer_input, masks[k]
             if direction == 1:
                 x = reverse_sequences(x, sizes)
                 if mask is not None:
                     if sizes is not None and mask.dim() == 1:
                         mask = mask.unsqueeze(1).expand(steps, batch)
                     mask = reverse_sequences(mask, sizes)
-            b_ih, b_hh = biases if biases else (None, None)
-            out, h, c = lstm_layer(
-                x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, mask, detach_path, sizes, backend
+            bias = None if b_ih is None else b_ih + b_hh
+            out, h, c = _run_layer(
+                x, h0[k], c0[k], w_ih, w_hh, bias, w_hr, mask, detach_path, sizes, backend
             )
             outputs.append(reverse_sequences(out, sizes) if direction == 1 else out)
             h_n.append(h)
             c_n.append(c)
         layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
-        if dropout > 0 and training and layer < layers - 1:
+        if dropout > 0 and training and layer < len(entries) // directions - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
     return layer_input, (torch.stack(h_n), torch.stack(c_n))

@@ -10,7 +10,6 @@ error over 784 steps.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -22,9 +21,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from hdetach import functional  # noqa: E402
 from hdetach.functional import lstm_recurrence, select_backend  # noqa: E402
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
+from hdetach.ops.triton_loader import triton_backend  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -35,11 +34,10 @@ def _index_any_shape(self) -> int:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    """``hdetach.ops.triton_lstm`` with its kernels built for the CPU interpreter.
+    """``hdetach.ops.triton_lstm`` built for Triton's CPU interpreter.
 
-    The environment variable is read when the kernels are decorated, so the module is
-    reloaded under it, and reloaded again without it afterwards: nothing leaks into
-    other tests.
+    ``TRITON_INTERPRET=1`` is set only while the fixture is alive; the backend's loader
+    then serves CPU tensors with its interpreter build (nothing is reloaded).
     """
     import triton.runtime.interpreter as interpreter
 
@@ -54,11 +52,10 @@ def interpreted():
         scope.set_attr(tensor, "__index__", _index_any_shape)
 
     patch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
-    module = importlib.reload(importlib.import_module("hdetach.ops.triton_lstm"))
+    module = triton_backend(torch.device("cpu"))
     assert module.INTERPRETED
     yield module
     patch.undo()
-    importlib.reload(module)
 
 
 def _masks(steps: int, batch: int, scope: str | None, p: float, seed: int) -> torch.Tensor | None:
@@ -192,14 +189,34 @@ def test_interpreted_inference_saves_nothing(interpreted: ModuleType):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 
-def test_unsupported_falls_back_to_fused(interpreted: ModuleType):
-    """float64 is not covered by the kernels: the fused backend runs instead."""
+def test_refuses_what_its_kernels_do_not_cover(interpreted: ModuleType):
+    """float64 and a projection are not covered: a clear error, and "auto" picks fused."""
     (gates_x, h0, c0, weight_hh), _ = _problem(3, 4, 8, seed=8)
-    assert not interpreted.supports(gates_x, h0, c0, weight_hh)
-    assert interpreted.supports(*(x.float() for x in (gates_x, h0, c0, weight_hh)))
-    weight_hh.requires_grad_()
-    out, _, _ = interpreted.triton_lstm_recurrence(gates_x, h0, c0, weight_hh)
-    assert type(out.grad_fn).__name__ == "FusedLSTMBackward"
+    with pytest.raises(ValueError, match='backend="triton" cannot run this call: .*float64'):
+        interpreted.triton_lstm_recurrence(gates_x, h0, c0, weight_hh)
+    with pytest.raises(ValueError, match="float64"):
+        lstm_recurrence(gates_x, h0, c0, weight_hh, backend="triton")
+    weight_hr = torch.randn(3, 8)
+    args = [x.float() for x in (gates_x, h0[:, :3], c0, weight_hh[:, :3])]
+    with pytest.raises(ValueError, match="projection"):
+        lstm_recurrence(*args, backend="triton", weight_hr=weight_hr)
+
+
+def _select(dtype=torch.float32, device="cpu", detached=True, needs_grad=True, proj_size=0):
+    return select_backend(
+        "auto", device=torch.device(device), dtype=dtype, steps=5, batch=4, input_size=3,
+        hidden_size=16, detached=detached, needs_grad=needs_grad, proj_size=proj_size,
+    )  # fmt: skip
+
+
+def test_auto_picks_triton_only_when_enabled_and_applicable(interpreted, monkeypatch):
+    assert _select() == "fused"
+    monkeypatch.setenv("HDETACH_TRITON_AUTO", "1")
+    assert _select() == "triton"  # CPU tensors run under the interpreter here
+    assert _select(dtype=torch.float64) == "fused"
+    assert _select(proj_size=2) == "fused"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert _select() == "fused"
 
 
 # Compiles the kernels for an H100 (sm_90) down to a cubin without a GPU, in a fresh
@@ -249,19 +266,15 @@ def test_kernels_compile_for_sm90():
     assert result.stdout.count("compiled") == 8
 
 
-def test_auto_is_fused_on_cpu():
-    assert select_backend("auto", torch.device("cpu"), torch.float32) == "fused"
-
-
 @cuda
 @pytest.mark.cuda
 def test_cuda_auto_prefers_triton_once_enabled(monkeypatch):
-    device = torch.device("cuda")
-    assert select_backend("auto", device, torch.float32) == "fused"
-    monkeypatch.setattr(functional, "TRITON_IN_AUTO", True)
-    assert select_backend("auto", device, torch.float32) == "triton"
-    assert select_backend("auto", device, torch.bfloat16) == "triton"
-    assert select_backend("auto", device, torch.float64) == "fused"
+    monkeypatch.delenv("HDETACH_TRITON_AUTO", raising=False)
+    assert _select(device="cuda") == "fused"
+    monkeypatch.setenv("HDETACH_TRITON_AUTO", "1")
+    assert _select(device="cuda") == "triton"
+    assert _select(device="cuda", dtype=torch.bfloat16) == "triton"
+    assert _select(device="cuda", dtype=torch.float64) == "fused"
 
 
 @cuda
@@ -376,9 +389,9 @@ def test_cuda_float32_error_over_784_steps():
 def test_cuda_split_hidden_matches_reference(monkeypatch, dtype, hidden, scope, packed):
     from hdetach.ops import triton_lstm
 
-    monkeypatch.setattr(triton_lstm, "SPLIT_HIDDEN", True)
+    monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")  # read at each call
     steps, batch = 30, 37
-    assert triton_lstm._config(hidden, batch, torch.device("cuda"))["SPLIT"] > 1
+    assert triton_lstm._config(hidden, batch, torch.device("cuda"), True)["SPLIT"] > 1
     inputs, loss_weights = _problem(steps, batch, hidden, seed=17, device="cuda")
     mask = _masks(steps, batch, scope, p=0.25, seed=18).cuda()
     sizes = tuple(max(1, batch - t) for t in range(steps)) if packed else None

@@ -24,12 +24,14 @@ def reference_lstm_recurrence(
     detach_mask: Tensor | None = None,
     detach_path: str = "h",
     batch_sizes: list[int] | None = None,
+    *,
+    weight_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run one LSTM layer over time, with autograd doing the backward pass.
 
     Same contract as :func:`hdetach.functional.lstm_recurrence` (arguments already validated).
     """
-    hidden = h0.shape[1]
+    hidden = c0.shape[1]
     rows = torch.arange(h0.shape[0], device=h0.device).unsqueeze(1)
     h, c = h0, c0
     outputs = []
@@ -47,6 +49,8 @@ def reference_lstm_recurrence(
         o = torch.sigmoid(z[:, 3 * hidden :])
         c_new = f * c_in + i * g
         h_new = o * torch.tanh(c_new)
+        if weight_hr is not None:
+            h_new = h_new @ weight_hr.t()
         if batch_sizes is None:
             outputs.append(h_new)
         else:

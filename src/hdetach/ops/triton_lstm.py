@@ -20,11 +20,12 @@ Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
   that is every detached step, which is what makes h-detach's backward cheaper.
 * The weight gradient is one large matrix product after the loop (cuBLAS), as in the
   fused backend.
-* Opt-in (``SPLIT_HIDDEN``, CUDA only): a batch tile's hidden units are spread over
-  several programs (grid axis 1) that meet at a barrier on global-memory flags every
-  step, so that each SM reads a slice of W_hh per step rather than all of it, and a
-  small batch still fills many SMs. Programs exchange h (forward) and dz (backward)
-  through L2. The backward skips the barrier, too, on steps that skip the product.
+* Opt-in (``split_hidden=True`` or ``HDETACH_TRITON_SPLIT_HIDDEN=1``, CUDA only): a
+  batch tile's hidden units are spread over several programs (grid axis 1) that meet
+  at a barrier on global-memory flags every step, so that each SM reads a slice of
+  W_hh per step rather than all of it, and a small batch still fills many SMs.
+  Programs exchange h (forward) and dz (backward) through L2. The backward skips the
+  barrier, too, on steps that skip the product.
 
 Precision: float32 products use ``tl.dot(..., input_precision="tf32x3")`` by default:
 three TF32 tensor-core products that together are accurate to about float32, so the
@@ -35,33 +36,37 @@ relative error per product) and ``"ieee"`` (CUDA cores, exact float32) can be ch
 with ``input_precision``. bfloat16/float16 operands always use the tensor cores with
 float32 accumulation; gate arithmetic is float32 in every case.
 
-Anything the kernels do not cover (see :func:`supports`) runs on the fused backend.
+Where the kernels do not apply (``triton_loader.triton_unsupported_reason``: not CUDA,
+float64, H > 1024, a projection) they refuse with the reason; ``"auto"`` then picks
+the fused backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from hdetach.ops.fused import FusedLSTM
 from hdetach.ops.packed import sequence_lengths
+from hdetach.ops.triton_loader import triton_unsupported_reason
 
-# Decided when the kernels are decorated: with TRITON_INTERPRET=1 they run on CPU tensors.
+# Decided when the kernels are decorated: built for Triton's CPU interpreter, this module
+# runs them on CPU tensors (see triton_loader, which makes that build on demand).
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 FLOAT32_PRECISIONS = ("tf32x3", "tf32", "ieee")
-# Beyond this the per-program weight traffic (4 H^2 elements per step, read by every
-# program) makes a per-step cuBLAS product spread over the whole GPU the better choice.
-MAX_HIDDEN = 1024
 BLOCK_B = 16  # smallest M of a tensor-core product; more rows per program, fewer programs
-# Spread each batch tile's hidden units over several programs (see _config). Off by
-# default until timed on a GPU: it trades a per-step barrier for less weight traffic.
-SPLIT_HIDDEN = False
+
+
+def split_hidden_from_environment() -> bool:
+    """``HDETACH_TRITON_SPLIT_HIDDEN=1`` (read at each call): see ``_config``.
+
+    Off by default until timed on a GPU: it trades a per-step barrier for less weight traffic.
+    """
+    return os.environ.get("HDETACH_TRITON_SPLIT_HIDDEN", "0") == "1"
 
 
 # The kernels call only Triton builtins and the helpers below, never the @jit functions
@@ -367,32 +372,9 @@ def _interpreting(tensor: Tensor) -> bool:
     return INTERPRETED and tensor.device.type == "cpu"
 
 
-def supports(
-    gates_x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    weight_hh: Tensor,
-    batch_sizes: Sequence[int] | None = None,
-) -> bool:
-    """Whether the kernels cover these arguments (else the fused backend runs).
-
-    Covered: CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``), one dtype among
-    float32, bfloat16 and float16 shared by all four tensors, H <= ``MAX_HIDDEN``, fewer
-    than 2^31 elements in ``gates_x``; any detach mask, detach path and packed layout.
-    """
-    del batch_sizes  # packed layouts run in the kernels (as sequence lengths)
-    tensors = (gates_x, h0, c0, weight_hh)
-    device = gates_x.device
-    if device.type != "cuda" and not _interpreting(gates_x):
-        return False
-    if any(x.device != device or x.dtype != gates_x.dtype for x in tensors):
-        return False
-    # Offsets are int32 in the kernels.
-    small = gates_x.numel() < 2**31
-    return gates_x.dtype in SUPPORTED_DTYPES and 0 < h0.shape[1] <= MAX_HIDDEN and small
-
-
-def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | str]:
+def _config(
+    hidden: int, batch: int, device: torch.device, split_hidden: bool = False
+) -> dict[str, int | str]:
     """Launch configuration for hidden size ``hidden`` and batch ``batch`` (not yet timed).
 
     Tiles: ptxas (sm_90, compiled ahead of time without a GPU; float32 with tf32x3 and
@@ -401,7 +383,7 @@ def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | st
     (split in two for tf32x3) stay in registers, and the unrolled loops keep several
     slices' loads in flight.
 
-    With ``SPLIT_HIDDEN`` (CUDA only) each batch tile's hidden units are spread over up to
+    With ``split_hidden`` (CUDA only) each batch tile's hidden units are spread over up to
     HP / 32 programs that meet at a barrier every step, so that each SM reads only its
     slice of W_hh per step instead of all of it; all programs must be resident at once,
     hence at most one program per SM.
@@ -416,7 +398,7 @@ def _config(hidden: int, batch: int, device: torch.device) -> dict[str, int | st
         "SHARED_CACHE": "",
         "num_warps": 8 if hp >= 64 else 4,
     }
-    if SPLIT_HIDDEN and device.type == "cuda":
+    if split_hidden and device.type == "cuda":
         tiles = triton.cdiv(batch, BLOCK_B)
         programs = torch.cuda.get_device_properties(device).multi_processor_count
         split = max(1, hp // 32)
@@ -542,27 +524,36 @@ def triton_lstm_recurrence(
     *,
     input_precision: str = "tf32x3",
     config: dict[str, int | str] | None = None,
+    split_hidden: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer on the triton kernels; arguments already validated.
+    """One LSTM layer on the triton kernels; shapes already validated.
 
-    Same contract as :func:`hdetach.functional.lstm_recurrence`. Falls back to the fused
-    backend where :func:`supports` says the kernels do not apply.
+    Same contract as :func:`hdetach.functional.lstm_recurrence`, without ``weight_hr``.
+    Raises ``ValueError`` with the reason where the kernels do not apply.
 
     Args:
         input_precision: how float32 products use the tensor cores, one of
             ``FLOAT32_PRECISIONS`` (see the module docstring); ignored for 16-bit dtypes.
         config: entries overriding the launch configuration of ``_config`` (tests and
             tuning), e.g. ``{"BLOCK_N": 16, "BLOCK_K": 16}``: powers of two >= 16.
+        split_hidden: spread a batch tile's hidden units over several programs (see
+            ``_config``); None reads ``HDETACH_TRITON_SPLIT_HIDDEN``.
     """
     if input_precision not in FLOAT32_PRECISIONS:
         raise ValueError(
             f"input_precision must be one of {FLOAT32_PRECISIONS}, got {input_precision!r}"
         )
-    if not supports(gates_x, h0, c0, weight_hh, batch_sizes):
-        return FusedLSTM.apply(
-            gates_x, h0, c0, None, weight_hh, None, detach_mask, detach_path, batch_sizes
-        )
-    config = {**_config(h0.shape[1], h0.shape[0], gates_x.device), **(config or {})}
+    steps, batch, four_hidden = gates_x.shape
+    reason = triton_unsupported_reason(
+        gates_x.device, gates_x.dtype, steps, batch, four_hidden // 4, 0
+    )
+    if reason is None and gates_x.device.type == "cpu" and not INTERPRETED:
+        reason = "this build of the module is for CUDA (see triton_loader for the interpreter)"
+    if reason is not None:
+        raise ValueError(f'backend="triton" cannot run this call: {reason}')
+    if split_hidden is None:
+        split_hidden = split_hidden_from_environment()
+    config = {**_config(h0.shape[1], batch, gates_x.device, split_hidden), **(config or {})}
     if _interpreting(gates_x) and config["SPLIT"] != 1:
         raise ValueError("the interpreter runs programs one after another: SPLIT must be 1")
     if gates_x.dtype != torch.float32:

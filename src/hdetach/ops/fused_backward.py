@@ -1,0 +1,220 @@
+"""The fused backend's backward: the fast hand-written pass, and a differentiable fallback.
+
+The fast pass walks time once carrying dh and dc: five operations a step into
+preallocated buffers, the gate derivatives that do not depend on the recurrence
+computed for a chunk of steps at once, and the weight gradients as one large product
+per chunk. Its in-place kernels cannot themselves be differentiated, so where the
+backward must be (``create_graph=True``, ``torch.func`` transforms) the fallback
+recomputes the layer with the reference recurrence, same mask, and differentiates that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hdetach.ops.buffer_pool import POOL
+from hdetach.ops.packed import rows_at, steps_of
+from hdetach.ops.reference import reference_lstm_recurrence
+
+GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
+
+
+def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batch_sizes) -> list:
+    """Gradients of the inputs (None where not needed) by autograd, with a graph of their own."""
+    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
+    wanted = [k for k, need in enumerate(needs) if need]
+    with torch.enable_grad():
+        gates_x = x if w_ih is None else F.linear(x, w_ih, bias)
+        outputs = reference_lstm_recurrence(
+            gates_x, h0, c0, w_hh, detach_mask, detach_path, batch_sizes, weight_hr=w_hr
+        )
+        pairs = [(output, grad) for output, grad in zip(outputs, grads) if grad is not None]
+        found = torch.autograd.grad(
+            [output for output, _ in pairs],
+            [inputs[k] for k in wanted],
+            [grad for _, grad in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
+    result = [None] * len(inputs)
+    for k, grad in zip(wanted, found):
+        result[k] = torch.zeros_like(inputs[k]) if grad is None else grad
+    return result
+
+
+def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes):
+    """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed."""
+    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
+    bounds, saved = activations
+    d_out, d_h_n, d_c_n = grads
+    steps, batch, _ = out.shape
+    hidden = c0.shape[1]
+    result = {
+        "x": x.new_empty(x.shape) if needs[0] else None,
+        "w_ih": torch.zeros_like(w_ih) if needs[3] else None,
+        "w_hh": torch.zeros_like(w_hh) if needs[4] else None,
+        "bias": out.new_zeros(4 * hidden) if needs[5] else None,
+        "w_hr": torch.zeros_like(w_hr) if needs[6] else None,
+    }
+    # Running gradients w.r.t. the state entering the current step, taking in d_out of
+    # the step before as they go; inactive rows (packed input) carry theirs untouched.
+    state = {"dh": d_h_n.clone(), "dc": d_c_n.clone()}
+    largest = max(e - s for s, e in bounds)
+    buffers = {
+        "dz": POOL.take((largest, batch, 4 * hidden), out).zero_(),
+        "coef": POOL.take((largest, batch, 5 * hidden), out),
+    }
+    if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr
+        buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
+        buffers["dm"] = POOL.take((batch, hidden), out)
+    cuts = _detached_steps(detach_mask, steps, out.dtype)
+    for j in range(len(bounds) - 1, -1, -1):
+        start, end = bounds[j]
+        chunk = {name: chunks[j] for name, chunks in saved.items()}
+        c_before = c0 if j == 0 else saved["cells"][j - 1][-1]
+        dz = _chunk_backward(
+            start, end, chunk, c_before, out, d_out, w_hh, w_hr, state, buffers, cuts,
+            detach_path == "h", batch_sizes,
+        )  # fmt: skip
+        _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers)
+    POOL.give_back(buffers.values())
+    dh, dc = state["dh"], state["dc"]
+    grads_in = {**result, "h0": dh if needs[1] else None, "c0": dc if needs[2] else None}
+    return [grads_in[name] for name in GRAD_NAMES]
+
+
+def _detached_steps(detach_mask: Tensor | None, steps: int, dtype) -> tuple:
+    """(whole-batch-detached flags per step, read once on the host; (T, B, 1) keep factors or None).
+
+    A step detached for the whole batch needs no recurrent product at all.
+    """
+    if detach_mask is None:
+        return [False] * steps, None
+    if detach_mask.dim() == 1:
+        return detach_mask.tolist(), None
+    return detach_mask.all(dim=1).tolist(), (~detach_mask).to(dtype).unsqueeze(-1)
+
+
+def _chunk_backward(
+    start, end, chunk, c_before, out, d_out, w_hh, w_hr, state, buffers, cuts, detach_h, batch_sizes
+) -> Tensor:
+    """Walk steps [start, end) backwards; return the chunk's gate gradients dz (K, B, 4H)."""
+    steps, batch, _ = out.shape
+    hidden = c_before.shape[1]
+    whole_batch_detached, keep = cuts
+    size = end - start
+    sizes = None if batch_sizes is None else batch_sizes[start:end]
+    dz, coef = buffers["dz"][:size], buffers["coef"][:size]
+    if batch_sizes is not None:
+        dz.zero_()
+    m = out[start:end] if w_hr is None else chunk["pre_projection"]
+    _gate_derivatives(coef, chunk["gates"], chunk["cells"], chunk["tanh_cells"], m, c_before)
+    dz_, dz_ifg, dz_o = (
+        steps_of(part, sizes) for part in (dz, dz[..., : 3 * hidden], dz[..., 3 * hidden :])
+    )
+    coef_ifg, coef_o, coef_c, f = (
+        steps_of(part, sizes)
+        for part in (
+            coef[..., : 3 * hidden],
+            coef[..., 3 * hidden : 4 * hidden],
+            coef[..., 4 * hidden :],
+            chunk["gates"][..., hidden : 2 * hidden],
+        )
+    )
+    dh_steps = None
+    if w_hr is not None:
+        dh_steps = buffers["dh_steps"][:size]
+        if batch_sizes is not None:
+            dh_steps.zero_()  # inactive rows add nothing to dW_hr
+    dh, dc = state["dh"], state["dc"]
+    for k in range(size - 1, -1, -1):
+        t = start + k
+        n = dz_[k].shape[0]
+        # Rows whose last step is t take d_out[t] here; the others took it with the
+        # recurrent product of step t + 1 below.
+        ended = 0 if t == steps - 1 else rows_at(batch_sizes, t + 1, batch)
+        if ended < n:
+            dh[ended:n] += d_out[t, ended:n]
+        dh_t, dc_t = (dh, dc) if n == batch else (dh[:n], dc[:n])
+        dm_t = dh_t  # the gradient reaching m_t = o_t * tanh(c_t)
+        if w_hr is not None:
+            dh_steps[k, :n] = dh_t
+            dm_t = torch.mm(dh_t, w_hr, out=buffers["dm"][:n])
+        dc_t.addcmul_(dm_t, coef_c[k])
+        torch.mul(dm_t, coef_o[k], out=dz_o[k])
+        torch.mul(
+            coef_ifg[k].view(n, 3, hidden), dc_t.unsqueeze(1), out=dz_ifg[k].view(n, 3, hidden)
+        )
+        # Into the state entering step t; dh also takes d_out[t - 1] in the same op.
+        d_out_before = d_out[t - 1, :n] if t > 0 else torch.zeros_like(dh_t)
+        if detach_h:
+            dc_t.mul_(f[k])
+            if whole_batch_detached[t]:
+                dh_t.copy_(d_out_before)
+            elif keep is None:
+                torch.addmm(d_out_before, dz_[k], w_hh, out=dh_t)
+            else:
+                torch.mm(dz_[k], w_hh, out=dh_t)
+                dh_t.mul_(keep[t, :n]).add_(d_out_before)
+        else:
+            torch.addmm(d_out_before, dz_[k], w_hh, out=dh_t)
+            if whole_batch_detached[t]:
+                dc_t.zero_()
+            else:
+                dc_t.mul_(f[k])
+                if keep is not None:
+                    dc_t.mul_(keep[t, :n])
+    return dz
+
+
+def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
+    """Add one chunk's share of the weight and input gradients: large products."""
+    size = end - start
+    flat_dz = dz.flatten(0, 1)
+    if result["w_hh"] is not None:
+        # sum_t dz_t^T h_{t-1}, h_{t-1} being out[t-1] (or h0 at t = 0)
+        if start == 0:
+            result["w_hh"].addmm_(dz[0].t(), h0)
+            if size > 1:
+                result["w_hh"].addmm_(dz[1:].flatten(0, 1).t(), out[: size - 1].flatten(0, 1))
+        else:
+            result["w_hh"].addmm_(flat_dz.t(), out[start - 1 : end - 1].flatten(0, 1))
+    if result["w_hr"] is not None:  # sum_t dh_t^T m_t
+        dh_steps = buffers["dh_steps"][:size]
+        result["w_hr"].addmm_(dh_steps.flatten(0, 1).t(), chunk["pre_projection"].flatten(0, 1))
+    if result["bias"] is not None:
+        result["bias"] += flat_dz.sum(0)
+    if w_ih is None:
+        if result["x"] is not None:
+            result["x"][start:end] = dz
+    else:
+        if result["w_ih"] is not None:
+            result["w_ih"].addmm_(flat_dz.t(), x[start:end].flatten(0, 1))
+        if result["x"] is not None:
+            torch.mm(flat_dz, w_ih, out=result["x"][start:end].view(-1, x.shape[2]))
+
+
+def _gate_derivatives(
+    coef: Tensor, gates: Tensor, cells: Tensor, tanh_cells: Tensor, m: Tensor, c_before: Tensor
+) -> None:
+    """Fill ``coef`` (K, B, 5H) with the factors of the backward that skip the recurrence.
+
+    For a chunk of K steps with activations ``gates`` (K, B, 4H), cells, tanh(cells) and
+    m = o tanh(c) (K, B, H; the output without projection), and ``c_before`` the cell
+    state entering the chunk (B, H): dz_i = dc g i(1-i), dz_f = dc c_{t-1} f(1-f),
+    dz_g = dc i(1-g^2), dz_o = dm tanh(c) o(1-o), and dm reaches c through
+    o (1 - tanh(c)^2) = o - m tanh(c): coef = [g i(1-i), c_{t-1} f(1-f), i(1-g^2),
+    tanh(c) o(1-o), o - m tanh(c)]. Eight operations.
+    """
+    i, f, g, o = gates.chunk(4, 2)
+    ci, cf, cg, co, ch = coef.chunk(5, 2)
+    torch.addcmul(gates, gates, gates, value=-1, out=coef[..., : 4 * i.shape[2]])  # s - s^2
+    ci.mul_(g)
+    cf[1:].mul_(cells[:-1])
+    cf[0].mul_(c_before)
+    torch.mul(g, g, out=cg)
+    torch.addcmul(i, i, cg, value=-1, out=cg)
+    co.mul_(tanh_cells)
+    torch.addcmul(o, m, tanh_cells, value=-1, out=ch)

@@ -1,0 +1,68 @@
+"""Where the triton backend comes from: imported on first use, for the GPU or the interpreter.
+
+Triton decides when a kernel is decorated whether it is compiled for a GPU or run by
+its CPU interpreter (``TRITON_INTERPRET=1``). So the backend's module exists in two
+builds, each made on first use: the ordinary import for CUDA tensors, and a private
+copy built for the interpreter, used for CPU tensors while ``TRITON_INTERPRET=1`` is
+set at call time (the interpreter tests). Nothing needs reloading.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Beyond this the per-program weight traffic (4 H^2 elements per step, read by every
+# program) makes a per-step cuBLAS product spread over the whole GPU the better choice.
+MAX_HIDDEN = 1024
+_MODULE = "hdetach.ops.triton_lstm"
+
+
+def interpreting() -> bool:
+    """Whether ``TRITON_INTERPRET=1`` is set now (Triton's own switch, read at each call)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def triton_unsupported_reason(
+    device: torch.device, dtype: torch.dtype, steps: int, batch: int, hidden: int, proj_size: int
+) -> str | None:
+    """Why the triton kernels cannot run a layer of these sizes, or None where they can."""
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed (pip install triton)"
+    if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
+        return f"its kernels run on CUDA tensors (CPU ones under TRITON_INTERPRET=1), got {device}"
+    if dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
+        return f"its kernels take {names}, got {str(dtype).removeprefix('torch.')}"
+    if hidden > MAX_HIDDEN:
+        return f"its kernels take hidden sizes up to {MAX_HIDDEN}, got {hidden}"
+    if proj_size:
+        return "its kernels have no projection (proj_size > 0): use the fused backend"
+    if steps * batch * 4 * hidden >= 2**31:
+        return "its kernels index with int32: the gates must have fewer than 2^31 elements"
+    return None
+
+
+@functools.cache
+def _build(interpret: bool) -> ModuleType:
+    import triton
+
+    if not interpret:
+        return importlib.import_module(_MODULE)
+    spec = importlib.util.find_spec(_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    with triton.knobs.runtime.scope():
+        triton.knobs.runtime.interpret = True
+        spec.loader.exec_module(module)
+    return module
+
+
+def triton_backend(device: torch.device) -> ModuleType:
+    """The triton backend's module for tensors on ``device`` (interpreted for the CPU)."""
+    return _build(device.type == "cpu" and interpreting())
