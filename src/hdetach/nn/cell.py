@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hdetach.functional import DETACH_PATHS, _check_choice
+from hdetach.functional import DETACH_PATHS
 from hdetach.nn.options import (
     DETACH_SCOPES,
     Option,
@@ -15,6 +15,7 @@ from hdetach.nn.options import (
     graph_capture,
     script_error,
 )
+from hdetach.ops.checks import check_choice
 
 
 class LSTMCell(nn.LSTMCell):
@@ -43,8 +44,8 @@ class LSTMCell(nn.LSTMCell):
         detach_path: str = "h",
     ) -> None:
         check_p_detach(p_detach)
-        _check_choice("detach_scope", detach_scope, DETACH_SCOPES)
-        _check_choice("detach_path", detach_path, DETACH_PATHS)
+        check_choice("detach_scope", detach_scope, DETACH_SCOPES)
+        check_choice("detach_path", detach_path, DETACH_PATHS)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.p_detach = p_detach
         self.detach_scope = detach_scope

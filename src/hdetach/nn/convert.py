@@ -22,7 +22,14 @@ def _rebuild(old: nn.Module, cls: type[nn.Module], **options) -> nn.Module:
     """
     dtype = old.weight_ih_l0.dtype if isinstance(old, nn.LSTM) else old.weight_ih.dtype
     if isinstance(old, nn.LSTM):
-        hyper = (old.num_layers, old.bias, old.batch_first, float(old.dropout), old.bidirectional)
+        hyper = (
+            old.num_layers,
+            old.bias,
+            old.batch_first,
+            float(old.dropout),
+            old.bidirectional,
+            old.proj_size,
+        )
     else:
         hyper = (old.bias,)
     new = cls(old.input_size, old.hidden_size, *hyper, device="meta", dtype=dtype, **options)
@@ -38,19 +45,14 @@ def _swap(model: nn.Module, make: dict[type, Callable[[nn.Module], nn.Module]]) 
     Everything is checked before anything is replaced, so a model is never left half
     converted; a module reached twice is replaced by one new module.
     """
-    targets = [(name, m) for name, m in model.named_modules() if type(m) in make]
+    targets = [m for m in model.modules() if type(m) in make]
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module) and type(module).__bases__[0] in make:
             raise ValueError(
                 f"{name or 'the model'} has parametrizations (torch.nn.utils.parametrize): "
                 "convert or revert the model before registering them"
             )
-    for name, module in targets:
-        if getattr(module, "proj_size", 0):
-            raise NotImplementedError(
-                f"{name or 'the model'}: hdetach.LSTM does not support proj_size > 0"
-            )
-    new = {id(m): make[type(m)](m) for _, m in targets}
+    new = {id(m): make[type(m)](m) for m in targets}
     if id(model) in new:
         return new[id(model)]
     for parent in model.modules():

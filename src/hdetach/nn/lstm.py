@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from hdetach.functional import BACKENDS, DETACH_PATHS, _check_choice, lstm
+from hdetach.functional import BACKENDS, DETACH_PATHS, lstm, select_backend
 from hdetach.nn.options import (
     DETACH_SCOPES,
     LAYER_MASKS,
@@ -18,6 +18,7 @@ from hdetach.nn.options import (
     graph_capture,
     script_error,
 )
+from hdetach.ops.checks import check_choice
 from hdetach.ops.packed import sequence_lengths
 
 __all__ = ["LSTM", "DETACH_SCOPES", "LAYER_MASKS"]
@@ -40,8 +41,9 @@ class LSTM(nn.LSTM):
             (the paper's c-detach ablation).
         layer_masks: ``"shared"``: one draw serves every layer and direction;
             ``"independent"``: each layer and direction draws its own.
-        backend: ``"auto"``, ``"fused"``, ``"triton"`` or ``"reference"`` (see
-            ``hdetach.functional``).
+        backend: ``"auto"``, ``"native"`` (torch's own kernels; nothing may be
+            detached), ``"fused"``, ``"triton"`` or ``"reference"`` (see
+            ``hdetach.functional.select_backend``).
 
     The forward pass is an ordinary LSTM; only gradients change. A mask is drawn (on
     the input's device, from torch's generator, so ``torch.manual_seed`` reproduces
@@ -72,14 +74,12 @@ class LSTM(nn.LSTM):
         layer_masks: str = "shared",
         backend: str = "auto",
     ) -> None:
-        if proj_size:
-            raise NotImplementedError("hdetach.LSTM does not support proj_size > 0")
         # Checked before any allocation; the attributes check again on every assignment.
         check_p_detach(p_detach)
-        _check_choice("detach_scope", detach_scope, DETACH_SCOPES)
-        _check_choice("detach_path", detach_path, DETACH_PATHS)
-        _check_choice("layer_masks", layer_masks, LAYER_MASKS)
-        _check_choice("backend", backend, BACKENDS)
+        check_choice("detach_scope", detach_scope, DETACH_SCOPES)
+        check_choice("detach_path", detach_path, DETACH_PATHS)
+        check_choice("layer_masks", layer_masks, LAYER_MASKS)
+        check_choice("backend", backend, BACKENDS)
         super().__init__(
             input_size,
             hidden_size,
@@ -88,6 +88,7 @@ class LSTM(nn.LSTM):
             batch_first,
             dropout,
             bidirectional,
+            proj_size,
             device=device,
             dtype=dtype,
         )
@@ -145,7 +146,19 @@ class LSTM(nn.LSTM):
         needs_grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in (x, h0, c0, *self.parameters())
         )
-        if self.backend == "auto" and self._native_is_exact_and_faster(masks, x, needs_grad):
+        backend = select_backend(
+            self.backend,
+            device=x.device,
+            dtype=x.dtype,
+            steps=steps,
+            batch=batch,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            detached=masks is not None,
+            needs_grad=needs_grad,
+            proj_size=self.proj_size,
+        )
+        if backend == "native":
             return super().forward(input, hx)  # nothing to detach: torch's own kernels
         # Refreshed each call as torch.nn.LSTM.forward does, so that functional_call and
         # parametrizations (weight_norm, spectral_norm) act on the weights used here.
@@ -165,7 +178,7 @@ class LSTM(nn.LSTM):
                 detach_masks=masks,
                 detach_path=self.detach_path,
                 batch_sizes=batch_sizes,
-                backend=self.backend,
+                backend=backend,
             )
         return self._in_input_layout(output, h_n, c_n, input, batched)
 
@@ -225,15 +238,6 @@ class LSTM(nn.LSTM):
             raise ValueError("input must have at least one time step")
         return x, batched, batch_sizes, sorted_indices
 
-    def _native_is_exact_and_faster(self, masks, x: Tensor, needs_grad: bool) -> bool:
-        """Whether ``torch.nn.LSTM``'s own kernels give the same result, faster.
-
-        With nothing detached the gradient is the plain LSTM's, so the native kernels are
-        exact. They are faster for inference everywhere (oneDNN on CPU, cuDNN on GPU) and
-        for training on CUDA; on the CPU our fused backward beats oneDNN's.
-        """
-        return masks is None and (x.is_cuda or not needs_grad)
-
     def _initial_state(
         self,
         hx,
@@ -243,17 +247,17 @@ class LSTM(nn.LSTM):
         sorted_indices: Tensor | None,
         run_dtype: torch.dtype | None,
     ) -> tuple[Tensor, Tensor]:
-        """(h0, c0), each (L * D, B, H), in the (sorted) batch order the recurrence uses,
-        in ``run_dtype`` when autocast sets one."""
-        shape = (self._num_states, batch, self.hidden_size)
+        """h0 (L * D, B, P) and c0 (L * D, B, H), P = proj_size or H, in the (sorted) batch
+        order the recurrence uses, in ``run_dtype`` when autocast sets one."""
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
+        shapes = [(self._num_states, batch, size) for size in sizes]
         if hx is None:
-            zeros = x.new_zeros(shape)
-            return zeros, zeros
+            return x.new_zeros(shapes[0]), x.new_zeros(shapes[1])
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise TypeError("hx must be a tuple (h_0, c_0) of tensors")
-        expected = shape if batched else (shape[0], shape[2])
         states = []
-        for name, state in zip(("h_0", "c_0"), hx):
+        for name, state, shape in zip(("h_0", "c_0"), hx, shapes):
+            expected = shape if batched else (shape[0], shape[2])
             if not isinstance(state, Tensor) or tuple(state.shape) != expected:
                 got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
                 raise ValueError(f"hx's {name} must have shape {expected}, got {got}")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hdetach.functional import _check_choice
+from hdetach.ops.checks import check_choice
 
 DETACH_SCOPES = ("batch", "sample")
 LAYER_MASKS = ("shared", "independent")
@@ -47,7 +47,7 @@ def choice(name: str, choices: Sequence[str]) -> Option:
     """An ``Option`` that must be one of ``choices``."""
 
     def check(value: str) -> str:
-        _check_choice(name, value, choices)
+        check_choice(name, value, choices)
         return value
 
     return Option(check)
