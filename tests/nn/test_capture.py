@@ -165,3 +165,32 @@ def test_compiled_module_with_a_mask_matches_eager():
         results.append([out, h, c, *grads])
     for a, e in zip(*results):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+class CellLoop(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = c = x.new_zeros(x.shape[1], 5)
+        for t in range(x.shape[0]):
+            h, c = self.cell(x[t], (h, c))
+        return h
+
+
+def test_cell_capture_in_eval_is_torch_cell_and_refused_while_detaching():
+    torch.manual_seed(2)
+    native = CellLoop(nn.LSTMCell(3, 5))
+    ours = hdetach.convert(copy.deepcopy(native), p_detach=0.5)
+    x = torch.randn(4, 2, 3)
+    with pytest.raises(RuntimeError, match=REVERT_HINT):
+        torch.jit.trace(ours, (x,))
+    with pytest.raises(RuntimeError, match=REVERT_HINT):
+        torch.export.export(ours, (x,))
+    ours.eval()
+    traced = torch.jit.trace(ours, (x,))
+    exported = torch.export.export(ours, (x,)).module()
+    expected = native(x)
+    torch.testing.assert_close(traced(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(exported(x), expected, rtol=0, atol=0)

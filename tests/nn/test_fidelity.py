@@ -6,6 +6,9 @@ same weights), not just the absence of an error.
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from helpers import grads_of
@@ -202,3 +205,42 @@ def test_interlayer_dropout_with_detach_masks_matches_the_reference_stack():
     expected = [out, h, c, *grads_of(out.sum() + h.sum(), [x, *params])]
     assert (dropped == 0).any() and (first != 0).all()
     assert_lists_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_deepcopy_is_independent_and_keeps_the_options():
+    torch.manual_seed(6)
+    lstm = hdetach.LSTM(3, 4, num_layers=2, p_detach=0.3, detach_path="c", backend="fused")
+    twin = copy.deepcopy(lstm)
+    assert (twin.p_detach, twin.detach_path, twin.backend) == (0.3, "c", "fused")
+    x, mask = torch.randn(5, 2, 3), torch.rand(5) < 0.5
+    expected = output_and_grads(lstm, x, list(lstm.parameters()), detach_mask=mask)
+    actual = output_and_grads(twin, x, list(twin.parameters()), detach_mask=mask)
+    assert_lists_close(actual, expected, rtol=0, atol=0)
+    with torch.no_grad():
+        twin.weight_hh_l1.add_(1.0)
+    assert not torch.allclose(twin(x)[0], lstm(x)[0])
+    assert_lists_close(
+        output_and_grads(lstm, x, list(lstm.parameters()), detach_mask=mask),
+        expected,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_threads_running_one_module_get_their_own_results():
+    """Several threads train through one module at once (the fused op keeps no state)."""
+    torch.manual_seed(7)
+    lstm = hdetach.LSTM(3, 6, num_layers=2, p_detach=0.5)
+    inputs = [torch.randn(9, 2, 3) for _ in range(4)]
+    masks = [torch.rand(2, 9) < 0.5 for _ in range(4)]
+    wrt = list(lstm.parameters())
+    expected = [output_and_grads(lstm, x, wrt, detach_mask=m) for x, m in zip(inputs, masks)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = [
+            pool.submit(output_and_grads, lstm, x, wrt, detach_mask=m)
+            for x, m in zip(inputs, masks)
+            for _ in range(3)
+        ]
+        actual = [run.result() for run in runs]
+    for k, result in enumerate(actual):  # float32, up to the order of a parallel sum
+        assert_lists_close(result, expected[k // 3], rtol=1e-6, atol=1e-7)
