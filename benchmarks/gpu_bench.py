@@ -14,7 +14,7 @@ minibatch's forward+backward and forward alone (under ``no_grad``) of
 then the float32 error over 784 steps vs a float64 reference for each triton
 ``input_precision``, and prints it all as markdown, also written to
 ``benchmarks/results_<card>.md``. With ``--split`` it instead times cuDNN and the triton
-backend with ``SPLIT_HIDDEN`` (hidden units spread over programs that meet at a
+backend with ``HDETACH_TRITON_SPLIT_HIDDEN=1`` (hidden units spread over programs that meet at a
 per-step barrier) and appends that table: a separate run, so that a hang there cannot
 lose the main table.
 """
@@ -22,19 +22,19 @@ lose the main table.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import triton
 from torch import nn
 from triton.testing import do_bench
 
 import hdetach
-from hdetach.ops import triton_lstm
+from hdetach.bench import AuthorsLoop
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS, triton_lstm_recurrence
 
@@ -75,33 +75,12 @@ def _forward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return forward
 
 
-class AuthorsLoop(nn.Module):
-    """The original code's structure: LSTMCell over time, host-side Bernoulli, h.detach()."""
-
-    def __init__(self, input_size: int, hidden_size: int, p_detach: float):
-        super().__init__()
-        self.cell = nn.LSTMCell(input_size, hidden_size)
-        self.p_detach = p_detach
-        self.rng = np.random.default_rng(0)
-
-    def forward(self, x: torch.Tensor):
-        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
-        c = torch.zeros_like(h)
-        outputs = []
-        for t in range(x.shape[0]):
-            if self.training and torch.is_grad_enabled() and self.rng.random() < self.p_detach:
-                h = h.detach()
-            h, c = self.cell(x[t], (h, c))
-            outputs.append(h)
-        return torch.stack(outputs), (h, c)
-
-
 def _rows(
     steps: int, batch: int, inputs: int, hidden: int, split: bool
 ) -> list[tuple[str, float, float]]:
     """(method, forward+backward ms, forward ms) for one shape; NaN where a method failed.
 
-    ``split``: only cuDNN and the triton backend with ``SPLIT_HIDDEN`` (see ops/triton_lstm.py).
+    ``split``: only cuDNN and the triton backend with split hidden units (ops/triton_lstm.py).
     """
     device = DEVICE
     x = torch.randn(steps, batch, inputs, device=device)
@@ -119,10 +98,17 @@ def _rows(
 
     measure("cuDNN torch.nn.LSTM", nn.LSTM(inputs, hidden).to(device), x, True)
     if split:
-        os.environ["HDETACH_TRITON_SPLIT_HIDDEN"] = "1"  # placeholder until the bench merge
-        for i, p in enumerate(PS):
-            model = hdetach.LSTM(inputs, hidden, p_detach=p, backend="triton").to(device)
-            measure(f"hdetach triton split p={p}", model, x, forward_too=i == 0)
+        previous = os.environ.get("HDETACH_TRITON_SPLIT_HIDDEN")
+        os.environ["HDETACH_TRITON_SPLIT_HIDDEN"] = "1"  # read by the backend at each call
+        try:
+            for i, p in enumerate(PS):
+                model = hdetach.LSTM(inputs, hidden, p_detach=p, backend="triton").to(device)
+                measure(f"hdetach triton split p={p}", model, x, forward_too=i == 0)
+        finally:
+            if previous is None:
+                del os.environ["HDETACH_TRITON_SPLIT_HIDDEN"]
+            else:
+                os.environ["HDETACH_TRITON_SPLIT_HIDDEN"] = previous
         return rows
     measure("authors' loop p=0.25", AuthorsLoop(inputs, hidden, 0.25).to(device), x, True)
     for backend in ("fused", "triton"):
@@ -203,7 +189,7 @@ def main(split: bool) -> None:
     ]
     if split:
         lines = [
-            "# Hidden units split over programs (SPLIT_HIDDEN = True), same card",
+            "# Hidden units split over programs (HDETACH_TRITON_SPLIT_HIDDEN=1), same card",
             "",
             "Measured in a second run, side by side with cuDNN again.",
             "",

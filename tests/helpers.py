@@ -76,3 +76,46 @@ def assert_all_close(actual: list[Tensor], expected: list[Tensor], names: list[s
     assert len(actual) == len(expected) == len(names)
     for a, e, name in zip(actual, expected, names):
         torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tol)
+
+
+def oracle_lstm_projected(
+    params: list[list[Tensor]],
+    sequences: list[Tensor],
+    h0: Tensor,
+    c0: Tensor,
+    masks: Tensor,
+    detach_path: str,
+    bidirectional: bool,
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """``oracle_lstm`` for ``torch.nn.LSTM(proj_size=P)``: h_t = W_hr (o_t * tanh(c_t)).
+
+    params: per layer and direction [w_ih, w_hh, b_ih, b_hh, w_hr]. h0 (L*D, B, P),
+    c0 (L*D, B, H). Returns per-example outputs (T_b, D*P) and h_n (L*D, B, P), c_n.
+    """
+    directions = 2 if bidirectional else 1
+    outputs = []
+    h_n = [[None] * len(sequences) for _ in params]
+    c_n = [[None] * len(sequences) for _ in params]
+    for b, sequence in enumerate(sequences):
+        layer_input = sequence
+        for layer in range(len(params) // directions):
+            per_direction = []
+            for d in range(directions):
+                k = layer * directions + d
+                w_ih, w_hh, b_ih, b_hh, w_hr = params[k]
+                h, c = h0[k, b], c0[k, b]
+                length = layer_input.shape[0]
+                out = [None] * length
+                for t in range(length) if d == 0 else range(length - 1, -1, -1):
+                    h_in, c_in = h, c
+                    if bool(masks[k, t, b]):
+                        h_in, c_in = (h.detach(), c) if detach_path == "h" else (h, c.detach())
+                    i, f, g, o = (w_ih @ layer_input[t] + b_ih + w_hh @ h_in + b_hh).chunk(4)
+                    c = torch.sigmoid(f) * c_in + torch.sigmoid(i) * torch.tanh(g)
+                    h = w_hr @ (torch.sigmoid(o) * torch.tanh(c))
+                    out[t] = h
+                per_direction.append(torch.stack(out))
+                h_n[k][b], c_n[k][b] = h, c
+            layer_input = torch.cat(per_direction, dim=-1)
+        outputs.append(layer_input)
+    return outputs, _stack_states(h_n), _stack_states(c_n)

@@ -45,3 +45,25 @@ def test_bench_bad_options_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv)
     assert exit_info.value.code == 2
+
+
+def test_bench_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    parser = bench.build_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help line"
+        assert action.option_strings[0] in text
+
+
+def test_authors_loop_detaches_only_while_training():
+    import torch
+
+    loop = bench.AuthorsLoop(2, 3, p_detach=1.0)
+    x = torch.randn(4, 2, 2)
+    detached = torch.autograd.grad(loop(x)[0][-1].sum(), loop.cell.weight_hh)[0]
+    loop.eval()
+    plain = torch.autograd.grad(loop(x)[0][-1].sum(), loop.cell.weight_hh)[0]
+    assert not torch.allclose(detached, plain)

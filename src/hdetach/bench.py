@@ -44,17 +44,26 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _authors_loop(cell: nn.LSTMCell, x: torch.Tensor, p: float, rng: np.random.Generator):
-    """The per-step loop of the original code: numpy Bernoulli per step, ``h.detach()``."""
-    h = x.new_zeros(x.shape[1], cell.hidden_size)
-    c = torch.zeros_like(h)
-    outputs = []
-    for t in range(x.shape[0]):
-        if p > 0 and rng.random() < p:
-            h = h.detach()
-        h, c = cell(x[t], (h, c))
-        outputs.append(h)
-    return torch.stack(outputs)
+class AuthorsLoop(nn.Module):
+    """The per-step loop of the original code: ``nn.LSTMCell`` over time, one host-side
+    Bernoulli draw per step (numpy), ``h.detach()`` on the drawn steps (when training)."""
+
+    def __init__(self, input_size: int, hidden_size: int, p_detach: float, **factory) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
+        self.p_detach = p_detach
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        outputs = []
+        for t in range(x.shape[0]):
+            if self.training and torch.is_grad_enabled() and self.rng.random() < self.p_detach:
+                h = h.detach()
+            h, c = self.cell(x[t], (h, c))
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
 
 
 def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
@@ -114,10 +123,9 @@ def benchmark_shape(
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
-    cell = nn.LSTMCell(input_size, hidden, device=device, dtype=dtype)
-    rng = np.random.default_rng(0)
     for p in ps:
-        add("authors' loop", p, lambda p=p: _authors_loop(cell, x, p, rng))
+        loop = AuthorsLoop(input_size, hidden, p, device=device, dtype=dtype)
+        add("authors' loop", p, lambda loop=loop: loop(x)[0])
     for backend in backends:
         for p in ps:
             ours = hdetach.LSTM(
@@ -196,17 +204,44 @@ def build_parser() -> argparse.ArgumentParser:
         "a plain per-step loop, measured side by side.",
         epilog="example: python -m hdetach.bench --shapes pmnist copy300 --repeats 3",
     )
-    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16"], default="float32")
+    shapes = ", ".join(f"{name} {shape}" for name, shape in SHAPES.items())
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=list(SHAPES),
+        default=list(SHAPES),
+        metavar="SHAPE",
+        help=f"shapes (T, B, I, H) to time (default: all): {shapes}",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda where available, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float64", "bfloat16"],
+        default="float32",
+        help="dtype of weights and inputs (default: float32)",
+    )
     parser.add_argument(
         "--backends",
         nargs="+",
         default=["fused"],
-        help="our backends to time (default: fused; 'reference' is slow)",
+        help="our backends to time (default: fused; 'reference' is slow; at p = 0 'auto' "
+        "runs torch's own kernel)",
     )
-    parser.add_argument("--p", nargs="+", type=float, default=[0.0, 0.25, 0.5], dest="ps")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--p",
+        nargs="+",
+        type=float,
+        default=[0.0, 0.25, 0.5],
+        dest="ps",
+        help="p_detach values for the loop and our backends (default: 0 0.25 0.5)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
+    )
     parser.add_argument("--output", help="also write the table (Markdown) to this file")
     return parser
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from hdetach.ops.checks import (
     check_batch_sizes,
@@ -26,15 +25,13 @@ from hdetach.ops.checks import (
     check_same_dtype_and_device,
 )
 from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
+from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton_loader import triton_backend, triton_unsupported_reason
 
 BACKENDS = ("auto", "native", "fused", "triton", "reference")
 DETACH_PATHS = ("h", "c")
-# Largest B * H at which torch's own CPU kernel (oneDNN) trains faster than the fused
-# backend when nothing is detached; measured in benchmarks/native-vs-fused-cpu.md.
-NATIVE_CPU_TRAINING_MAX_WORK = 2**62
 
 _check_choice = check_choice  # the module and the cell validate their options with it
 __all__ = [
@@ -78,11 +75,11 @@ def select_backend(
     run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
     or ``proj_size > 0``). ``"auto"`` resolves as follows:
 
-    1. Nothing detached, on CUDA or without gradients: ``"native"`` (torch's own cuDNN or
-       oneDNN kernel gives the same result, faster).
-    2. Nothing detached, training on the CPU: ``"native"`` where
-       ``batch * hidden_size <= NATIVE_CPU_TRAINING_MAX_WORK``, else ``"fused"`` (measured).
-    3. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
+    1. Nothing detached: ``"native"``, on every device, training or not. torch's own
+       kernel (cuDNN, oneDNN) gives the same result and was faster than ``"fused"`` in
+       every measured CPU shape (``benchmarks/native-vs-fused-cpu.md``: fused/native
+       forward+backward 1.1x to 4x, T in {100, 784}, B in 1..256, H in 32..512).
+    2. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
        apply, else ``"fused"``.
     """
     check_choice("backend", backend, BACKENDS)
@@ -98,10 +95,9 @@ def select_backend(
             raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if backend != "auto":
         return backend
+    del needs_grad  # measured: torch's kernel is faster for training and inference alike
     if not detached:
-        if device.type == "cuda" or not needs_grad:
-            return "native"
-        return "native" if batch * hidden_size <= NATIVE_CPU_TRAINING_MAX_WORK else "fused"
+        return "native"
     if triton_in_auto() and (
         triton_unsupported_reason(device, dtype, steps, batch, hidden_size, proj_size) is None
     ):
@@ -230,7 +226,7 @@ def lstm_layer(
         weights = [
             [w for w in (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) if w is not None]
         ]
-        out, (h_n, c_n) = _native_lstm(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
+        out, (h_n, c_n) = native_lstm(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
         return out, h_n[0], c_n[0]
     bias = None if bias_ih is None else bias_ih + bias_hh
     layer = (x, h0, c0, weight_ih, weight_hh, bias, weight_hr, detach_mask, detach_path, sizes)
@@ -263,24 +259,6 @@ def _run_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, mask, path, sizes, backend: st
         return reference_lstm_recurrence(gates_x, h0, c0, w_hh, mask, path, sizes, weight_hr=w_hr)
     # select_backend has refused "triton" for a projection
     return triton_backend(x.device).triton_lstm_recurrence(gates_x, h0, c0, w_hh, mask, path, sizes)
-
-
-def _native_lstm(input, hx, weights, bidirectional, dropout, training, sizes):
-    """torch's own multi-layer LSTM kernel (what ``torch.nn.LSTM`` runs) on the padded input."""
-    flat = [w for entry in weights for w in entry]
-    has_biases = len(weights[0]) >= 4
-    layers = len(weights) // (2 if bidirectional else 1)
-    options = (has_biases, layers, dropout, training, bidirectional)
-    if sizes is None:
-        output, h_n, c_n = torch._VF.lstm(input, hx, flat, *options, False)
-        return output, (h_n, c_n)
-    lengths = sequence_lengths(sizes, input.shape[1], torch.device("cpu"))
-    packed = pack_padded_sequence(input, lengths)
-    data, h_n, c_n = torch._VF.lstm(packed.data, packed.batch_sizes, hx, flat, *options)
-    output, _ = pad_packed_sequence(
-        PackedSequence(data, packed.batch_sizes), total_length=len(sizes)
-    )
-    return output, (h_n, c_n)
 
 
 def reverse_sequences(x: Tensor, batch_sizes: Sequence[int] | None) -> Tensor:
@@ -388,7 +366,7 @@ def lstm(
     backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks, tensors)
     if backend == "native":
         weights = [[w for w in entry if w is not None] for entry in entries]
-        return _native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
+        return native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
     h0, c0 = hx
     h_n, c_n = [], []
     layer_input = input

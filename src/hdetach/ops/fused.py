@@ -27,11 +27,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from hdetach.ops.buffer_pool import POOL
-from hdetach.ops.fused_backward import differentiable_backward, fused_backward
+from hdetach.ops.differentiable import differentiable_backward
+from hdetach.ops.fused_backward import fused_backward
 from hdetach.ops.packed import rows_at, steps_of
+from hdetach.ops.reference import reference_lstm_recurrence
 
 CHUNK_BYTES = 4 * 2**20
 
@@ -149,7 +153,24 @@ class _FusedLSTM(torch.autograd.Function):
         # Chunk lists cannot go through save_for_backward; they are this node's alone,
         # and go back to the pool when the node is freed.
         ctx.activations = activations
-        POOL.give_back_when_freed(ctx, [b for chunks in activations[1].values() for b in chunks])
+        if activations is not None:  # None from the vmap rule below
+            buffers = [b for chunks in activations[1].values() for b in chunks]
+            POOL.give_back_when_freed(ctx, buffers)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        """Under ``torch.func.vmap`` the in-place forward cannot run: the values come from
+        the reference recurrence, vmapped; the backward then takes its differentiable path."""
+        *tensors, detach_mask, detach_path, batch_sizes, _ = inputs
+
+        def layer(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask):
+            gates_x = x if w_ih is None else F.linear(x, w_ih, bias)
+            return reference_lstm_recurrence(
+                gates_x, h0, c0, w_hh, detach_mask, detach_path, batch_sizes, weight_hr=w_hr
+            )
+
+        outputs = torch.vmap(layer, in_dims=tuple(in_dims[:8]))(*tensors, detach_mask)
+        return (*outputs, None), (0, 0, 0, None)
 
     @staticmethod
     def backward(ctx, d_out, d_h_n, d_c_n, _):
@@ -157,13 +178,9 @@ class _FusedLSTM(torch.autograd.Function):
         inputs = (x, h0, c0, w_ih, w_hh, bias, w_hr)
         needs = ctx.needs_input_grad[:7]
         mask_and_layout = (detach_mask, ctx.detach_path, ctx.batch_sizes)
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-        if torch.is_grad_enabled() or any(
-            t is not None and wrapped(t) for t in (d_out, d_h_n, d_c_n, x)
-        ):
+        if torch.is_grad_enabled() or ctx.activations is None or _wrapped(d_out, d_h_n, d_c_n, x):
             # Double backward (create_graph=True) or a torch.func transform: the in-place
-            # kernels of the fast backward are not differentiable, so differentiate a
-            # recomputation through the reference recurrence with the same mask.
+            # kernels of the fast backward are not differentiable (see differentiable.py).
             grads = differentiable_backward(inputs, needs, (d_out, d_h_n, d_c_n), *mask_and_layout)
         else:
             grads = fused_backward(
@@ -172,12 +189,19 @@ class _FusedLSTM(torch.autograd.Function):
         return (*grads, None, None, None, None)
 
 
+def _wrapped(*tensors: Tensor | None) -> bool:
+    """Whether any tensor belongs to a torch.func transform (grad, vmap)."""
+    return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
+
+
 def _apply(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes):
     tensors = (x, h0, c0, w_ih, w_hh, bias, w_hr)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     sizes = None if batch_sizes is None else tuple(batch_sizes)
     args = (*tensors, detach_mask, detach_path, sizes, save)
-    if not save:  # inference: no node, the buffers go straight back to the pool
+    if not save and not _wrapped(
+        *tensors, detach_mask
+    ):  # inference: no node, the buffers go straight back to the pool
         with torch.no_grad():
             out, h_n, c_n, (_, saved) = _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, sizes, False)
         POOL.give_back([b for chunks in saved.values() for b in chunks])

@@ -1,47 +1,21 @@
-"""The fused backend's backward: the fast hand-written pass, and a differentiable fallback.
+"""The fused backend's fast backward pass.
 
-The fast pass walks time once carrying dh and dc: five operations a step into
-preallocated buffers, the gate derivatives that do not depend on the recurrence
-computed for a chunk of steps at once, and the weight gradients as one large product
-per chunk. Its in-place kernels cannot themselves be differentiated, so where the
-backward must be (``create_graph=True``, ``torch.func`` transforms) the fallback
-recomputes the layer with the reference recurrence, same mask, and differentiates that.
+It walks time once carrying dh and dc: five operations a step into preallocated
+buffers, the gate derivatives that do not depend on the recurrence computed for a
+chunk of steps at once, and the weight gradients as one large product per chunk. Its
+in-place kernels cannot themselves be differentiated: ``differentiable.py`` serves
+the backward where it must be (``create_graph=True``, ``torch.func`` transforms).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.packed import rows_at, steps_of
-from hdetach.ops.reference import reference_lstm_recurrence
 
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
-
-
-def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batch_sizes) -> list:
-    """Gradients of the inputs (None where not needed) by autograd, with a graph of their own."""
-    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
-    wanted = [k for k, need in enumerate(needs) if need]
-    with torch.enable_grad():
-        gates_x = x if w_ih is None else F.linear(x, w_ih, bias)
-        outputs = reference_lstm_recurrence(
-            gates_x, h0, c0, w_hh, detach_mask, detach_path, batch_sizes, weight_hr=w_hr
-        )
-        pairs = [(output, grad) for output, grad in zip(outputs, grads) if grad is not None]
-        found = torch.autograd.grad(
-            [output for output, _ in pairs],
-            [inputs[k] for k in wanted],
-            [grad for _, grad in pairs],
-            create_graph=True,
-            allow_unused=True,
-        )
-    result = [None] * len(inputs)
-    for k, grad in zip(wanted, found):
-        result[k] = torch.zeros_like(inputs[k]) if grad is None else grad
-    return result
 
 
 def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes):
