@@ -108,6 +108,22 @@ def test_autocast_output_dtype_matches_torch_lstm(packed, lengths, with_mask):
     assert ours.weight_hh_l0.grad.dtype == torch.float32
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
+def test_cuda_autocast_output_dtype_matches_torch_lstm(autocast_dtype):
+    """cuDNN's autocast wrapper computes in float16, whatever the autocast dtype."""
+    ours, native = twin_lstms(input_size=3, hidden_size=8, num_layers=2)
+    ours.cuda(), native.cuda()
+    x = torch.randn(7, 3, 3, device="cuda")
+    with torch.autocast("cuda", dtype=autocast_dtype):
+        expected = native(x)
+        actual = ours(x, detach_mask=torch.rand(7, device="cuda") < 0.5)
+    actual, expected = [actual[0], *actual[1]], [expected[0], *expected[1]]
+    assert [t.dtype for t in actual] == [t.dtype for t in expected]
+    assert_lists_close(actual, expected, rtol=2**-8, atol=2**-8)  # float16: 2**-11 steps
+
+
 def test_autocast_cast_values_match_the_explicit_low_precision_model():
     """Under autocast with a mask, the result is the model's run in bfloat16, exactly."""
     torch.manual_seed(2)

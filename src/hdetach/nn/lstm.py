@@ -33,8 +33,7 @@ class LSTM(nn.LSTM):
 
     Args:
         p_detach: probability, per time step, that the recurrent state entering the
-            step is a constant for autograd (PAPER.md section 1). 0 gives the plain
-            LSTM gradient.
+            step is a constant for autograd. 0 gives the plain LSTM gradient.
         detach_scope: ``"batch"`` draws one decision per step for the whole minibatch
             (the paper); ``"sample"`` draws one per step per example.
         detach_path: ``"h"`` blocks h_{t-1} (h-detach); ``"c"`` blocks c_{t-1} instead
@@ -53,6 +52,11 @@ class LSTM(nn.LSTM):
     ``detach_mask[..., t]`` True detaches the state entering the step that processes
     time position t (for the reverse direction that state comes from position t + 1).
     For a ``PackedSequence``, B indexes the sequences in the order they were packed.
+
+    Wherever nothing is detached the call is ``torch.nn.LSTM.forward`` itself (same
+    kernels, autocast, tracing and export). Tracing or exporting while detaching raises
+    an error naming the way out; ``torch.jit.script`` is refused (see the README's
+    compatibility table).
     """
 
     def __init__(
@@ -143,21 +147,7 @@ class LSTM(nn.LSTM):
         if batch == 0:
             return super().forward(input, hx)  # no example, nothing to detach
         masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, h0, c0, *self.parameters())
-        )
-        backend = select_backend(
-            self.backend,
-            device=x.device,
-            dtype=x.dtype,
-            steps=steps,
-            batch=batch,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            detached=masks is not None,
-            needs_grad=needs_grad,
-            proj_size=self.proj_size,
-        )
+        backend = self._backend_for(x, h0, c0, masks)
         if backend == "native":
             return super().forward(input, hx)  # nothing to detach: torch's own kernels
         # Refreshed each call as torch.nn.LSTM.forward does, so that functional_call and
@@ -181,6 +171,24 @@ class LSTM(nn.LSTM):
                 backend=backend,
             )
         return self._in_input_layout(output, h_n, c_n, input, batched)
+
+    def _backend_for(self, x: Tensor, h0: Tensor, c0: Tensor, masks) -> str:
+        """The implementation that runs this call (``functional.select_backend`` decides)."""
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, h0, c0, *self.parameters())
+        )
+        return select_backend(
+            self.backend,
+            device=x.device,
+            dtype=x.dtype,
+            steps=x.shape[0],
+            batch=x.shape[1],
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            detached=masks is not None,
+            needs_grad=needs_grad,
+            proj_size=self.proj_size,
+        )
 
     def _in_input_layout(
         self, output: Tensor, h_n: Tensor, c_n: Tensor, input: Tensor | PackedSequence, batched

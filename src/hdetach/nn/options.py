@@ -93,20 +93,24 @@ def script_error(module: str) -> RuntimeError:
 def autocast_dtype(x: Tensor, ragged: bool) -> torch.dtype | None:
     """The dtype ``torch.nn.LSTM`` computes in under the current autocast, or None.
 
-    Autocast casts torch's LSTM kernels (cuDNN's, and oneDNN's on the CPU) to the
-    autocast dtype; float64 is never cast, and on the CPU a ``ragged`` packed sequence
-    (of unequal lengths) runs torch's generic kernel, which autocast leaves alone.
+    On the CPU, autocast runs oneDNN's LSTM in the autocast dtype, except for a
+    ``ragged`` packed sequence (of unequal lengths), which takes torch's generic kernel
+    in the input's dtype. On CUDA, autocast's cuDNN RNN wrapper casts to float16
+    whatever the autocast dtype. float64 is never cast.
     """
-    device_type = x.device.type
-    if device_type not in ("cpu", "cuda") or x.dtype == torch.float64:
+    if x.dtype == torch.float64:
         return None
-    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
-        enabled, dtype = (
-            torch.is_autocast_enabled(device_type),
-            torch.get_autocast_dtype(device_type),
+    if x.device.type == "cpu":
+        if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+            enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+        else:
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return dtype if enabled and not ragged else None
+    if x.device.type == "cuda":
+        enabled = (
+            torch.is_autocast_enabled("cuda")
+            if hasattr(torch, "get_autocast_dtype")
+            else torch.is_autocast_enabled()
         )
-    elif device_type == "cpu":
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    else:
-        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return dtype if enabled and not (ragged and device_type == "cpu") else None
+        return torch.float16 if enabled and torch.backends.cudnn.enabled else None
+    return None
