@@ -3,6 +3,8 @@
 import hdetach
 lstm = hdetach.LSTM(input_size, hidden_size, p_detach=0.25)   # like torch.nn.LSTM
 model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a model
+with torch.serialization.safe_globals([*hdetach.SAFE_GLOBALS, ...]):  # whole pickled models
+    model = torch.load(path, weights_only=True)
 """
 
 from hdetach import functional
