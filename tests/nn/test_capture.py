@@ -111,6 +111,13 @@ def test_capture_while_detaching_names_the_way_out(capture):
     capture(hdetach.revert(ours), x)  # the way out works
 
 
+def test_capture_with_an_explicit_mask_in_eval_is_refused():
+    lstm = hdetach.LSTM(3, 5).eval()
+    x, mask = torch.randn(6, 2, 3), torch.ones(6, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="an explicit mask"):
+        torch.export.export(lstm, (x,), {"detach_mask": mask})
+
+
 def test_legacy_onnx_export_of_a_training_model_exports_eval_like_torch():
     """torch.onnx.export puts the model in eval mode by default: no detach, no error."""
     pytest.importorskip("onnx")

@@ -73,9 +73,10 @@ def graph_capture() -> str | None:
 
 def capture_error(capture: str, module: str) -> RuntimeError:
     return RuntimeError(
-        f"{capture} cannot record h-detach: {module} detaches in training mode. Capture "
-        "the model in eval() mode, or call hdetach.revert(model) first to get plain "
-        "torch.nn modules with the same parameters"
+        f"{capture} cannot record h-detach's gradient, and {module} is detaching here "
+        "(training mode with p_detach > 0, or an explicit mask). Capture the model in "
+        "eval() mode, or call hdetach.revert(model) first to get plain torch.nn modules "
+        "with the same parameters"
     )
 
 
