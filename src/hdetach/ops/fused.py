@@ -81,8 +81,6 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
     # the input projection (per chunk) are doubled, and one sigmoid serves all gates.
     w_hh_t = w_hh.t().clone()
     w_hh_t[:, 2 * hidden : 3 * hidden] *= 2
-    w_hr_t = None if w_hr is None else w_hr.t()
-    one, two = (torch.tensor(v, **like) for v in (1.0, 2.0))
     widths = {"gates": 4 * hidden, "cells": hidden, "tanh_cells": hidden}
     if w_hr is not None:
         widths["pre_projection"] = hidden  # m_t = o_t * tanh(c_t)
@@ -104,32 +102,50 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
             torch.addmm(bias, x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden))
         gates[..., 2 * hidden : 3 * hidden] *= 2
         sizes = None if batch_sizes is None else batch_sizes[start:end]
-        # Per-step views, made once per chunk: the loop below is only the arithmetic.
-        z, i, f, g, o = (steps_of(part, sizes) for part in (gates, *gates.chunk(4, 2)))
-        c_, tc_, h_ = (
-            steps_of(part, sizes)
-            for part in (buffers["cells"], buffers["tanh_cells"], out[start:end])
+        h, c = _chunk_steps(
+            start, sizes, buffers, out, (h, c), (h_n, c_n), w_hh_t, w_hr, batch_sizes
         )
-        m_ = h_ if w_hr is None else steps_of(buffers["pre_projection"], sizes)
-        for k in range(size):
-            n = z[k].shape[0]
-            if n < batch:
-                h, c = h[:n], c[:n]
-            z[k].addmm_(h, w_hh_t)
-            z[k].sigmoid_()
-            g[k].mul_(two).sub_(one)
-            torch.mul(f[k], c, out=c_[k])
-            c_[k].addcmul_(i[k], g[k])
-            _tanh(c_[k], tc_[k], one, two)
-            torch.mul(o[k], tc_[k], out=m_[k])
-            if w_hr is not None:
-                torch.mm(m_[k], w_hr_t, out=h_[k])
-            h, c = h_[k], c_[k]
-            ended = 0 if start + k == steps - 1 else rows_at(batch_sizes, start + k + 1, batch)
-            if ended < n:  # rows [ended, n) have taken their last step
-                h_n[ended:n] = h[ended:n]
-                c_n[ended:n] = c[ended:n]
     return out, h_n, c_n, (bounds, saved)
+
+
+def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_t, w_hr, batch_sizes):
+    """Run the steps of one chunk whose input part of the gates is in ``buffers["gates"]``.
+
+    ``state``: (h, c) entering the chunk; returns the state leaving it. Rows that take
+    their last step here are written into ``final`` = (h_n, c_n).
+    """
+    steps, batch, _ = out.shape
+    gates = buffers["gates"]
+    h, c = state
+    h_n, c_n = final
+    one, two = (torch.tensor(v, dtype=out.dtype, device=out.device) for v in (1.0, 2.0))
+    # Per-step views, made once per chunk: the loop below is only the arithmetic.
+    z, i, f, g, o = (steps_of(part, sizes) for part in (gates, *gates.chunk(4, 2)))
+    end = start + gates.shape[0]
+    c_, tc_, h_ = (
+        steps_of(part, sizes) for part in (buffers["cells"], buffers["tanh_cells"], out[start:end])
+    )
+    m_ = h_ if w_hr is None else steps_of(buffers["pre_projection"], sizes)
+    w_hr_t = None if w_hr is None else w_hr.t()
+    for k in range(gates.shape[0]):
+        n = z[k].shape[0]
+        if n < batch:
+            h, c = h[:n], c[:n]
+        z[k].addmm_(h, w_hh_t)
+        z[k].sigmoid_()
+        g[k].mul_(two).sub_(one)
+        torch.mul(f[k], c, out=c_[k])
+        c_[k].addcmul_(i[k], g[k])
+        _tanh(c_[k], tc_[k], one, two)
+        torch.mul(o[k], tc_[k], out=m_[k])
+        if w_hr is not None:
+            torch.mm(m_[k], w_hr_t, out=h_[k])
+        h, c = h_[k], c_[k]
+        ended = 0 if start + k == steps - 1 else rows_at(batch_sizes, start + k + 1, batch)
+        if ended < n:  # rows [ended, n) have taken their last step
+            h_n[ended:n] = h[ended:n]
+            c_n[ended:n] = c[ended:n]
+    return h, c
 
 
 class _FusedLSTM(torch.autograd.Function):

@@ -123,24 +123,36 @@ def _chunk_backward(
         )
         # Into the state entering step t; dh also takes d_out[t - 1] in the same op.
         d_out_before = d_out[t - 1, :n] if t > 0 else torch.zeros_like(dh_t)
-        if detach_h:
-            dc_t.mul_(f[k])
-            if whole_batch_detached[t]:
-                dh_t.copy_(d_out_before)
-            elif keep is None:
-                torch.addmm(d_out_before, dz_[k], w_hh, out=dh_t)
-            else:
-                torch.mm(dz_[k], w_hh, out=dh_t)
-                dh_t.mul_(keep[t, :n]).add_(d_out_before)
-        else:
-            torch.addmm(d_out_before, dz_[k], w_hh, out=dh_t)
-            if whole_batch_detached[t]:
-                dc_t.zero_()
-            else:
-                dc_t.mul_(f[k])
-                if keep is not None:
-                    dc_t.mul_(keep[t, :n])
+        cut = (whole_batch_detached[t], None if keep is None else keep[t, :n])
+        _into_state_before(dh_t, dc_t, dz_[k], f[k], w_hh, d_out_before, cut, detach_h)
     return dz
+
+
+def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h) -> None:
+    """Turn dh_t, dc_t (in place) into the gradients reaching h_{t-1}, c_{t-1}.
+
+    ``cut``: (whole batch detached at t, per-row keep factors (n, 1) or None); the
+    detached path receives nothing, and a step detached for the whole batch on path h
+    skips the recurrent product.
+    """
+    whole_batch, keep = cut
+    if detach_h:
+        dc_t.mul_(f_t)
+        if whole_batch:
+            dh_t.copy_(d_out_before)
+        elif keep is None:
+            torch.addmm(d_out_before, dz_t, w_hh, out=dh_t)
+        else:
+            torch.mm(dz_t, w_hh, out=dh_t)
+            dh_t.mul_(keep).add_(d_out_before)
+    else:
+        torch.addmm(d_out_before, dz_t, w_hh, out=dh_t)
+        if whole_batch:
+            dc_t.zero_()
+        else:
+            dc_t.mul_(f_t)
+            if keep is not None:
+                dc_t.mul_(keep)
 
 
 def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
