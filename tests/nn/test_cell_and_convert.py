@@ -95,5 +95,3 @@ def test_convert_a_bare_lstm_and_keep_training_mode():
     lstm = nn.LSTM(2, 3).eval()
     ours = hdetach.convert(lstm)
     assert isinstance(ours, hdetach.LSTM) and not ours.training
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        hdetach.convert(nn.LSTM(2, 3, proj_size=2))

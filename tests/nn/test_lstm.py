@@ -322,7 +322,7 @@ def test_bad_input_gets_a_clear_error(call, error, message):
         ({"detach_path": "x"}, ValueError, "detach_path must be one of"),
         ({"layer_masks": "own"}, ValueError, "layer_masks must be one of"),
         ({"backend": "cuda"}, ValueError, "backend must be one of"),
-        ({"proj_size": 2}, NotImplementedError, "proj_size"),
+        ({"proj_size": 5}, ValueError, "proj_size has to be smaller"),
     ],
 )
 def test_bad_options_get_a_clear_error(kwargs, error, message):

@@ -4,4 +4,9 @@ from hdetach.nn.cell import LSTMCell
 from hdetach.nn.convert import convert, revert
 from hdetach.nn.lstm import LSTM
 
-__all__ = ["LSTM", "LSTMCell", "convert", "revert"]
+# Every hdetach class a pickled whole model (torch.save(model)) refers to: trust them with
+# torch.load(path, weights_only=True) under
+# torch.serialization.safe_globals([*hdetach.SAFE_GLOBALS, <your model's own classes>]).
+SAFE_GLOBALS = [LSTM, LSTMCell]
+
+__all__ = ["LSTM", "LSTMCell", "SAFE_GLOBALS", "convert", "revert"]

@@ -1,20 +1,34 @@
-"""``hdetach.LSTMCell``: ``torch.nn.LSTMCell`` with ``detach``, for hand-written loops."""
+"""``hdetach.LSTMCell``: ``torch.nn.LSTMCell`` with h-detach, for hand-written loops."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from hdetach.functional import DETACH_PATHS, _check_choice
+from hdetach.functional import DETACH_PATHS
+from hdetach.nn.options import (
+    DETACH_SCOPES,
+    Option,
+    capture_error,
+    check_p_detach,
+    choice,
+    graph_capture,
+    script_error,
+)
+from hdetach.ops.checks import check_choice
 
 
 class LSTMCell(nn.LSTMCell):
     """``torch.nn.LSTMCell`` whose incoming state can be cut from the gradient.
 
-    ``forward(input, hx=None, detach=False)``: ``detach`` is a bool, a 0-d bool tensor
-    (the whole batch) or a (B,) bool tensor (per example). Where it is True, h
+    In training mode with grad enabled, each call draws whether to detach the state it
+    receives, with probability ``p_detach`` (one draw for the batch, or one per example
+    with ``detach_scope="sample"``), from torch's generator. Where it detaches, h
     (``detach_path="h"``, h-detach) or c (``"c"``, c-detach) enters the step as a
-    constant for autograd; the values computed are unchanged.
+    constant for autograd; the values computed are unchanged. ``forward(input, hx,
+    detach)`` overrides the draw: ``detach`` is a bool, a 0-d bool tensor (the whole
+    batch) or a (B,) bool tensor (per example). In eval mode, under ``torch.no_grad()``
+    or without ``hx`` the cell is ``torch.nn.LSTMCell``.
     """
 
     def __init__(
@@ -25,18 +39,62 @@ class LSTMCell(nn.LSTMCell):
         device=None,
         dtype=None,
         *,
+        p_detach: float = 0.25,
+        detach_scope: str = "batch",
         detach_path: str = "h",
     ) -> None:
-        _check_choice("detach_path", detach_path, DETACH_PATHS)
+        check_p_detach(p_detach)
+        check_choice("detach_scope", detach_scope, DETACH_SCOPES)
+        check_choice("detach_path", detach_path, DETACH_PATHS)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.p_detach = p_detach
+        self.detach_scope = detach_scope
         self.detach_path = detach_path
+
+    p_detach = Option(check_p_detach)
+    detach_scope = choice("detach_scope", DETACH_SCOPES)
+    detach_path = choice("detach_path", DETACH_PATHS)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, p_detach={self.p_detach}, "
+            f"detach_scope={self.detach_scope!r}, detach_path={self.detach_path!r}"
+        )
+
+    def __prepare_scriptable__(self) -> nn.LSTMCell:
+        raise script_error("hdetach.LSTMCell")
 
     def forward(
         self,
         input: Tensor,
         hx: tuple[Tensor, Tensor] | None = None,
-        detach: bool | Tensor = False,
+        detach: bool | Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        if detach is None:
+            draws = self.training and torch.is_grad_enabled() and self.p_detach > 0
+            detach = self._draw(input) if draws and hx is not None else False
+        else:
+            self._check_detach(detach, input)
+        capture = graph_capture()
+        if capture is not None and detach is not False:
+            raise capture_error(capture, "hdetach.LSTMCell")
+        if hx is None or detach is False:
+            return super().forward(input, hx)
+        h, c = hx
+        if self.detach_path == "h":
+            h = _stop_gradient(h, detach)
+        else:
+            c = _stop_gradient(c, detach)
+        return super().forward(input, (h, c))
+
+    def _draw(self, input: Tensor) -> Tensor:
+        """A 0-d (batch scope, or unbatched input) or (B,) bool tensor of detach decisions."""
+        per_example = self.detach_scope == "sample" and input.dim() == 2
+        shape = (input.shape[0],) if per_example else ()
+        return torch.rand(shape, device=input.device) < self.p_detach
+
+    @staticmethod
+    def _check_detach(detach: bool | Tensor, input: Tensor) -> None:
         if isinstance(detach, Tensor):
             batch = input.shape[0] if input.dim() == 2 else None
             if detach.dtype != torch.bool or detach.shape not in ((), (batch,)):
@@ -46,14 +104,6 @@ class LSTMCell(nn.LSTMCell):
                 )
         elif not isinstance(detach, bool):
             raise TypeError(f"detach must be a bool or a bool tensor, got {type(detach).__name__}")
-        if hx is None or detach is False:
-            return super().forward(input, hx)
-        h, c = hx
-        if self.detach_path == "h":
-            h = _stop_gradient(h, detach)
-        else:
-            c = _stop_gradient(c, detach)
-        return super().forward(input, (h, c))
 
 
 def _stop_gradient(state: Tensor, detach: bool | Tensor) -> Tensor:

@@ -1,64 +1,96 @@
-"""Swap ``torch.nn.LSTM`` modules inside a model for ``hdetach.LSTM`` and back."""
+"""Swap ``torch.nn.LSTM``/``LSTMCell`` modules inside a model for hdetach's and back."""
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Callable
 
+from torch import nn
+from torch.nn.utils import parametrize
+
+from hdetach.nn.cell import LSTMCell
 from hdetach.nn.lstm import LSTM
 
+# The options hdetach.LSTMCell takes; the others (layer_masks, backend) are the LSTM's.
+CELL_OPTIONS = ("p_detach", "detach_scope", "detach_path")
 
-def _rebuild(old: nn.LSTM, cls: type[nn.LSTM], **options) -> nn.LSTM:
+
+def _rebuild(old: nn.Module, cls: type[nn.Module], **options) -> nn.Module:
     """A ``cls`` with ``old``'s hyper-parameters that shares ``old``'s Parameter objects.
 
     Sharing (not copying) keeps an optimizer built before the swap pointing at the
     live weights. The new module is built on the meta device so nothing is allocated.
     """
-    if old.proj_size:
-        raise NotImplementedError("hdetach.LSTM does not support proj_size > 0")
-    new = cls(
-        old.input_size,
-        old.hidden_size,
-        old.num_layers,
-        old.bias,
-        old.batch_first,
-        float(old.dropout),
-        old.bidirectional,
-        device="meta",
-        dtype=old.weight_ih_l0.dtype,
-        **options,
-    )
-    for name in old._flat_weights_names:
-        setattr(new, name, getattr(old, name))
+    dtype = old.weight_ih_l0.dtype if isinstance(old, nn.LSTM) else old.weight_ih.dtype
+    if isinstance(old, nn.LSTM):
+        hyper = (
+            old.num_layers,
+            old.bias,
+            old.batch_first,
+            float(old.dropout),
+            old.bidirectional,
+            old.proj_size,
+        )
+    else:
+        hyper = (old.bias,)
+    new = cls(old.input_size, old.hidden_size, *hyper, device="meta", dtype=dtype, **options)
+    for name, param in old._parameters.items():
+        setattr(new, name, param)
     new.train(old.training)
     return new
 
 
-def _replace(model: nn.Module, wanted: type[nn.Module], make) -> nn.Module:
-    """Replace every module of exactly type ``wanted`` (``model`` included) by ``make(module)``."""
-    if type(model) is wanted:
-        return make(model)
-    for name, child in model.named_children():
-        setattr(model, name, _replace(child, wanted, make))
+def _swap(model: nn.Module, make: dict[type, Callable[[nn.Module], nn.Module]]) -> nn.Module:
+    """Replace every module whose exact type is a key of ``make`` (``model`` included).
+
+    Everything is checked before anything is replaced, so a model is never left half
+    converted; a module reached twice is replaced by one new module.
+    """
+    targets = [m for m in model.modules() if type(m) in make]
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module) and type(module).__bases__[0] in make:
+            raise ValueError(
+                f"{name or 'the model'} has parametrizations (torch.nn.utils.parametrize): "
+                "convert or revert the model before registering them"
+            )
+    new = {id(m): make[type(m)](m) for m in targets}
+    if id(model) in new:
+        return new[id(model)]
+    for parent in model.modules():
+        for name, child in list(parent._modules.items()):
+            if id(child) in new:
+                setattr(parent, name, new[id(child)])
     return model
 
 
 def convert(model: nn.Module, p_detach: float = 0.25, **options) -> nn.Module:
-    """Replace every ``torch.nn.LSTM`` in ``model`` by an ``hdetach.LSTM`` with the same weights.
+    """Replace every ``torch.nn.LSTM`` and ``torch.nn.LSTMCell`` in ``model`` by
+    ``hdetach.LSTM`` / ``hdetach.LSTMCell`` with the same parameters (shared, not copied).
 
-    ``options`` are ``hdetach.LSTM``'s keyword options (``detach_scope``, ``detach_path``,
-    ``layer_masks``, ``backend``). The model is changed in place and returned (a bare
-    ``nn.LSTM`` passed in is returned converted). Parameters are shared, not copied.
+    ``options`` are ``hdetach.LSTM``'s keyword options (``detach_scope``,
+    ``detach_path``, ``layer_masks``, ``backend``); cells take the first two. The model
+    is changed in place and returned (a bare module passed in is returned converted).
+    Options and modules are all checked first: on an error nothing is converted.
     """
-    return _replace(model, nn.LSTM, lambda old: _rebuild(old, LSTM, p_detach=p_detach, **options))
+    # Building a meta-device module checks option names and values in one place.
+    LSTM(1, 1, device="meta", p_detach=p_detach, **options)
+    cell_options = {k: v for k, v in options.items() if k in CELL_OPTIONS}
+    return _swap(
+        model,
+        {
+            nn.LSTM: lambda old: _rebuild(old, LSTM, p_detach=p_detach, **options),
+            nn.LSTMCell: lambda old: _rebuild(old, LSTMCell, p_detach=p_detach, **cell_options),
+        },
+    )
 
 
 def revert(model: nn.Module) -> nn.Module:
-    """Turn every ``hdetach.LSTM`` in ``model`` back into ``torch.nn.LSTM`` (export, cuDNN)."""
+    """Turn every ``hdetach.LSTM``/``LSTMCell`` in ``model`` back into the ``torch.nn``
+    module with the same parameters (for export, scripting, cuDNN's training kernels)."""
 
-    def make(old: LSTM) -> nn.LSTM:
+    def to_torch_lstm(old: LSTM) -> nn.LSTM:
         new = _rebuild(old, nn.LSTM)
         if new.weight_ih_l0.is_cuda:
             new.flatten_parameters()  # cuDNN wants one contiguous weight buffer
         return new
 
-    return _replace(model, LSTM, make)
+    return _swap(model, {LSTM: to_torch_lstm, LSTMCell: lambda old: _rebuild(old, nn.LSTMCell)})

@@ -6,19 +6,22 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from hdetach.functional import BACKENDS, DETACH_PATHS, _check_choice, lstm
+from hdetach.functional import BACKENDS, DETACH_PATHS, lstm, select_backend
+from hdetach.nn.options import (
+    DETACH_SCOPES,
+    LAYER_MASKS,
+    Option,
+    autocast_dtype,
+    capture_error,
+    check_p_detach,
+    choice,
+    graph_capture,
+    script_error,
+)
+from hdetach.ops.checks import check_choice
 from hdetach.ops.packed import sequence_lengths
 
-DETACH_SCOPES = ("batch", "sample")
-LAYER_MASKS = ("shared", "independent")
-
-
-def check_p_detach(p_detach: float) -> float:
-    if isinstance(p_detach, bool) or not isinstance(p_detach, (int, float)):
-        raise TypeError(f"p_detach must be a float in [0, 1], got {type(p_detach).__name__}")
-    if not 0.0 <= p_detach <= 1.0:
-        raise ValueError(f"p_detach must be in [0, 1], got {p_detach}")
-    return float(p_detach)
+__all__ = ["LSTM", "DETACH_SCOPES", "LAYER_MASKS"]
 
 
 class LSTM(nn.LSTM):
@@ -30,16 +33,16 @@ class LSTM(nn.LSTM):
 
     Args:
         p_detach: probability, per time step, that the recurrent state entering the
-            step is a constant for autograd (PAPER.md section 1). 0 gives the plain
-            LSTM gradient.
+            step is a constant for autograd. 0 gives the plain LSTM gradient.
         detach_scope: ``"batch"`` draws one decision per step for the whole minibatch
             (the paper); ``"sample"`` draws one per step per example.
         detach_path: ``"h"`` blocks h_{t-1} (h-detach); ``"c"`` blocks c_{t-1} instead
             (the paper's c-detach ablation).
         layer_masks: ``"shared"``: one draw serves every layer and direction;
             ``"independent"``: each layer and direction draws its own.
-        backend: ``"auto"``, ``"fused"``, ``"triton"`` or ``"reference"`` (see
-            ``hdetach.functional``).
+        backend: ``"auto"``, ``"native"`` (torch's own kernels; nothing may be
+            detached), ``"fused"``, ``"triton"`` or ``"reference"`` (see
+            ``hdetach.functional.select_backend``).
 
     The forward pass is an ordinary LSTM; only gradients change. A mask is drawn (on
     the input's device, from torch's generator, so ``torch.manual_seed`` reproduces
@@ -49,6 +52,11 @@ class LSTM(nn.LSTM):
     ``detach_mask[..., t]`` True detaches the state entering the step that processes
     time position t (for the reverse direction that state comes from position t + 1).
     For a ``PackedSequence``, B indexes the sequences in the order they were packed.
+
+    Wherever nothing is detached the call is ``torch.nn.LSTM.forward`` itself (same
+    kernels, autocast, tracing and export). Tracing or exporting while detaching raises
+    an error naming the way out; ``torch.jit.script`` is refused (see the README's
+    compatibility table).
     """
 
     def __init__(
@@ -70,12 +78,12 @@ class LSTM(nn.LSTM):
         layer_masks: str = "shared",
         backend: str = "auto",
     ) -> None:
-        if proj_size:
-            raise NotImplementedError("hdetach.LSTM does not support proj_size > 0")
-        _check_choice("detach_scope", detach_scope, DETACH_SCOPES)
-        _check_choice("detach_path", detach_path, DETACH_PATHS)
-        _check_choice("layer_masks", layer_masks, LAYER_MASKS)
-        _check_choice("backend", backend, BACKENDS)
+        # Checked before any allocation; the attributes check again on every assignment.
+        check_p_detach(p_detach)
+        check_choice("detach_scope", detach_scope, DETACH_SCOPES)
+        check_choice("detach_path", detach_path, DETACH_PATHS)
+        check_choice("layer_masks", layer_masks, LAYER_MASKS)
+        check_choice("backend", backend, BACKENDS)
         super().__init__(
             input_size,
             hidden_size,
@@ -84,6 +92,7 @@ class LSTM(nn.LSTM):
             batch_first,
             dropout,
             bidirectional,
+            proj_size,
             device=device,
             dtype=dtype,
         )
@@ -93,13 +102,11 @@ class LSTM(nn.LSTM):
         self.layer_masks = layer_masks
         self.backend = backend
 
-    @property
-    def p_detach(self) -> float:
-        return self._p_detach
-
-    @p_detach.setter
-    def p_detach(self, value: float) -> None:
-        self._p_detach = check_p_detach(value)
+    p_detach = Option(check_p_detach)
+    detach_scope = choice("detach_scope", DETACH_SCOPES)
+    detach_path = choice("detach_path", DETACH_PATHS)
+    layer_masks = choice("layer_masks", LAYER_MASKS)
+    backend = choice("backend", BACKENDS)
 
     def extra_repr(self) -> str:
         return (
@@ -113,21 +120,108 @@ class LSTM(nn.LSTM):
     def _num_states(self) -> int:
         return self.num_layers * (2 if self.bidirectional else 1)
 
+    def _draws_masks(self) -> bool:
+        return self.training and torch.is_grad_enabled() and self.p_detach > 0
+
+    def __prepare_scriptable__(self) -> nn.LSTM:
+        raise script_error("hdetach.LSTM")
+
     def forward(
         self,
         input: Tensor | PackedSequence,
         hx: tuple[Tensor, Tensor] | None = None,
         detach_mask: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        capture = graph_capture()
+        if capture is not None:
+            # A captured graph is the forward pass, which is torch's: record torch's.
+            if detach_mask is not None or self._draws_masks():
+                raise capture_error(capture, "hdetach.LSTM")
+            return super().forward(input, hx)
         packed = isinstance(input, PackedSequence)
-        weight = self.weight_ih_l0
-        if packed:
+        ragged = packed and bool(input.batch_sizes[0] != input.batch_sizes[-1])
+        run_dtype = autocast_dtype(input.data if packed else input, ragged)
+        x, batched, batch_sizes, sorted_indices = self._time_major(input, run_dtype)
+        steps, batch = x.shape[:2]
+        h0, c0 = self._initial_state(hx, batch, batched, x, sorted_indices, run_dtype)
+        if batch == 0:
+            return super().forward(input, hx)  # no example, nothing to detach
+        masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
+        backend = self._backend_for(x, h0, c0, masks)
+        if backend == "native":
+            return super().forward(input, hx)  # nothing to detach: torch's own kernels
+        # Refreshed each call as torch.nn.LSTM.forward does, so that functional_call and
+        # parametrizations (weight_norm, spectral_norm) act on the weights used here.
+        self._update_flat_weights()
+        weights = list(self._flat_weights)
+        if run_dtype is not None:
+            weights = [w.to(run_dtype) for w in weights]
+        per_layer = len(weights) // self._num_states
+        with torch.autocast(x.device.type, enabled=False):  # the casts are done above
+            output, (h_n, c_n) = lstm(
+                x,
+                (h0, c0),
+                [weights[k * per_layer : (k + 1) * per_layer] for k in range(self._num_states)],
+                bidirectional=self.bidirectional,
+                dropout=self.dropout,
+                training=self.training,
+                detach_masks=masks,
+                detach_path=self.detach_path,
+                batch_sizes=batch_sizes,
+                backend=backend,
+            )
+        return self._in_input_layout(output, h_n, c_n, input, batched)
+
+    def _backend_for(self, x: Tensor, h0: Tensor, c0: Tensor, masks) -> str:
+        """The implementation that runs this call (``functional.select_backend`` decides)."""
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, h0, c0, *self.parameters())
+        )
+        return select_backend(
+            self.backend,
+            device=x.device,
+            dtype=x.dtype,
+            steps=x.shape[0],
+            batch=x.shape[1],
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            detached=masks is not None,
+            needs_grad=needs_grad,
+            proj_size=self.proj_size,
+        )
+
+    def _in_input_layout(
+        self, output: Tensor, h_n: Tensor, c_n: Tensor, input: Tensor | PackedSequence, batched
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        """The time-major results in the layout of ``input`` (packed, unbatched, batch_first)."""
+        if isinstance(input, PackedSequence):
+            lengths = sequence_lengths(
+                input.batch_sizes.tolist(), output.shape[1], torch.device("cpu")
+            )
+            data = pack_padded_sequence(output, lengths).data
+            output = PackedSequence(
+                data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
+            )
+            if input.unsorted_indices is not None:
+                h_n, c_n = (s.index_select(1, input.unsorted_indices) for s in (h_n, c_n))
+        elif not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (h_n, c_n)
+
+    def _time_major(
+        self, input: Tensor | PackedSequence, run_dtype: torch.dtype | None
+    ) -> tuple[Tensor, bool, list[int] | None, Tensor | None]:
+        """Validate ``input``; return it as (T, B, I) in ``run_dtype`` (if not None),
+        whether it was batched, the packed layout (batch_sizes) and sorted_indices."""
+        weight = self._flat_weights[0]  # not getattr: that would run a parametrization
+        if isinstance(input, PackedSequence):
             batch_sizes = input.batch_sizes.tolist()
-            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
             x, _ = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
-            batched = True
+            batched, sorted_indices = True, input.sorted_indices
         else:
-            batch_sizes = sorted_indices = unsorted_indices = None
+            batch_sizes = sorted_indices = None
             if not isinstance(input, Tensor) or input.dim() not in (2, 3):
                 got = f"{input.dim()}-D" if isinstance(input, Tensor) else type(input).__name__
                 raise ValueError(
@@ -139,81 +233,44 @@ class LSTM(nn.LSTM):
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
-        steps, batch = x.shape[:2]
         if x.shape[2] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features, got {x.shape[2]}")
-        if x.dtype != weight.dtype or x.device != weight.device:
+        if run_dtype is not None:  # autocast: torch's LSTM computes in its dtype
+            x = x.to(run_dtype)
+        elif x.dtype != weight.dtype or x.device != weight.device:
             raise TypeError(
                 f"input must be {weight.dtype} on {weight.device} like the weights, "
                 f"got {x.dtype} on {x.device}"
             )
-        if steps == 0:
+        if x.shape[0] == 0:
             raise ValueError("input must have at least one time step")
-        h0, c0 = self._initial_state(hx, batch, batched, x, sorted_indices)
-        masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
-        if self.backend == "auto" and self._native_is_exact_and_faster(masks, x, h0, c0):
-            return super().forward(input, hx)
-
-        weights = self._flat_weights
-        per_layer = len(weights) // self._num_states
-        output, (h_n, c_n) = lstm(
-            x,
-            (h0, c0),
-            [weights[k * per_layer : (k + 1) * per_layer] for k in range(self._num_states)],
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            training=self.training,
-            detach_masks=masks,
-            detach_path=self.detach_path,
-            batch_sizes=batch_sizes,
-            backend=self.backend,
-        )
-
-        if packed:
-            lengths = sequence_lengths(batch_sizes, batch, torch.device("cpu"))
-            data = pack_padded_sequence(output, lengths).data
-            output = PackedSequence(data, input.batch_sizes, sorted_indices, unsorted_indices)
-            if unsorted_indices is not None:
-                h_n, c_n = (
-                    h_n.index_select(1, unsorted_indices),
-                    c_n.index_select(1, unsorted_indices),
-                )
-        elif not batched:
-            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-        elif self.batch_first:
-            output = output.transpose(0, 1)
-        return output, (h_n, c_n)
-
-    def _native_is_exact_and_faster(self, masks, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
-        """Whether ``torch.nn.LSTM``'s own kernels give the same result, faster.
-
-        With nothing detached the gradient is the plain LSTM's, so the native kernels are
-        exact. They are faster for inference everywhere (oneDNN on CPU, cuDNN on GPU) and
-        for training on CUDA; on the CPU our fused backward beats oneDNN's.
-        """
-        if masks is not None:
-            return False
-        if x.is_cuda:
-            return True
-        tensors = (x, h0, c0, *self._flat_weights)
-        return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        return x, batched, batch_sizes, sorted_indices
 
     def _initial_state(
-        self, hx, batch: int, batched: bool, x: Tensor, sorted_indices: Tensor | None
+        self,
+        hx,
+        batch: int,
+        batched: bool,
+        x: Tensor,
+        sorted_indices: Tensor | None,
+        run_dtype: torch.dtype | None,
     ) -> tuple[Tensor, Tensor]:
-        """(h0, c0), each (L * D, B, H), in the (sorted) batch order the recurrence uses."""
-        shape = (self._num_states, batch, self.hidden_size)
+        """h0 (L * D, B, P) and c0 (L * D, B, H), P = proj_size or H, in the (sorted) batch
+        order the recurrence uses, in ``run_dtype`` when autocast sets one."""
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
+        shapes = [(self._num_states, batch, size) for size in sizes]
         if hx is None:
-            zeros = x.new_zeros(shape)
-            return zeros, zeros
+            return x.new_zeros(shapes[0]), x.new_zeros(shapes[1])
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise TypeError("hx must be a tuple (h_0, c_0) of tensors")
-        expected = shape if batched else (shape[0], shape[2])
         states = []
-        for name, state in zip(("h_0", "c_0"), hx):
+        for name, state, shape in zip(("h_0", "c_0"), hx, shapes):
+            expected = shape if batched else (shape[0], shape[2])
             if not isinstance(state, Tensor) or tuple(state.shape) != expected:
                 got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
                 raise ValueError(f"hx's {name} must have shape {expected}, got {got}")
+            if run_dtype is not None:
+                state = state.to(run_dtype)
             if state.dtype != x.dtype or state.device != x.device:
                 raise TypeError(
                     f"hx's {name} must be {x.dtype} on {x.device} like the input, "
@@ -237,7 +294,7 @@ class LSTM(nn.LSTM):
         """One mask per layer and direction, each (T,) or (T, B), or None for none."""
         states = self._num_states
         if mask is None:
-            if not (self.training and torch.is_grad_enabled() and self.p_detach > 0):
+            if not self._draws_masks():
                 return None
             per_layer = self.layer_masks == "independent"
             shape = (steps,) if self.detach_scope == "batch" else (steps, batch)
