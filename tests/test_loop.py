@@ -213,6 +213,7 @@ def _poison_batch(monkeypatch, at_call: int):
         return x, y
 
     monkeypatch.setattr(copying.CopyingTask, "batch", poisoned)
+    return calls
 
 
 @pytest.mark.parametrize("every_step", [True, False], ids=["cpu-check", "gpu-check"])
@@ -220,9 +221,12 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(
     tmp_path, monkeypatch, capsys, every_step
 ):
     monkeypatch.setattr(train_module, "checks_every_step", lambda device: every_step)
-    _poison_batch(monkeypatch, at_call=20)
+    train_batches = _poison_batch(monkeypatch, at_call=20)
     run = tmp_path / "r"
     summary = train(Config(**TINY, run_dir=str(run)), progress=False)
+    # On the CPU the run stops at the bad step itself; where checking costs a device sync,
+    # at the next point that reads the device (here the evaluation at step 30).
+    assert train_batches[0] == (20 if every_step else 30)
     assert summary["status"] == "diverged" and summary["steps"] == 20
     saved = strict_json((run / "summary.json").read_text())
     assert saved["status"] == "diverged" and saved["steps"] == 20
