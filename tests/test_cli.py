@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from hdetach.cli import main
+from helpers import interrupt_at, run_cli
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -43,20 +42,9 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_train_transfer_report_end_to_end(tmp_path, capsys):
     for p, seed in (("0", "0"), ("0", "1"), ("0.5", "0"), ("0.5", "1")):
-        code, _, err = run(
+        code, _, err = run_cli(
             [
                 "train",
                 "copy",
@@ -73,13 +61,15 @@ def test_train_transfer_report_end_to_end(tmp_path, capsys):
         assert code == 0, err
         assert "done: best val acc" in err
     run_dir = tmp_path / "runs" / "p0.5-s0"
-    code, out, err = run(["transfer", str(run_dir), "--T", "5", "20", "--n", "50"], capsys)
+    code, out, err = run_cli(["transfer", str(run_dir), "--T", "5", "20", "--n", "50"], capsys)
     assert code == 0, err
     assert "| 5 |" in out and "| 20 |" in out
     t = json.loads((run_dir / "transfer.json").read_text())
     assert t["T"] == [5, 20] and len(t["acc"]) == 2 and all(0 <= a <= 1 for a in t["acc"])
 
-    code, out, err = run(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")], capsys)
+    code, out, err = run_cli(
+        ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")], capsys
+    )
     assert code == 0, err
     # two configurations of two seeds each
     assert "| vanilla | 2 |" in out and "| h-detach p=0.5 | 2 |" in out
@@ -100,18 +90,18 @@ def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
     run_dir = str(tmp_path / "r")
-    code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
     assert code == 130 and f"hdetach train --resume {run_dir}" in err  # says how to go on
     monkeypatch.setattr(copying.CopyingTask, "batch", original)
-    code, _, err = run(["train", "--resume", run_dir], capsys)
+    code, _, err = run_cli(["train", "--resume", run_dir], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 20
-    code, _, err = run(["train", "copy", "--resume", run_dir], capsys)
+    code, _, err = run_cli(["train", "copy", "--resume", run_dir], capsys)
     assert code == 2 and "--resume takes the saved config; drop copy" in err
 
 
 def test_max_steps_caps_the_run(tmp_path, capsys):
-    code, _, err = run(
+    code, _, err = run_cli(
         ["train", "copy", *TINY, "--max-steps", "7", "--run-dir", str(tmp_path / "r")], capsys
     )
     assert code == 0, err
@@ -120,9 +110,9 @@ def test_max_steps_caps_the_run(tmp_path, capsys):
 
 @needs_mnist
 def test_data_and_train_mnist(tmp_path, capsys):
-    code, out, _ = run(["data", "mnist", "--data-dir", str(MNIST_DIR)], capsys)
+    code, out, _ = run_cli(["data", "mnist", "--data-dir", str(MNIST_DIR)], capsys)
     assert code == 0 and "MNIST verified" in out
-    code, _, err = run(
+    code, _, err = run_cli(
         [
             "train",
             "pmnist",
@@ -155,7 +145,7 @@ def test_bench_delegates_to_core(monkeypatch, capsys):
     monkeypatch.setitem(
         sys.modules, "hdetach.bench", types.SimpleNamespace(main=lambda argv: seen.append(argv))
     )
-    assert run(["bench", "--quick"], capsys)[0] == 0
+    assert run_cli(["bench", "--quick"], capsys)[0] == 0
     assert seen == [["--quick"]]
 
 
@@ -189,100 +179,15 @@ def test_bad_options_and_paths_exit_2_with_one_line(argv, match, capsys, monkeyp
         raise OSError("network disabled in tests")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2
     assert err.count("\n") == 1 and match in err, err
 
 
 @pytest.mark.parametrize("cmd", ["train", "transfer", "report", "data", "demo"])
 def test_help_has_examples(cmd, capsys):
-    code, out, _ = run([cmd, "--help"], capsys)
+    code, out, _ = run_cli([cmd, "--help"], capsys)
     assert code == 0 and "examples:" in out
-
-
-def _interrupt_at(monkeypatch, call: int) -> None:
-    """A real Ctrl-C while the loop fetches its call-th minibatch."""
-    from hdetach.tasks import copying
-
-    original, calls = copying.CopyingTask.batch, [0]
-
-    def interrupting_batch(self, split, idx):
-        calls[0] += 1
-        if calls[0] == call:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, split, idx)
-
-    monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
-
-
-def _table(stdout: str) -> list[str]:
-    return [x for x in stdout.splitlines() if x.startswith("| ")]
-
-
-def test_demo_resumes_reuses_and_refuses_other_settings(tmp_path, capsys, monkeypatch):
-    from hdetach.demo import demo_configs
-    from hdetach.train import train
-
-    out = tmp_path / "demo"
-    # A demo interrupted by Ctrl-C: the vanilla run stopped at step 30 of 250.
-    _interrupt_at(monkeypatch, 30)
-    vanilla = demo_configs(out, T=2, epochs=1, seed=0, p_detach=0.5)["vanilla"]
-    assert train(vanilla, progress=False)["status"] == "interrupted"
-    monkeypatch.undo()
-
-    argv = ["demo", "--T", "2", "--epochs", "1", "--out", str(out)]
-    code, stdout, err = run(argv, capsys)
-    assert code == 0, err
-    assert f"vanilla: resuming in {out / 'vanilla'}" in stdout and "ETA" in stdout
-    summaries = {
-        n: json.loads((out / n / "summary.json").read_text()) for n in ("vanilla", "h-detach")
-    }
-    assert all(s["status"] == "finished" and s["steps"] == 250 for s in summaries.values())
-    table = _table(stdout)
-    assert [r.split("|")[1].strip() for r in table[1:]] == ["vanilla", "h-detach"]
-    assert all(r.count("|") == 6 for r in table)
-    assert (out / "curves.png").is_file() and (out / "report.md").is_file()
-    cfg = {n: json.loads((out / n / "config.json").read_text()) for n in ("vanilla", "h-detach")}
-    assert cfg["vanilla"]["p_detach"] == 0 and cfg["h-detach"]["p_detach"] > 0
-    # side by side on the same data, seed and everything else
-    same = {k for k in cfg["vanilla"] if k not in ("p_detach", "run_dir")}
-    assert all(cfg["vanilla"][k] == cfg["h-detach"][k] for k in same)
-
-    # the same command again: both runs reused, the same table
-    code, again, err = run(argv, capsys)
-    assert code == 0, err
-    assert again.count("reusing the finished run") == 2 and _table(again) == table
-
-    code, _, err = run(["demo", "--out", str(out)], capsys)
-    assert code == 2 and "holds a demo with other settings (T 2" in err
-    assert err.count("\n") == 1
-
-
-def test_demo_table_rows_keep_their_columns_whatever_the_status():
-    from hdetach.demo import table_row
-
-    finished = {
-        "status": "finished",
-        "best_val": 0.5,
-        "best_epoch": 3.0,
-        "final_val": 0.4,
-        "test_at_best": {"acc": 0.45},
-    }
-    rows = [
-        table_row("vanilla", finished, 100),
-        table_row("vanilla", {"status": "interrupted", "step": 7}, 100),
-        table_row("vanilla", {"status": "diverged", "steps": 9}, 100),
-    ]
-    assert rows[0] == "| vanilla | 0.500 | 3 | 0.400 | 0.450 |"
-    assert "interrupted at step 7 of 100" in rows[1] and "diverged at step 9" in rows[2]
-    assert all(r.count("|") == 6 for r in rows)
-
-
-def test_processes_share_the_cores(monkeypatch):
-    from hdetach import demo
-
-    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert [demo.cores_per_process(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
 
 
 def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
@@ -290,7 +195,7 @@ def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsy
 
     from hdetach.config import TASK_DEFAULTS, Config, flag
 
-    code, out, _ = run(["train", "--help"], capsys)
+    code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0
     text = " ".join(out.split())
     for f in dataclasses.fields(Config):
@@ -340,7 +245,7 @@ def test_option_choices_are_the_modules_own_lists():
 
 
 def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
-    code, _, err = run(
+    code, _, err = run_cli(
         [
             "train",
             "copy",
@@ -365,7 +270,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
 def test_threads_option_sets_torch_threads(tmp_path, capsys, monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
-    code, _, err = run(
+    code, _, err = run_cli(
         [
             "train",
             "copy",
@@ -385,19 +290,19 @@ def test_threads_option_sets_torch_threads(tmp_path, capsys, monkeypatch):
 
 def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f")], capsys)
+    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f")], capsys)
     assert code == 2 and err.count("\n") == 1 and "is a file" in err, err
-    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f" / "r")], capsys)
+    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f" / "r")], capsys)
     assert code == 2 and err.count("\n") == 1 and "--run-dir" in err, err
 
 
 def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
-    _interrupt_at(monkeypatch, 4)
+    interrupt_at(monkeypatch, 4)
     run_dir = tmp_path / "r"
-    code, _, _ = run(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
+    code, _, _ = run_cli(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
     assert code == 130
     monkeypatch.undo()
-    code, _, err = run(["train", "--resume", str(run_dir)], capsys)
+    code, _, err = run_cli(["train", "--resume", str(run_dir)], capsys)
     assert code == 0 and f"resuming {run_dir} at step 4 of 20" in err
 
 
@@ -442,6 +347,6 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(
         if command == "resume"
         else ["transfer", str(path), "--T", "5"]
     )
-    code, _, err = run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and str(path) in err, err
     assert ("truncated" if damage == "truncate" else "another version") in err
