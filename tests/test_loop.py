@@ -259,3 +259,20 @@ def test_finished_summary_and_all_written_json_are_standard(tmp_path):
     strict_json((run / "config.json").read_text())
     for line in (run / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(runlog, "clock", lambda: now[0])
+    means = {"loss": 0.5, "acc": 0.25}
+    with runlog.RunLog(tmp_path, total_steps=100, step=0, desc="x", progress=False) as log:
+        for step in range(1, 51):
+            now[0] += 1.5  # 1.5 s a step
+            log.count(20)
+            if log.due():
+                log.progress(step, "acc", lambda: means)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # one line after 60 s (step 40): 60 steps to go at 1.5 s each
+    assert lines == [
+        f"[{tmp_path.name}] step 40/100 loss 0.5000 acc 0.2500 | 13 seq/s | ETA 1.5 min"
+    ]
