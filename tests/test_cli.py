@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import interrupt_at, run_cli
+from helpers import interrupt_at
+from helpers import run_cli as run
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -44,7 +45,7 @@ def one_thread():
 
 def test_train_transfer_report_end_to_end(tmp_path, capsys):
     for p, seed in (("0", "0"), ("0", "1"), ("0.5", "0"), ("0.5", "1")):
-        code, _, err = run_cli(
+        code, _, err = run(
             [
                 "train",
                 "copy",
@@ -61,15 +62,13 @@ def test_train_transfer_report_end_to_end(tmp_path, capsys):
         assert code == 0, err
         assert "done: best val acc" in err
     run_dir = tmp_path / "runs" / "p0.5-s0"
-    code, out, err = run_cli(["transfer", str(run_dir), "--T", "5", "20", "--n", "50"], capsys)
+    code, out, err = run(["transfer", str(run_dir), "--T", "5", "20", "--n", "50"], capsys)
     assert code == 0, err
     assert "| 5 |" in out and "| 20 |" in out
     t = json.loads((run_dir / "transfer.json").read_text())
     assert t["T"] == [5, 20] and len(t["acc"]) == 2 and all(0 <= a <= 1 for a in t["acc"])
 
-    code, out, err = run_cli(
-        ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")], capsys
-    )
+    code, out, err = run(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")], capsys)
     assert code == 0, err
     # two configurations of two seeds each
     assert "| vanilla | 2 |" in out and "| h-detach p=0.5 | 2 |" in out
@@ -90,18 +89,18 @@ def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
     run_dir = str(tmp_path / "r")
-    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
     assert code == 130 and f"hdetach train --resume {run_dir}" in err  # says how to go on
     monkeypatch.setattr(copying.CopyingTask, "batch", original)
-    code, _, err = run_cli(["train", "--resume", run_dir], capsys)
+    code, _, err = run(["train", "--resume", run_dir], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 20
-    code, _, err = run_cli(["train", "copy", "--resume", run_dir], capsys)
+    code, _, err = run(["train", "copy", "--resume", run_dir], capsys)
     assert code == 2 and "--resume takes the saved config; drop copy" in err
 
 
 def test_max_steps_caps_the_run(tmp_path, capsys):
-    code, _, err = run_cli(
+    code, _, err = run(
         ["train", "copy", *TINY, "--max-steps", "7", "--run-dir", str(tmp_path / "r")], capsys
     )
     assert code == 0, err
@@ -110,9 +109,9 @@ def test_max_steps_caps_the_run(tmp_path, capsys):
 
 @needs_mnist
 def test_data_and_train_mnist(tmp_path, capsys):
-    code, out, _ = run_cli(["data", "mnist", "--data-dir", str(MNIST_DIR)], capsys)
+    code, out, _ = run(["data", "mnist", "--data-dir", str(MNIST_DIR)], capsys)
     assert code == 0 and "MNIST verified" in out
-    code, _, err = run_cli(
+    code, _, err = run(
         [
             "train",
             "pmnist",
@@ -145,7 +144,7 @@ def test_bench_delegates_to_core(monkeypatch, capsys):
     monkeypatch.setitem(
         sys.modules, "hdetach.bench", types.SimpleNamespace(main=lambda argv: seen.append(argv))
     )
-    assert run_cli(["bench", "--quick"], capsys)[0] == 0
+    assert run(["bench", "--quick"], capsys)[0] == 0
     assert seen == [["--quick"]]
 
 
@@ -179,14 +178,14 @@ def test_bad_options_and_paths_exit_2_with_one_line(argv, match, capsys, monkeyp
         raise OSError("network disabled in tests")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = run(argv, capsys)
     assert code == 2
     assert err.count("\n") == 1 and match in err, err
 
 
 @pytest.mark.parametrize("cmd", ["train", "transfer", "report", "data", "demo"])
 def test_help_has_examples(cmd, capsys):
-    code, out, _ = run_cli([cmd, "--help"], capsys)
+    code, out, _ = run([cmd, "--help"], capsys)
     assert code == 0 and "examples:" in out
 
 
@@ -195,7 +194,7 @@ def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsy
 
     from hdetach.config import TASK_DEFAULTS, Config, flag
 
-    code, out, _ = run_cli(["train", "--help"], capsys)
+    code, out, _ = run(["train", "--help"], capsys)
     assert code == 0
     text = " ".join(out.split())
     for f in dataclasses.fields(Config):
@@ -245,7 +244,7 @@ def test_option_choices_are_the_modules_own_lists():
 
 
 def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
-    code, _, err = run_cli(
+    code, _, err = run(
         [
             "train",
             "copy",
@@ -270,7 +269,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
 def test_threads_option_sets_torch_threads(tmp_path, capsys, monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
-    code, _, err = run_cli(
+    code, _, err = run(
         [
             "train",
             "copy",
@@ -290,19 +289,19 @@ def test_threads_option_sets_torch_threads(tmp_path, capsys, monkeypatch):
 
 def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f")], capsys)
+    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f")], capsys)
     assert code == 2 and err.count("\n") == 1 and "is a file" in err, err
-    code, _, err = run_cli(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f" / "r")], capsys)
+    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f" / "r")], capsys)
     assert code == 2 and err.count("\n") == 1 and "--run-dir" in err, err
 
 
 def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
     interrupt_at(monkeypatch, 4)
     run_dir = tmp_path / "r"
-    code, _, _ = run_cli(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
+    code, _, _ = run(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
     assert code == 130
     monkeypatch.undo()
-    code, _, err = run_cli(["train", "--resume", str(run_dir)], capsys)
+    code, _, err = run(["train", "--resume", str(run_dir)], capsys)
     assert code == 0 and f"resuming {run_dir} at step 4 of 20" in err
 
 
@@ -347,6 +346,6 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(
         if command == "resume"
         else ["transfer", str(path), "--T", "5"]
     )
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and str(path) in err, err
     assert ("truncated" if damage == "truncate" else "another version") in err
