@@ -202,6 +202,7 @@ def test_an_mnist_epoch_is_one_pass_over_the_training_images(batch_size):
         (dict(clip_value=float("inf")), "--clip-value must be finite and > 0"),
         (dict(p_detach=float("nan")), "--p-detach must be in"),
         (dict(layer_masks="own"), "--layer-masks must be one of shared, independent"),
+        (dict(backend="native", p_detach=0.25), "--backend native needs --p-detach 0"),
     ],
 )
 def test_bad_config_is_rejected_before_any_work(bad, match):

@@ -144,6 +144,9 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{flag(name)} must be finite and > 0; got {value}")
     if cfg.anneal_epochs < 0:
         raise ConfigError(f"--anneal-epochs must be >= 0; got {cfg.anneal_epochs}")
+    if cfg.backend == "native" and cfg.p_detach > 0:
+        # torch's own kernel cannot cut the gradient: it is exact only for the plain LSTM.
+        raise ConfigError(f"--backend native needs --p-detach 0; got {cfg.p_detach}")
     check_device(cfg.device)
     if cfg.run_dir is not None and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir} is a file, not a directory")
