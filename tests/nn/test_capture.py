@@ -20,6 +20,17 @@ import hdetach
 
 REVERT_HINT = r"hdetach\.revert\(model\)"
 
+# These tests exercise torch's legacy capture APIs on purpose (torch.jit.trace, TorchScript
+# ONNX export): their deprecation and tracer warnings are torch's, not ours.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size:UserWarning"),
+    pytest.mark.filterwarnings("ignore:The tensor attributes:UserWarning"),
+    pytest.mark.filterwarnings("ignore:It is recommended that constant folding:UserWarning"),
+]
+
 
 class Tagger(nn.Module):
     """A small model around a 2-layer bidirectional LSTM (written for torch.nn.LSTM)."""
