@@ -9,5 +9,13 @@ one made by ``hdetach.convert``). See docs/gradient-analysis.md.
 """
 
 from hdetach.analysis.paths import GradientPaths, PathNorms, forced_h_detach, gradient_paths
+from hdetach.analysis.profiles import GradientProfiles, gradient_profiles
 
-__all__ = ["GradientPaths", "PathNorms", "forced_h_detach", "gradient_paths"]
+__all__ = [
+    "GradientPaths",
+    "GradientProfiles",
+    "PathNorms",
+    "forced_h_detach",
+    "gradient_paths",
+    "gradient_profiles",
+]

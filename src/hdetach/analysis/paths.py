@@ -17,6 +17,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,15 +197,32 @@ def _parameter_groups(model: nn.Module) -> dict[str, str]:
     return groups
 
 
-def _gradient(model: nn.Module, loss_fn: Callable[[], Tensor], names: list[str], every_step: bool):
-    params = dict(model.named_parameters())
-    with forced_h_detach(model, every_step), torch.enable_grad():
-        loss = loss_fn()
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise ValueError("loss_fn must return a scalar (0-d) tensor")
-        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-    grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
-    return loss.detach(), dict(zip(names, grads))
+def checked_loss(loss_fn: Callable[[], Tensor]) -> Tensor:
+    """``loss_fn()``, refused unless it is a scalar tensor."""
+    loss = loss_fn()
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise ValueError("loss_fn must return a scalar (0-d) tensor")
+    return loss
+
+
+def both_passes(model: nn.Module, run_pass: Callable[[bool], tuple[Tensor, Any]]):
+    """``run_pass(every_step)`` for False (full) then True (cell), from the same random state.
+
+    ``run_pass`` returns (loss, result); the two losses must be equal (the same forward
+    computation), else RuntimeError. Returns the two results.
+    """
+    devices = list({p.device for p in model.parameters()})
+    passes = []
+    for every_step in (False, True):
+        with same_random_draws(devices):
+            passes.append(run_pass(every_step))
+    (loss_full, full), (loss_cell, cell) = passes
+    if not torch.equal(loss_full, loss_cell):
+        raise RuntimeError(
+            f"loss_fn gave {loss_full.item()} and then {loss_cell.item()} from the same random "
+            "state: it must compute the same forward pass each time it is called"
+        )
+    return full, cell
 
 
 def gradient_paths(model: nn.Module, loss_fn: Callable[[], Tensor]) -> GradientPaths:
@@ -218,15 +236,17 @@ def gradient_paths(model: nn.Module, loss_fn: Callable[[], Tensor]) -> GradientP
     """
     groups = _parameter_groups(model)
     names = list(groups)
-    devices = list({p.device for p in model.parameters()})
-    with same_random_draws(devices):
-        loss_full, full = _gradient(model, loss_fn, names, every_step=False)
-    with same_random_draws(devices):
-        loss_cell, cell = _gradient(model, loss_fn, names, every_step=True)
-    if not torch.equal(loss_full, loss_cell):
-        raise RuntimeError(
-            f"loss_fn gave {loss_full.item()} and then {loss_cell.item()} from the same random "
-            "state: it must compute the same forward pass each time it is called"
-        )
+    params = dict(model.named_parameters())
+
+    def run_pass(every_step: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        with forced_h_detach(model, every_step), torch.enable_grad():
+            loss = checked_loss(loss_fn)
+            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        zeros_for_unused = [
+            torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)
+        ]
+        return loss.detach(), dict(zip(names, zeros_for_unused))
+
+    full, cell = both_passes(model, run_pass)
     hidden = {n: full[n] - cell[n] for n in names}
     return GradientPaths(full, cell, hidden, groups)
