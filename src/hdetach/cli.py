@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from hdetach.analysis.tracking import TRACK_HELP
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES
 from hdetach.tasks.mnist import DataError
@@ -74,6 +75,7 @@ TRAIN_HELP = {
     "max_steps": "train for at most this many steps in total (instead of whole epochs)",
     "eval_every": "steps between validations (default: once per epoch)",
     "eval_batch_size": "default 1000",
+    "track_gradients": TRACK_HELP,
     "n_train": "training examples (copy/adding 100000 fixed sequences; MNIST first 50000)",
     "n_val": "validation examples (copy/adding 5000; MNIST the last 10000 training images)",
     "n_test": "test examples (default: as many as validation; MNIST the official 10000)",

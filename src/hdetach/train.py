@@ -82,6 +82,7 @@ class Config:
     max_steps: int | None = None  # train for at most this many steps in total
     eval_every: int | None = None  # steps between evaluations; default: once per epoch
     eval_batch_size: int = 1000
+    track_gradients: int = 0  # every N steps, log the gradient's cell/h path split (0: off)
     # data sizes (MNIST: the first n_* images of each split)
     n_train: int | None = None
     n_val: int | None = None
@@ -139,6 +140,7 @@ def resolve(cfg: Config) -> Config:
     ):
         _positive(name, getattr(cfg, name))
     _positive("anneal_epochs", cfg.anneal_epochs, zero_ok=True)
+    _positive("track_gradients", cfg.track_gradients, zero_ok=True)
     if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda")):
         raise ConfigError(f"--device must be auto, cpu or cuda[:N]; got {cfg.device!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -426,6 +428,8 @@ def train(
             opt.step()
             step += 1
             n_seqs += len(y)
+            if cfg.track_gradients and step % cfg.track_gradients == 0:
+                _track_gradients(model, task, x.to(cfg.device), y.to(cfg.device), step, run_dir, tb)
             for k, v in m.items():
                 accum[k] = accum.get(k, 0.0) + v
             accum["n"] = accum.get("n", 0) + 1
@@ -496,11 +500,22 @@ def train(
     return _finish(cfg, task, model, run_dir, best, step)
 
 
+def _track_gradients(model, task, x, y, step: int, run_dir: Path, tb) -> None:
+    from hdetach.analysis.tracking import gradient_record, tensorboard_scalars
+
+    record = gradient_record(model, lambda: task.loss_and_metrics(model(x), y)[0])
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "gradients": record}) + "\n")
+    for tag, value in tensorboard_scalars(record).items():
+        tb.add_scalar(tag, value, step)
+
+
 def _finish(
     cfg: Config, task: Task, model: nn.Module, run_dir: Path, best: dict[str, Any], step: int
 ) -> dict[str, Any]:
     """Test the best-validation model and write summary.json."""
-    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = (json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines())
+    records = [r for r in lines if "val" in r]  # not the --track-gradients lines
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     test = evaluate(model, task, "test", cfg.eval_batch_size, cfg.device)
     summary = {
