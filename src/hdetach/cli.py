@@ -1,4 +1,4 @@
-"""The ``hdetach`` command: train, transfer, report, data, bench, demo."""
+"""The ``hdetach`` command: train, transfer, report, data, bench, demo, analyze."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from hdetach.analysis import cli as analyze
 from hdetach.analysis.tracking import TRACK_HELP
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for add in (_add_demo, _add_train, _add_transfer, _add_report, _add_data, _add_bench):
         add(sub)
+    analyze.add_parser(sub)
     a = parser.parse_args(argv)
     commands = {
         "demo": _cmd_demo,
@@ -359,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         "transfer": _cmd_transfer,
         "report": _cmd_report,
         "data": _cmd_data,
+        "analyze": analyze.run,
     }
     try:
         commands[a.cmd](a)
