@@ -10,9 +10,12 @@ import torch
 
 from hdetach.analysis import gradient_paths
 from hdetach.analysis.study import StudySettings, weight_scale_study
+from hdetach.checkpoint import load_checkpoint, seed_everything
 from hdetach.cli import main
+from hdetach.config import Config
+from hdetach.model import SequenceModel
 from hdetach.tasks import make_task
-from hdetach.train import Config, SequenceModel, load_checkpoint, seed_everything, train
+from hdetach.train import train
 
 SMALL = dict(T=6, hidden_size=5, batch_size=4, seeds=2, scales=(0.5, 2.0), first=3, end_steps=3)
 

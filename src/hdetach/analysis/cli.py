@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import fields
 from pathlib import Path
 
 from hdetach.analysis.study import SCALES, StudySettings
-from hdetach.train import TASKS, ConfigError
+from hdetach.config import TASKS, ConfigError
+from hdetach.runfiles import write_json
 
 EXAMPLES = """examples:
   hdetach analyze                                   # the weight-scale study at its defaults
@@ -76,6 +76,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar"
     )
+    p.set_defaults(run=run)
     return p
 
 
@@ -145,7 +146,7 @@ def _study(a: argparse.Namespace) -> None:
         "machine": platform.processor() or platform.machine(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
-    (out / "study.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    write_json(out / "study.json", result)
     written = plot_study(result, out)
     print(_table(result))
     print(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from hdetach.analysis.plots import plot_run_profiles
-from hdetach.analysis.study import json_ready, measure
+from hdetach.analysis.study import measure
+from hdetach.checkpoint import config_of, load_checkpoint
+from hdetach.config import ConfigError
+from hdetach.model import SequenceModel
+from hdetach.runfiles import finite_or_none, write_json
 from hdetach.tasks import make_task
-from hdetach.train import Config, ConfigError, SequenceModel, load_checkpoint
 
 
 def analyze_run(
@@ -25,18 +27,17 @@ def analyze_run(
     sequences (training mode, as a training step sees it); write analysis.json and
     profiles.png to ``out_dir`` and return the numbers."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    for name in ("config.json", "best.pt"):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"RUN_DIR {run_dir}: no {name} there (not a finished run?)")
-    cfg = Config(**json.loads((run_dir / "config.json").read_text()))
-    task = make_task(cfg)
+    if not (run_dir / "best.pt").is_file():
+        raise ConfigError(f"RUN_DIR {run_dir}: no best.pt there (no evaluation yet?)")
     checkpoint = load_checkpoint(run_dir / "best.pt")
+    cfg = config_of(checkpoint, run_dir / "best.pt")
+    task = make_task(cfg)
     model = SequenceModel(cfg, task)
     model.load_state_dict(checkpoint["model"])
     model = model.to(getattr(torch, dtype)).train()
     x, y = task.batch("val", torch.arange(min(batch_size, task.size("val"))))
     numbers, profiles = measure(model, task, x.to(getattr(torch, dtype)), y, first, end_steps)
-    result = json_ready(
+    result = finite_or_none(
         {
             "run_dir": str(run_dir),
             "checkpoint": {
@@ -56,7 +57,7 @@ def analyze_run(
         }
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "analysis.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    write_json(out_dir / "analysis.json", result)
     title = f"{run_dir.name} (best.pt, step {checkpoint['step']}): gradient of the end loss"
     plot_run_profiles(result["profiles"], out_dir / "profiles.png", title)
     return result

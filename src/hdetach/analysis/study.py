@@ -25,8 +25,11 @@ from torch import Tensor, nn
 
 from hdetach.analysis.paths import gradient_paths
 from hdetach.analysis.profiles import GradientProfiles, gradient_profiles
+from hdetach.checkpoint import seed_everything
+from hdetach.config import Config, resolve
+from hdetach.model import SequenceModel
+from hdetach.runfiles import finite_or_none
 from hdetach.tasks import Task, make_task
-from hdetach.train import Config, SequenceModel, resolve, seed_everything
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 RATIO_GROUPS = ("lstm", "W_ih", "W_hh", "bias")
@@ -106,17 +109,6 @@ def _stats(values: list[float | None]) -> dict[str, float | int | None]:
     }
 
 
-def json_ready(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN or inf)."""
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _flatten(numbers: dict, prefix: str = "") -> dict[str, float | None]:
     flat = {}
     for key, value in numbers.items():
@@ -139,7 +131,7 @@ class StudyResult:
         for scale, runs in self.per_seed.items():
             flat = [_flatten(r) for r in runs]
             summary[str(scale)] = {k: _stats([f[k] for f in flat]) for k in flat[0]}
-        return json_ready(
+        return finite_or_none(
             {
                 "settings": asdict(self.settings),
                 "summary": summary,
