@@ -72,7 +72,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=list(SCALES),
         help=f"study: factors of W_hh (default {' '.join(f'{s:g}' for s in SCALES)})",
     )
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    # One thread: the measurement is a chain of small per-step operations; on the shared
+    # 2-core VM two threads ran 15x slower than one (side by side, other jobs running).
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar"
     )
@@ -97,8 +99,7 @@ def run(a: argparse.Namespace) -> None:
     import torch
 
     _check(a)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     if a.run_dirs:
         _analyze_runs(a)
     else:
