@@ -40,11 +40,21 @@ def _finish(fig, ax, out: Path, xlabel: str, ylabel: str, title: str) -> Path:
 
 def plot_study(result: dict, out_dir: Path) -> dict[str, Path]:
     """ratio.png, first_steps.png and profiles.png from ``StudyResult.to_json()``."""
-    plt = _pyplot()
-    per_seed, settings = result["per_seed"], result["settings"]
+    settings = result["settings"]
     what = f"{settings['task']} T={settings['T']}, H={settings['hidden_size']}, at init"
-    written = {}
+    return {
+        "ratio": _plot_ratio(result["per_seed"], out_dir / "ratio.png", what),
+        "first_steps": _plot_first_steps(
+            result["per_seed"], settings["first"], out_dir / "first_steps.png", what
+        ),
+        "profiles": _plot_profiles(
+            result["mean_input_gradient_profile"], out_dir / "profiles.png", what
+        ),
+    }
 
+
+def _plot_ratio(per_seed: dict, out: Path, what: str) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for group in ("lstm", "W_hh", "W_ih"):
         scales, values = _seed_values(per_seed, lambda r, g=group: r["ratio"][g])
@@ -52,17 +62,20 @@ def plot_study(result: dict, out_dir: Path) -> dict[str, Path]:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.axhline(1, color="gray", lw=1, ls="--")
-    written["ratio"] = _finish(
+    _finish(
         fig,
         ax,
-        out_dir / "ratio.png",
+        out,
         "scale s of W_hh",
         "||h-path|| / ||cell-path||",
         f"gradient balance vs recurrent weight scale ({what}; dots: seeds, line: median)",
     )
     plt.close(fig)
+    return out
 
-    k = settings["first"]
+
+def _plot_first_steps(per_seed: dict, k: int, out: Path, what: str) -> Path:
+    plt = _pyplot()
     fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(10, 4.0))
     for path in PATHS:
         scales, values = _seed_values(per_seed, lambda r, p=path: r["share_first"][p])
@@ -76,17 +89,20 @@ def plot_study(result: dict, out_dir: Path) -> dict[str, Path]:
     ax_ratio.set_title(f"||dL_end/dx_1..{k}||: h path / cell path", fontsize=10)
     ax_ratio.set_xlabel("scale s of W_hh")
     ax_ratio.grid(alpha=0.3, which="both")
-    written["first_steps"] = _finish(
+    _finish(
         fig,
         ax,
-        out_dir / "first_steps.png",
+        out,
         "scale s of W_hh",
         f"share of ||dL_end/dx||^2 on x_1..x_{k}",
         f"end-loss gradient reaching the first {k} inputs ({what})",
     )
     plt.close(fig)
+    return out
 
-    profiles = result["mean_input_gradient_profile"]
+
+def _plot_profiles(profiles: dict, out: Path, what: str) -> Path:
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.0), sharey=True)
     cmap = plt.get_cmap("viridis")
     for ax, path in zip(axes, ("full", "cell")):
@@ -106,10 +122,9 @@ def plot_study(result: dict, out_dir: Path) -> dict[str, Path]:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"input-gradient profile by path ({what})", fontsize=10)
     fig.tight_layout()
-    written["profiles"] = out_dir / "profiles.png"
-    fig.savefig(written["profiles"], dpi=100)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
-    return written
+    return out
 
 
 def plot_run_profiles(profiles: dict[str, dict[str, list[float]]], out: Path, title: str) -> Path:
