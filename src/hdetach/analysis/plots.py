@@ -68,7 +68,7 @@ def _plot_ratio(per_seed: dict, out: Path, what: str) -> Path:
         out,
         "scale s of W_hh",
         "||h-path|| / ||cell-path||",
-        f"gradient balance vs recurrent weight scale ({what}; dots: seeds, line: median)",
+        f"gradient balance vs recurrent weight scale\n({what}; dots: seeds, line: median)",
     )
     plt.close(fig)
     return out
