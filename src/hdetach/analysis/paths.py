@@ -98,7 +98,7 @@ def forced_h_detach(model: nn.Module, every_step: bool) -> Iterator[None]:
         yield
     finally:
         for module, forward, path in saved:
-            del module.forward
+            module.__dict__.pop("forward", None)
             if forward is not None:
                 module.forward = forward
             module.detach_path = path
