@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from hdetach.cli import main
+from helpers import interrupt_at
+from helpers import run_cli as run
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -41,17 +41,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_train_transfer_report_end_to_end(tmp_path, capsys):
@@ -200,91 +189,6 @@ def test_help_has_examples(cmd, capsys):
     assert code == 0 and "examples:" in out
 
 
-def _interrupt_at(monkeypatch, call: int) -> None:
-    """A real Ctrl-C while the loop fetches its call-th minibatch."""
-    from hdetach.tasks import copying
-
-    original, calls = copying.CopyingTask.batch, [0]
-
-    def interrupting_batch(self, split, idx):
-        calls[0] += 1
-        if calls[0] == call:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, split, idx)
-
-    monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
-
-
-def _table(stdout: str) -> list[str]:
-    return [x for x in stdout.splitlines() if x.startswith("| ")]
-
-
-def test_demo_resumes_reuses_and_refuses_other_settings(tmp_path, capsys, monkeypatch):
-    from hdetach.demo import demo_configs
-    from hdetach.train import train
-
-    out = tmp_path / "demo"
-    # A demo interrupted by Ctrl-C: the vanilla run stopped at step 30 of 250.
-    _interrupt_at(monkeypatch, 30)
-    vanilla = demo_configs(out, T=2, epochs=1, seed=0, p_detach=0.5)["vanilla"]
-    assert train(vanilla, progress=False)["status"] == "interrupted"
-    monkeypatch.undo()
-
-    argv = ["demo", "--T", "2", "--epochs", "1", "--out", str(out)]
-    code, stdout, err = run(argv, capsys)
-    assert code == 0, err
-    assert f"vanilla: resuming in {out / 'vanilla'}" in stdout and "ETA" in stdout
-    summaries = {
-        n: json.loads((out / n / "summary.json").read_text()) for n in ("vanilla", "h-detach")
-    }
-    assert all(s["status"] == "finished" and s["steps"] == 250 for s in summaries.values())
-    table = _table(stdout)
-    assert [r.split("|")[1].strip() for r in table[1:]] == ["vanilla", "h-detach"]
-    assert all(r.count("|") == 6 for r in table)
-    assert (out / "curves.png").is_file() and (out / "report.md").is_file()
-    cfg = {n: json.loads((out / n / "config.json").read_text()) for n in ("vanilla", "h-detach")}
-    assert cfg["vanilla"]["p_detach"] == 0 and cfg["h-detach"]["p_detach"] > 0
-    # side by side on the same data, seed and everything else
-    same = {k for k in cfg["vanilla"] if k not in ("p_detach", "run_dir")}
-    assert all(cfg["vanilla"][k] == cfg["h-detach"][k] for k in same)
-
-    # the same command again: both runs reused, the same table
-    code, again, err = run(argv, capsys)
-    assert code == 0, err
-    assert again.count("reusing the finished run") == 2 and _table(again) == table
-
-    code, _, err = run(["demo", "--out", str(out)], capsys)
-    assert code == 2 and "holds a demo with other settings (T 2" in err
-    assert err.count("\n") == 1
-
-
-def test_demo_table_rows_keep_their_columns_whatever_the_status():
-    from hdetach.demo import table_row
-
-    finished = {
-        "status": "finished",
-        "best_val": 0.5,
-        "best_epoch": 3.0,
-        "final_val": 0.4,
-        "test_at_best": {"acc": 0.45},
-    }
-    rows = [
-        table_row("vanilla", finished, 100),
-        table_row("vanilla", {"status": "interrupted", "step": 7}, 100),
-        table_row("vanilla", {"status": "diverged", "steps": 9}, 100),
-    ]
-    assert rows[0] == "| vanilla | 0.500 | 3 | 0.400 | 0.450 |"
-    assert "interrupted at step 7 of 100" in rows[1] and "diverged at step 9" in rows[2]
-    assert all(r.count("|") == 6 for r in rows)
-
-
-def test_processes_share_the_cores(monkeypatch):
-    from hdetach import demo
-
-    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert [demo.cores_per_process(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
-
-
 def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
     import dataclasses
 
@@ -392,7 +296,7 @@ def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
-    _interrupt_at(monkeypatch, 4)
+    interrupt_at(monkeypatch, 4)
     run_dir = tmp_path / "r"
     code, _, _ = run(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
     assert code == 130

@@ -213,6 +213,7 @@ def _poison_batch(monkeypatch, at_call: int):
         return x, y
 
     monkeypatch.setattr(copying.CopyingTask, "batch", poisoned)
+    return calls
 
 
 @pytest.mark.parametrize("every_step", [True, False], ids=["cpu-check", "gpu-check"])
@@ -220,9 +221,12 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(
     tmp_path, monkeypatch, capsys, every_step
 ):
     monkeypatch.setattr(train_module, "checks_every_step", lambda device: every_step)
-    _poison_batch(monkeypatch, at_call=20)
+    train_batches = _poison_batch(monkeypatch, at_call=20)
     run = tmp_path / "r"
     summary = train(Config(**TINY, run_dir=str(run)), progress=False)
+    # On the CPU the run stops at the bad step itself; where checking costs a device sync,
+    # at the next point that reads the device (here the evaluation at step 30).
+    assert train_batches[0] == (20 if every_step else 30)
     assert summary["status"] == "diverged" and summary["steps"] == 20
     saved = strict_json((run / "summary.json").read_text())
     assert saved["status"] == "diverged" and saved["steps"] == 20
@@ -255,3 +259,20 @@ def test_finished_summary_and_all_written_json_are_standard(tmp_path):
     strict_json((run / "config.json").read_text())
     for line in (run / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(runlog, "clock", lambda: now[0])
+    means = {"loss": 0.5, "acc": 0.25}
+    with runlog.RunLog(tmp_path, total_steps=100, step=0, desc="x", progress=False) as log:
+        for step in range(1, 51):
+            now[0] += 1.5  # 1.5 s a step
+            log.count(20)
+            if log.due():
+                log.progress(step, "acc", lambda: means)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # one line after 60 s (step 40): 60 steps to go at 1.5 s each
+    assert lines == [
+        f"[{tmp_path.name}] step 40/100 loss 0.5000 acc 0.2500 | 13 seq/s | ETA 1.5 min"
+    ]
