@@ -27,6 +27,12 @@ def _median_and_points(ax, scales, values, label: str, color=None) -> None:
         ax.scatter([s] * len(v), v, s=8, alpha=0.4, color=line.get_color())
 
 
+def _positive(values: list[float]) -> np.ndarray:
+    """Zeros (a path that does not reach a step) left out of a log-scale line."""
+    a = np.asarray(values, dtype=float)
+    return np.where(a > 0, a, np.nan)
+
+
 def _finish(fig, ax, out: Path, xlabel: str, ylabel: str, title: str) -> Path:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -107,7 +113,7 @@ def _plot_profiles(profiles: dict, out: Path, what: str) -> Path:
     cmap = plt.get_cmap("viridis")
     for ax, path in zip(axes, ("full", "cell")):
         for i, scale in enumerate(sorted(profiles, key=float)):
-            norms = np.maximum(profiles[scale][path], 1e-300)  # log axis: show 0 at the floor
+            norms = _positive(profiles[scale][path])
             ax.plot(
                 np.arange(1, len(norms) + 1),
                 norms,
@@ -134,7 +140,7 @@ def plot_run_profiles(profiles: dict[str, dict[str, list[float]]], out: Path, ti
     fig, axes = plt.subplots(1, len(quantities), figsize=(4.2 * len(quantities), 3.8))
     for ax, q in zip(np.atleast_1d(axes), quantities):
         for path in PATHS:
-            norms = np.maximum(profiles[path][q], 1e-300)
+            norms = _positive(profiles[path][q])
             ax.plot(np.arange(1, len(norms) + 1), norms, color=COLORS[path], label=path)
         ax.set_yscale("log")
         ax.set_xlabel("step t")
