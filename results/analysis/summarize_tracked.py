@@ -41,7 +41,7 @@ def row(run_dir: Path) -> str:
 def main() -> None:
     print(
         "| run | best val acc | ratio at step 0 | median ratio, 2nd half | max ratio | "
-        "final ratio | h/cell on x_1..x_10 (best.pt) | ||W_hh|| (last.pt) |"
+        "final ratio | h/cell on x_1..x_10 (best.pt) | W_hh Frobenius norm (last.pt) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for run_dir in sorted(RUNS.iterdir()):
