@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 # Config keys that never define a configuration (seeds are what we average over).
-_NOT_CONFIG = {"seed", "run_dir", "device", "data_dir", "total_steps", "eval_batch_size"}
+_NOT_CONFIG = {
+    "seed",
+    "run_dir",
+    "device",
+    "data_dir",
+    "total_steps",
+    "eval_batch_size",
+    "track_gradients",
+}
 
 
 @dataclass
@@ -259,7 +267,8 @@ def markdown_table(groups: dict[str, list[Run]]) -> str:
 
 
 def report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write curves.png, transfer.png (if any run has transfer results) and report.md."""
+    """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
+    any run tracked its gradients) and report.md."""
     runs = find_runs(paths)
     groups = group_runs(runs)
     out_dir = Path(out_dir)
@@ -267,6 +276,11 @@ def report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
     written = {"curves": plot_curves(groups, out_dir / "curves.png")}
     if any(r.transfer for r in runs):
         written["transfer"] = plot_transfer(groups, out_dir / "transfer.png")
+    from hdetach.analysis.tracking import plot_gradient_balance
+
+    run_dirs = {label: [r.path for r in rs] for label, rs in groups.items()}
+    if balance := plot_gradient_balance(run_dirs, out_dir / "gradients.png"):
+        written["gradients"] = balance
     md = out_dir / "report.md"
     md.write_text(markdown_table(groups))
     written["table"] = md

@@ -138,6 +138,10 @@ def train(
     """
     run = open_run(cfg, resume)
     cfg = run.cfg
+    if cfg.track_gradients:
+        from hdetach.analysis.tracking import GradientTracker
+
+        callbacks = (*callbacks, GradientTracker(cfg.track_gradients))
     desc = f"{cfg.task} p={cfg.p_detach:g}"
     with RunLog(run.dir, cfg.total_steps, run.step, desc, progress) as log, _StopFlag() as stop:
         if resume is not None:
