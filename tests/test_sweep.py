@@ -138,34 +138,47 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
 
 
-def test_a_killed_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(tmp_path):
-    # The sweep process and its worker killed (SIGKILL) while the second run is midway.
-    killed = tmp_path / "killed"
+@pytest.fixture(scope="module")
+def straight_sweep(tmp_path_factory) -> dict[str, dict]:
+    """The summaries of the test sweep run without interruption."""
+    out = tmp_path_factory.mktemp("straight") / "sweep"
+    subprocess.run(_sweep_cmd(out), env=_env(), check=True, capture_output=True)
+    return _summaries(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_an_interrupted_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(
+    tmp_path, straight_sweep, sig
+):
+    # The sweep and its worker get the signal (as from a terminal: the whole process
+    # group) while the second run is midway.
+    out = tmp_path / "sweep"
     proc = subprocess.Popen(
-        _sweep_cmd(killed), env=_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _sweep_cmd(out), env=_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    second = killed / "p_detach=0.5,seed=0"
+    second = out / "p_detach=0.5,seed=0"
     deadline = time.time() + 120
     while not (second / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (killed / "p_detach=0.0,seed=0" / "summary.json").is_file()
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate()
+    if sig == signal.SIGINT:  # a clean stop: the run checkpointed, the sweep says how to go on
+        assert proc.returncode == 130 and "run the same command again to continue" in err
+        assert "p_detach=0.5,seed=0: interrupted" in err
+    assert (out / "p_detach=0.0,seed=0" / "summary.json").is_file()
     assert (second / "last.pt").is_file() and not (second / "summary.json").exists()
 
-    again = subprocess.run(_sweep_cmd(killed), env=_env(), capture_output=True, text=True)
+    again = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "1 of 2 runs already done" in again.stderr
     assert "resuming" in (second / "train.log").read_text()
-    straight = tmp_path / "straight"
-    subprocess.run(_sweep_cmd(straight), env=_env(), check=True, capture_output=True)
-    assert _summaries(killed) == _summaries(straight) and len(_summaries(straight)) == 2
+    assert _summaries(out) == straight_sweep and len(straight_sweep) == 2
     # idempotent: nothing left to do, nothing rerun
-    mtimes = {p: p.stat().st_mtime for p in killed.rglob("summary.json")}
-    third = subprocess.run(_sweep_cmd(killed), env=_env(), capture_output=True, text=True)
+    mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+    third = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert third.returncode == 0 and "2 of 2 runs already done" in third.stderr
-    assert mtimes == {p: p.stat().st_mtime for p in killed.rglob("summary.json")}
+    assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
 
 
 def test_failed_runs_are_retried_and_then_reported(tmp_path):
