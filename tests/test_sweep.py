@@ -126,6 +126,16 @@ def test_a_sweep_folder_refuses_other_base_options_and_is_extended_by_new_values
         check_record(tmp_path, Grid("copy", TINY, {"lr": [0.1]}))
 
 
+def test_a_run_folder_holding_another_config_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["sweep", *TINY_ARGS, "--grid", "p_detach=0,0.5", "--out", str(tmp_path)]
+    folder = tmp_path / "p_detach=0.5,seed=0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**TINY, "task": "copy", "T": 7}))
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and f"{folder} holds a run with T 7, not 5" in err
+    assert not (tmp_path / "p_detach=0.0,seed=0").exists()
+
+
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "hdetach", "sweep", *TINY_ARGS, "--epochs", "10",

@@ -108,7 +108,7 @@ def _command(a: argparse.Namespace) -> None:
     from hdetach.study import one_run_per_seed
     from hdetach.sweep import run_sweep
     from hdetach.sweep.engines import cores
-    from hdetach.sweep.grid import check_record, write_record
+    from hdetach.sweep.grid import check_existing, check_record, write_record
 
     out = Path(a.out)
     if out.exists() and not out.is_dir():
@@ -119,6 +119,7 @@ def _command(a: argparse.Namespace) -> None:
     grid = demo_grid(a.T, a.epochs, seeds, a.p_detach, a.short)
     runs = grid.runs(out)
     check_record(out, grid)
+    check_existing(runs)
     write_record(out, grid)
     jobs = a.jobs or min(cores(), len(runs))
     total = next(iter(runs.values())).total_steps

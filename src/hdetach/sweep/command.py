@@ -8,7 +8,15 @@ from pathlib import Path
 
 from hdetach.config import CHOICES, TASKS, Config, ConfigError, add_dataclass_options
 from hdetach.sweep.engines import cores
-from hdetach.sweep.grid import Grid, check_record, load_toml, parse_axis, parse_seeds, write_record
+from hdetach.sweep.grid import (
+    Grid,
+    check_existing,
+    check_record,
+    load_toml,
+    parse_axis,
+    parse_seeds,
+    write_record,
+)
 from hdetach.sweep.runner import run_sweep
 
 EXAMPLES = """examples:
@@ -108,6 +116,7 @@ def _command(a: argparse.Namespace) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder")
     runs = grid.runs(out)  # every config checked before any work
     check_record(out, grid)
+    check_existing(runs)
     write_record(out, grid)
     jobs = a.jobs or min(cores(), len(runs))
     threads = a.threads or max(1, cores() // jobs)

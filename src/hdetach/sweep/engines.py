@@ -32,7 +32,8 @@ RunFn = Callable[[Config, int], dict[str, Any]]
 
 
 def plan(run_dir: Path) -> str:
-    """ "done" (summary.json says finished or diverged), "resume" (last.pt) or "start"."""
+    """What a run's folder needs: "done" (summary.json says finished or diverged),
+    "resume" (last.pt) or "start"."""
     summary = run_dir / "summary.json"
     if summary.is_file():
         with contextlib.suppress(ValueError):

@@ -164,6 +164,26 @@ def check_record(out: Path, grid: Grid) -> None:
             )
 
 
+def check_existing(runs: dict[str, Config]) -> None:
+    """Refuse a run folder whose saved config is not the run's (other than where it runs)."""
+    for cfg in runs.values():
+        path = Path(cfg.run_dir) / "config.json"
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
+        wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
+        differ = [k for k, v in wanted.items() if saved.get(k) != v]
+        if differ:
+            k = differ[0]
+            raise ConfigError(
+                f"{path.parent} holds a run with {k} {saved.get(k)!r}, not {wanted[k]!r}; "
+                "move it away or pick another --out"
+            )
+
+
 def write_record(out: Path, grid: Grid) -> None:
     """Record the grid, merged with the values and seeds already recorded there."""
     path = out / RECORD
