@@ -1,85 +1,67 @@
-"""hdetach demo: two runs side by side, rerunnable, resumable."""
+"""hdetach demo: a small study through the sweep engine, rerunnable, with an honest verdict."""
 
 import json
 
 import pytest
-import torch
-from helpers import interrupt_at, run_cli
+from helpers import run_cli
+
+from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, verdict
+from hdetach.stats import compare
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _table(stdout: str) -> list[str]:
-    return [x for x in stdout.splitlines() if x.startswith("| ")]
-
-
-def test_demo_resumes_reuses_and_refuses_other_settings(tmp_path, capsys, monkeypatch):
-    from hdetach.demo import demo_configs
-    from hdetach.train import train
-
+def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(tmp_path, capsys):
     out = tmp_path / "demo"
-    # A demo interrupted by Ctrl-C: the vanilla run stopped at step 30 of 250.
-    interrupt_at(monkeypatch, 30)
-    vanilla = demo_configs(out, T=2, epochs=1, seed=0, p_detach=0.5)["vanilla"]
-    assert train(vanilla, progress=False)["status"] == "interrupted"
-    monkeypatch.undo()
-
-    argv = ["demo", "--T", "2", "--epochs", "1", "--out", str(out)]
+    argv = ["demo", "--short", "--out", str(out), "--jobs", "2"]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert f"vanilla: resuming in {out / 'vanilla'}" in stdout and "ETA" in stdout
-    summaries = {
-        n: json.loads((out / n / "summary.json").read_text()) for n in ("vanilla", "h-detach")
-    }
-    assert all(s["status"] == "finished" and s["steps"] == 250 for s in summaries.values())
-    table = _table(stdout)
-    assert [r.split("|")[1].strip() for r in table[1:]] == ["vanilla", "h-detach"]
-    assert all(r.count("|") == 6 for r in table)
+    best = {p: [] for p in (0.0, 0.5)}
+    for seed in (0, 1):
+        for p in best:
+            run = out / f"p_detach={p!r},seed={seed}"
+            summary = json.loads((run / "summary.json").read_text())
+            assert summary["status"] == "finished"
+            best[p].append(summary["best_val"])
+            assert json.loads((run / "config.json").read_text())["p_detach"] == p
+    rows = [x for x in stdout.splitlines() if x.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["vanilla", "h-detach p=0.5"]
+    # the printed verdict is the one the numbers give, and never more
+    (said,) = [x for x in stdout.splitlines() if "minus vanilla" in x]
+    assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5")
+    assert said.startswith("Within noise") == compare(best[0.5], best[0.0]).within_noise
     assert (out / "curves.png").is_file() and (out / "report.md").is_file()
-    cfg = {n: json.loads((out / n / "config.json").read_text()) for n in ("vanilla", "h-detach")}
-    assert cfg["vanilla"]["p_detach"] == 0 and cfg["h-detach"]["p_detach"] > 0
-    # side by side on the same data, seed and everything else
-    same = {k for k in cfg["vanilla"] if k not in ("p_detach", "run_dir")}
-    assert all(cfg["vanilla"][k] == cfg["h-detach"][k] for k in same)
 
-    # the same command again: both runs reused, the same table
+    mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
     code, again, err = run_cli(argv, capsys)
-    assert code == 0, err
-    assert again.count("reusing the finished run") == 2 and _table(again) == table
+    assert code == 0 and "4 of 4 runs already done" in err
+    assert [x for x in again.splitlines() if "minus vanilla" in x] == [said]
+    assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
 
     code, _, err = run_cli(["demo", "--out", str(out)], capsys)
-    assert code == 2 and "holds a demo with other settings (T 2" in err
-    assert err.count("\n") == 1
+    assert code == 2 and "holds a sweep with other settings" in err and err.count("\n") == 1
 
 
-def test_demo_table_rows_keep_their_columns_whatever_the_status():
-    from hdetach.demo import table_row
-
-    finished = {
-        "status": "finished",
-        "best_val": 0.5,
-        "best_epoch": 3.0,
-        "final_val": 0.4,
-        "test_at_best": {"acc": 0.45},
-    }
-    rows = [
-        table_row("vanilla", finished, 100),
-        table_row("vanilla", {"status": "interrupted", "step": 7}, 100),
-        table_row("vanilla", {"status": "diverged", "steps": 9}, 100),
-    ]
-    assert rows[0] == "| vanilla | 0.500 | 3 | 0.400 | 0.450 |"
-    assert "interrupted at step 7 of 100" in rows[1] and "diverged at step 9" in rows[2]
-    assert all(r.count("|") == 6 for r in rows)
+def test_the_verdict_never_claims_more_than_the_numbers():
+    # 2 seeds each, fully separated: Mann-Whitney cannot go below p = 1/3
+    assert verdict([0.1, 0.2], [0.8, 0.9], "h-detach").startswith("Within noise")
+    # 6 seeds each, fully separated: exact p = 2 / C(12, 6) = 0.0022; means 0.825 - 0.1433
+    said = verdict([0.1, 0.12, 0.15, 0.2, 0.18, 0.11], [0.8, 0.9, 0.85, 0.7, 0.75, 0.95], "h")
+    assert said.startswith("h is better in this setting (h minus vanilla: +0.682")
+    assert "Mann-Whitney p = 0.0022, 6 vs 6 seeds" in said
+    assert verdict([0.1], [0.9, 0.8], "h").startswith("Too few finished seeds")
 
 
-def test_processes_share_the_cores(monkeypatch):
-    from hdetach import demo
+def test_the_demo_setting_is_the_grid_it_runs(tmp_path):
+    grid = demo_grid(None, None, DEMO_SEEDS, 0.5, short=False)
+    runs = grid.runs(tmp_path)
+    assert len(runs) == 2 * DEMO_SEEDS
+    cfg = runs["p_detach=0.5,seed=4"]
+    assert (cfg.T, cfg.hidden_size, cfg.lr, cfg.epochs) == (
+        DEMO["T"], DEMO["hidden_size"], DEMO["lr"], DEMO["epochs"]
+    )  # fmt: skip
+    assert demo_grid(100, 3, 2, 0.25, short=False).runs(tmp_path)["p_detach=0.25,seed=1"].T == 100
 
-    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert [demo.cores_per_process(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
+
+@pytest.mark.parametrize("argv", [["--seeds", "0"], ["--jobs", "0"]])
+def test_bad_demo_options_are_one_line(tmp_path, capsys, argv):
+    code, _, err = run_cli(["demo", "--short", "--out", str(tmp_path / "d"), *argv], capsys)
+    assert code == 2 and "must be >= 1" in err and err.count("\n") == 1

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hdetach import demo, report, train, transfer
+from hdetach import demo, report, sweep, train, transfer
 from hdetach.analysis import cli as analyze
 from hdetach.config import ConfigError
 from hdetach.tasks.mnist import DataError
@@ -60,6 +60,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 SUBCOMMANDS = (
     demo.add_parser,
     train.add_parser,
+    sweep.add_parser,
     transfer.add_parser,
     report.add_parser,
     analyze.add_parser,

@@ -266,23 +266,40 @@ def markdown_table(groups: dict[str, list[Run]]) -> str:
     return table + "\n"
 
 
-def report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
+def report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    threshold: float | None = None,
+    direction: str | None = None,
+) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
-    any run tracked its gradients) and report.md."""
+    any run tracked its gradients) and report.md; with several seeds per configuration (or
+    a ``threshold``) also the study statistics (and success.png over lr x p).
+    ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
+    says)."""
+    from hdetach.analysis.tracking import plot_gradient_balance
+    from hdetach.stats import metric_direction
+    from hdetach.study import one_run_per_seed, study_section
+
     runs = find_runs(paths)
-    groups = group_runs(runs)
+    groups = one_run_per_seed(group_runs(runs))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"curves": plot_curves(groups, out_dir / "curves.png")}
     if any(r.transfer for r in runs):
         written["transfer"] = plot_transfer(groups, out_dir / "transfer.png")
-    from hdetach.analysis.tracking import plot_gradient_balance
-
     run_dirs = {label: [r.path for r in rs] for label, rs in groups.items()}
     if balance := plot_gradient_balance(run_dirs, out_dir / "gradients.png"):
         written["gradients"] = balance
+    text = markdown_table(groups)
+    if threshold is not None or any(len(g) > 1 for g in groups.values()):
+        metric = _metric(runs)
+        higher = metric_direction(metric) if direction is None else direction == "higher"
+        section, files = study_section(groups, metric, threshold, higher, out_dir)
+        text += "\n" + section
+        written.update(files)
     md = out_dir / "report.md"
-    md.write_text(markdown_table(groups))
+    md.write_text(text)
     written["table"] = md
     return written
 
@@ -300,6 +317,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dirs or folders of them")
     p.add_argument("--out", help="output folder (default: the first RUN_DIR)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="success: a seed's best val metric reaches this (e.g. 0.99 on copy)",
+    )
+    p.add_argument(
+        "--direction",
+        choices=("higher", "lower"),
+        help="which way the metric is better (default: the task's)",
+    )
     p.set_defaults(run=_command)
 
 
@@ -307,8 +334,8 @@ def _command(a: argparse.Namespace) -> None:
     from hdetach.config import ConfigError
 
     try:
-        written = report(a.run_dirs, a.out or a.run_dirs[0])
-    except FileNotFoundError as e:
+        written = report(a.run_dirs, a.out or a.run_dirs[0], a.threshold, a.direction)
+    except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     print(written["table"].read_text())
     for kind, path in written.items():

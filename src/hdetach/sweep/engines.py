@@ -1,0 +1,160 @@
+"""Where a sweep's runs execute: a local process pool, or Ray tasks on a cluster.
+
+Both call ``run_one`` (or a function like it) with the run's config and its thread count
+and hand back ``(name, summary)`` or ``(name, error text)``; the run's files are written to
+its folder by the ordinary training loop, which neither engine changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from hdetach.config import Config, ConfigError
+from hdetach.runfiles import finite_or_none
+
+LOG = "train.log"  # the run's own output lines, in its folder
+
+# A task: (name, config, threads); an outcome: (name, summary or None, error text or None).
+Task = tuple[str, Config, int]
+Outcome = tuple[str, dict[str, Any] | None, str | None]
+NextTask = Callable[[], "Task | None"]
+RunFn = Callable[[Config, int], dict[str, Any]]
+
+
+def plan(run_dir: Path) -> str:
+    """What a run's folder needs: "done" (summary.json says finished or diverged),
+    "resume" (last.pt) or "start"."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        with contextlib.suppress(ValueError):
+            if json.loads(summary.read_text()).get("status") in ("finished", "diverged"):
+                return "done"
+    return "resume" if (run_dir / "last.pt").is_file() else "start"
+
+
+def run_one(cfg: Config, threads: int) -> dict[str, Any]:
+    """Train, resume or just read one run; its summary. Its lines go to its folder's
+    train.log."""
+    import torch
+
+    from hdetach.train import train
+
+    run_dir = Path(cfg.run_dir)
+    todo = plan(run_dir)
+    if todo == "done":
+        return json.loads((run_dir / "summary.json").read_text())
+    torch.set_num_threads(threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open(run_dir / LOG, "a") as log,
+        contextlib.redirect_stderr(log),
+        contextlib.redirect_stdout(log),
+    ):
+        summary = (
+            train(resume=run_dir, progress=False)
+            if todo == "resume"
+            else train(cfg, progress=False)
+        )
+    return finite_or_none(summary)  # as summary.json has it: NaN and infinities as None
+
+
+def _attempt(fn: RunFn, name: str, cfg: Config, threads: int) -> Outcome:
+    """Run ``fn``; an exception becomes the outcome's error text (its last line of trace)."""
+    try:
+        return name, fn(cfg, threads), None
+    except Exception as e:  # a failed run is reported and retried, never fatal to the sweep
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return name, None, f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches every process of the terminal's group; an idle worker must survive it,
+    # a training one handles it itself (it stops at a step boundary with a checkpoint).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+
+
+def local_engine(next_task: NextTask, jobs: int, fn: RunFn = run_one) -> Iterator[Outcome]:
+    """Run tasks in ``jobs`` spawned processes, asking for a task only when a process is
+    free (so none starts after a stop). A process that dies fails its runs; the pool is
+    replaced."""
+    pool, pending = _pool(jobs), {}
+    try:
+        while True:
+            while len(pending) < jobs and (task := next_task()) is not None:
+                pending[pool.submit(_attempt, fn, *task)] = task[0]
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                name = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield name, None, "the worker process died"
+            if broken:
+                for name in pending.values():
+                    yield name, None, "the worker process died"
+                pending.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _pool(jobs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ray_engine(
+    next_task: NextTask, address: str | None, stopping: Callable[[], bool], fn: RunFn = run_one
+) -> Iterator[Outcome]:
+    """Run tasks as Ray tasks (one CPU per thread) on the cluster at ``address`` (or the
+    Ray already initialised in this process); every node must see the sweep's out folder.
+    Ray schedules them as CPUs free up. On a stop, in-flight runs are cancelled: they
+    resume from their last evaluation's checkpoint."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ConfigError("--engine ray needs Ray: pip install 'hdetach[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    remote = ray.remote(max_retries=0)(_attempt)
+    refs: dict[Any, str] = {}
+    try:
+        while True:
+            while (task := next_task()) is not None:
+                name, cfg, threads = task
+                refs[remote.options(num_cpus=threads).remote(fn, name, cfg, threads)] = name
+            if not refs:
+                return
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            if stopping():
+                for ref in refs:
+                    ray.cancel(ref)
+            for ref in done:
+                name = refs.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    yield name, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+    finally:
+        for ref in refs:
+            ray.cancel(ref)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return n or 1

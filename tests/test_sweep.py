@@ -1,0 +1,241 @@
+"""hdetach sweep: grids and names, resumable and idempotent, retries, local and Ray agree."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from hdetach.config import ConfigError
+from hdetach.sweep import Grid, run_sweep
+from hdetach.sweep.command import add_parser, grid_from_args
+from hdetach.sweep.grid import parse_axis, parse_seeds
+
+TINY = dict(
+    T=5,
+    input_encoding="onehot",
+    hidden_size=8,
+    epochs=2,
+    steps_per_epoch=20,
+    eval_every=10,
+    n_train=200,
+    n_val=100,
+    batch_size=20,
+)
+TINY_ARGS = [
+    "copy", "--T", "5", "--input-encoding", "onehot", "--hidden-size", "8", "--epochs", "2",
+    "--steps-per-epoch", "20", "--eval-every", "10", "--n-train", "200", "--n-val", "100",
+    "--batch-size", "20",
+]  # fmt: skip
+
+
+def _summaries(out: Path) -> dict[str, dict]:
+    """Every run's summary.json under ``out`` without where it was written."""
+    found = {}
+    for path in sorted(out.glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        s.pop("run_dir")
+        found[path.parent.name] = s
+    return found
+
+
+def test_a_grid_crosses_its_values_with_every_seed_and_names_each_run(tmp_path):
+    name, values = parse_axis("p-detach=0,0.25")
+    grid = Grid("copy", {**TINY, "lr": "0.01"}, {name: values, "clip": ["norm", "none"]}, [0, 3])
+    runs = grid.runs(tmp_path)
+    assert list(runs)[:3] == [
+        "p_detach=0.0,clip=norm,seed=0",
+        "p_detach=0.0,clip=norm,seed=3",
+        "p_detach=0.0,clip=none,seed=0",
+    ]
+    assert len(runs) == 8 and len({c.run_dir for c in runs.values()}) == 8
+    cfg = runs["p_detach=0.25,clip=none,seed=3"]
+    assert (cfg.p_detach, cfg.clip, cfg.seed, cfg.lr, cfg.hidden_size) == (0.25, "none", 3, 0.01, 8)
+    assert cfg.run_dir == str(tmp_path / "p_detach=0.25,clip=none,seed=3")
+    # exact values in names: two close learning rates never share a folder
+    close = Grid("copy", TINY, {"lr": [0.0012345678, 0.0012345679]}).runs(tmp_path)
+    assert list(close) == ["lr=0.0012345678,seed=0", "lr=0.0012345679,seed=0"]
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,7") == [0, 7]
+
+
+@pytest.mark.parametrize(
+    "axes, seeds, message",
+    [
+        ({"hidden": ["8"]}, [0], "'hidden' is not a train option"),
+        ({"lr": ["fast"]}, [0], "--lr takes float values; got 'fast'"),
+        ({"hidden_size": [8.5]}, [0], "--hidden-size takes int values; got 8.5"),
+        ({"p_detach": [0.0, 2.0]}, [0], "--p-detach must be in [0, 1]; got 2.0"),
+        ({"seed": [1, 2]}, [0], "--grid seed: cannot be crossed"),
+        ({"lr": [0.1, 0.1]}, [0], "a value is repeated"),
+        ({}, [1, 1], "--seeds must be distinct"),
+    ],
+)
+def test_bad_grids_are_refused_before_any_run(tmp_path, axes, seeds, message):
+    with pytest.raises(ConfigError) as e:
+        Grid("copy", TINY, axes, seeds).runs(tmp_path)
+    assert message in str(e.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_command_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys):
+    out = tmp_path / "s"
+    for argv, message in [
+        ([*TINY_ARGS, "--grid", "lr=1e-3,x"], "--lr takes float values; got 'x'"),
+        ([*TINY_ARGS, "--grid", "lr"], "--grid takes NAME=V1,V2,...; got 'lr'"),
+        ([*TINY_ARGS, "--seeds", "two"], "--seeds takes a count or a comma list"),
+        (["speech", "--out", str(out)], "sweep needs a TASK"),
+        ([*TINY_ARGS[:1], "--jobs", "0"], "--jobs must be >= 1"),
+    ]:
+        code, _, err = run_cli(["sweep", *argv, "--out", str(out)], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_study_file_gives_the_grid_and_the_command_line_adds_to_it(tmp_path):
+    file = tmp_path / "study.toml"
+    file.write_text(
+        'task = "copy"\nseeds = 2\nout = "runs/x"\n[base]\nT = 5\nlr = 1\n'
+        "[grid]\np_detach = [0, 0.5]\n"
+    )
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    a = parser.parse_args(["sweep", str(file), "--hidden-size", "8", "--grid", "clip=none,norm"])
+    grid, out = grid_from_args(a)
+    assert out == Path("runs/x") and grid.seeds == [0, 1]
+    assert grid.base == {"T": 5, "lr": 1.0, "hidden_size": 8}
+    assert grid.axes == {"p_detach": [0.0, 0.5], "clip": ["none", "norm"]}
+
+
+def test_a_sweep_folder_refuses_other_base_options_and_is_extended_by_new_values(tmp_path, capsys):
+    from hdetach.sweep.grid import RECORD, check_record, write_record
+
+    grid = Grid("copy", TINY, {"p_detach": [0.0]}, [0])
+    write_record(tmp_path, grid)
+    write_record(tmp_path, Grid("copy", TINY, {"p_detach": [0.5]}, [1]))
+    record = json.loads((tmp_path / RECORD).read_text())
+    assert record["axes"] == {"p_detach": [0.0, 0.5]} and record["seeds"] == [0, 1]
+    with pytest.raises(ConfigError, match="holds a sweep with other settings .*base"):
+        check_record(tmp_path, Grid("copy", {**TINY, "T": 6}, {"p_detach": [0.0]}))
+    with pytest.raises(ConfigError, match="crossed options"):
+        check_record(tmp_path, Grid("copy", TINY, {"lr": [0.1]}))
+
+
+def test_a_run_folder_holding_another_config_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["sweep", *TINY_ARGS, "--grid", "p_detach=0,0.5", "--out", str(tmp_path)]
+    folder = tmp_path / "p_detach=0.5,seed=0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**TINY, "task": "copy", "T": 7}))
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and f"{folder} holds a run with T 7, not 5" in err
+    assert not (tmp_path / "p_detach=0.0,seed=0").exists()
+
+
+def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "hdetach", "sweep", *TINY_ARGS, "--epochs", "10",
+        "--grid", "p_detach=0,0.5", "--out", str(out), "--jobs", "1", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def straight_sweep(tmp_path_factory) -> dict[str, dict]:
+    """The summaries of the test sweep run without interruption."""
+    out = tmp_path_factory.mktemp("straight") / "sweep"
+    subprocess.run(_sweep_cmd(out), env=_env(), check=True, capture_output=True)
+    return _summaries(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_an_interrupted_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(
+    tmp_path, straight_sweep, sig
+):
+    # The sweep and its worker get the signal (as from a terminal: the whole process
+    # group) while the second run is midway.
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        _sweep_cmd(out), env=_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    second = out / "p_detach=0.5,seed=0"
+    deadline = time.time() + 120
+    while not (second / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate()
+    if sig == signal.SIGINT:  # a clean stop: the run checkpointed, the sweep says how to go on
+        assert proc.returncode == 130 and "run the same command again to continue" in err
+        assert "p_detach=0.5,seed=0: interrupted" in err
+    assert (out / "p_detach=0.0,seed=0" / "summary.json").is_file()
+    assert (second / "last.pt").is_file() and not (second / "summary.json").exists()
+
+    again = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "1 of 2 runs already done" in again.stderr
+    assert "resuming" in (second / "train.log").read_text()
+    assert _summaries(out) == straight_sweep and len(straight_sweep) == 2
+    # idempotent: nothing left to do, nothing rerun
+    mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+    third = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
+    assert third.returncode == 0 and "2 of 2 runs already done" in third.stderr
+    assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+
+
+def test_failed_runs_are_retried_and_then_reported(tmp_path):
+    from sweep_fns import fails_first_attempt
+
+    runs = Grid("copy", TINY, {"p_detach": [0.0, 0.5]}).runs(tmp_path)
+    # a transient failure: the retry trains the run
+    result = run_sweep(runs, jobs=2, retries=1, progress=False, fn=fails_first_attempt)
+    assert set(result.summaries) == set(runs) and not result.failed
+    assert all(Path(c.run_dir + ".attempted").exists() for c in runs.values())
+
+    # a damaged checkpoint fails every attempt: reported, the other run is unaffected
+    runs = Grid("copy", TINY, {"p_detach": [0.0, 0.5]}, [1]).runs(tmp_path)
+    broken = Path(runs["p_detach=0.5,seed=1"].run_dir)
+    broken.mkdir()
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    result = run_sweep(runs, jobs=1, retries=2, progress=False)
+    assert list(result.summaries) == ["p_detach=0.0,seed=1"]
+    assert list(result.failed) == ["p_detach=0.5,seed=1"]
+    assert "CheckpointError" in result.failed["p_detach=0.5,seed=1"]
+    assert (broken / "train.log").read_text().count("resuming") == 0  # it never loaded
+
+
+def test_a_diverged_run_is_a_result_not_a_failure(tmp_path):
+    cfg = {**TINY, "optimizer": "sgd", "lr": 1e36, "clip": "none"}
+    runs = Grid("copy", cfg, {}, [0]).runs(tmp_path)
+    result = run_sweep(runs, progress=False)
+    (summary,) = result.summaries.values()
+    assert summary["status"] == "diverged" and not result.failed
+    again = run_sweep(runs, progress=False)  # not rerun
+    assert again.summaries == result.summaries
+
+
+def test_the_local_and_ray_engines_give_identical_summaries(tmp_path):
+    ray = pytest.importorskip("ray")
+    runs = {
+        engine: Grid("copy", TINY, {"p_detach": [0.0, 0.5]}, [0, 1]).runs(tmp_path / engine)
+        for engine in ("local", "ray")
+    }
+    local = run_sweep(runs["local"], "local", jobs=2, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_sweep(runs["ray"], "ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert len(local.summaries) == 4 and not local.failed and not remote.failed
+    assert _summaries(tmp_path / "local") == _summaries(tmp_path / "ray")
+    assert {k: s["best_val"] for k, s in remote.summaries.items()} == {
+        k: s["best_val"] for k, s in local.summaries.items()
+    }
