@@ -7,6 +7,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: the tests' models are tiny, and one thread is
+    several times faster than two there (less synchronisation per small op), which keeps
+    the suite short on 2-core CI machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def trained_copy_run(tmp_path_factory):
     """A copying run (T=1, one-hot) trained well above chance, shared by the tests that

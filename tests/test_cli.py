@@ -33,14 +33,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: one thread is several times faster than two here (less
-    # synchronisation per time step), which keeps the suite short on 2-core CI machines.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_transfer_report_end_to_end(tmp_path, capsys):

@@ -33,14 +33,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: one thread is several times faster than two here (less
-    # synchronisation per time step), which keeps the suite short on 2-core CI machines.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _metrics(run_dir):

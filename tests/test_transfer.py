@@ -9,13 +9,7 @@ from hdetach.config import ConfigError
 from hdetach.model import SequenceModel
 from hdetach.transfer import transfer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_evaluates_at_each_requested_T(trained_copy_run, monkeypatch):

@@ -15,14 +15,7 @@ from torch import nn
 
 import hdetach
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models stepped by hand: one thread avoids a synchronisation per small op.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class WordLanguageModel(nn.Module):
