@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from hdetach.config import (
     flag,
     resolve,
 )
+from hdetach.interrupt import StopRequest
 from hdetach.runfiles import write_json
 from hdetach.runlog import RunLog
 from hdetach.session import Divergence, DivergenceWatch, Run, open_run
@@ -100,31 +100,6 @@ def evaluate(
     return dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
 
 
-class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the next step boundary, so the
-    checkpoint written on the way out is consistent; a second Ctrl-C aborts at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
-
-
 def train(
     cfg: Config | None = None,
     resume: str | Path | None = None,
@@ -143,7 +118,13 @@ def train(
 
         callbacks = (*callbacks, GradientTracker(cfg.track_gradients))
     desc = f"{cfg.task} p={cfg.p_detach:g}"
-    with RunLog(run.dir, cfg.total_steps, run.step, desc, progress) as log, _StopFlag() as stop:
+    with (
+        RunLog(run.dir, cfg.total_steps, run.step, desc, progress) as log,
+        StopRequest(
+            "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+            second_aborts=True,
+        ) as stop,
+    ):
         if resume is not None:
             log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
         elif run.step == 0:
@@ -161,7 +142,7 @@ def train(
 
 
 def _run_steps(
-    run: Run, log: RunLog, stop: _StopFlag, callbacks: Sequence[Callback]
+    run: Run, log: RunLog, stop: StopRequest, callbacks: Sequence[Callback]
 ) -> Divergence | None:
     """Step until the end, an interrupt or a divergence (returned)."""
     cfg = run.cfg

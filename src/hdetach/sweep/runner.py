@@ -8,7 +8,6 @@ one (last.pt) is resumed; one that failed (an exception, a dead process) is retr
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hdetach.config import Config
+from hdetach.interrupt import StopRequest
 from hdetach.sweep.engines import Outcome, RunFn, Task, local_engine, plan, ray_engine, run_one
 
 
@@ -35,25 +35,6 @@ def headline(name: str, s: dict[str, Any]) -> str:
     if s["status"] == "diverged":
         return f"{name}: diverged at step {s['steps']} ({s['diverged']['what']})"
     return f"{name}: best val {s['metric']} {s['best_val']:.4f} at step {s['best_step']}"
-
-
-class _Stop:
-    """The driver's Ctrl-C: hand out no more runs; the running ones stop themselves."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if not self.requested:
-            print("\ninterrupt: no new runs; running ones checkpoint and stop", file=sys.stderr)
-        self.requested = True
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
 
 
 def run_sweep(
@@ -84,7 +65,7 @@ def run_sweep(
         say(f"{len(result.summaries)} of {len(runs)} runs already done")
     running = [0]
 
-    with _Stop() as stop, bar:
+    with StopRequest("no new runs; running ones checkpoint and stop") as stop, bar:
 
         def next_task() -> Task | None:
             if stop.requested or not todo:
