@@ -317,6 +317,31 @@ def _check_stack(input, hx, weights, directions, detach_masks, detach_path) -> l
     return entries
 
 
+def _run_direction(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    entry: tuple[Tensor | None, ...],
+    mask: Tensor | None,
+    reverse: bool,
+    detach_path: str,
+    sizes: tuple[int, ...] | None,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer in one direction of ``lstm``; the reverse direction walks each sequence
+    from its own last step, so its input, mask and output are reversed within lengths."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = entry
+    if reverse:
+        x = reverse_sequences(x, sizes)
+        if mask is not None:
+            if sizes is not None and mask.dim() == 1:
+                mask = mask.unsqueeze(1).expand(x.shape[0], x.shape[1])
+            mask = reverse_sequences(mask, sizes)
+    bias = None if b_ih is None else b_ih + b_hh
+    out, h, c = _run_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, mask, detach_path, sizes, backend)
+    return (reverse_sequences(out, sizes) if reverse else out), h, c
+
+
 def lstm(
     input: Tensor,
     hx: tuple[Tensor, Tensor],
@@ -374,19 +399,11 @@ def lstm(
         outputs = []
         for direction in range(directions):
             k = layer * directions + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = entries[k]
-            x, mask = layer_input, masks[k]
-            if direction == 1:
-                x = reverse_sequences(x, sizes)
-                if mask is not None:
-                    if sizes is not None and mask.dim() == 1:
-                        mask = mask.unsqueeze(1).expand(steps, batch)
-                    mask = reverse_sequences(mask, sizes)
-            bias = None if b_ih is None else b_ih + b_hh
-            out, h, c = _run_layer(
-                x, h0[k], c0[k], w_ih, w_hh, bias, w_hr, mask, detach_path, sizes, backend
-            )
-            outputs.append(reverse_sequences(out, sizes) if direction == 1 else out)
+            out, h, c = _run_direction(
+                layer_input, h0[k], c0[k], entries[k], masks[k], direction == 1,
+                detach_path, sizes, backend,
+            )  # fmt: skip
+            outputs.append(out)
             h_n.append(h)
             c_n.append(c)
         layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
