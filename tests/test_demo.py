@@ -5,7 +5,8 @@ import json
 import pytest
 from helpers import run_cli
 
-from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, verdict
+from hdetach.analysis.tracking import late_ratio
+from hdetach.demo import DEMO, DEMO_SEEDS, balance_verdict, demo_grid, verdict
 from hdetach.stats import compare
 
 
@@ -29,6 +30,10 @@ def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(
     assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5")
     assert said.startswith("Within noise") == compare(best[0.5], best[0.0]).within_noise
     assert (out / "curves.png").is_file() and (out / "report.md").is_file()
+    # the gradient balance of every run was tracked, and its comparison is the one printed
+    late = {p: [late_ratio(out / f"p_detach={p!r},seed={s}") for s in (0, 1)] for p in best}
+    assert all(r is not None and r > 0 for rs in late.values() for r in rs)
+    assert balance_verdict(late[0.0], late[0.5], "h-detach p=0.5") in stdout
 
     mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
     code, again, err = run_cli(argv, capsys)
@@ -65,3 +70,21 @@ def test_the_demo_setting_is_the_grid_it_runs(tmp_path):
 def test_bad_demo_options_are_one_line(tmp_path, capsys, argv):
     code, _, err = run_cli(["demo", "--short", "--out", str(tmp_path / "d"), *argv], capsys)
     assert code == 2 and "must be >= 1" in err and err.count("\n") == 1
+
+
+def test_late_ratio_is_the_median_over_the_second_half(tmp_path):
+    tracked = [{"step": t, "lstm": {"ratio": r}} for t, r in [(0, 9.0), (50, 1.0), (100, 3.0)]]
+    tracked.append({"step": 150, "lstm": {"ratio": 2.0}})
+    lines = [{"step": 100, "gradients": tracked[:3]}, {"step": 150, "gradients": tracked[3:]}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert late_ratio(tmp_path) == 2.5  # steps 100 and 150 are >= 150 / 2
+    assert late_ratio(tmp_path / "missing") is None
+
+
+def test_the_balance_verdict_compares_log_ratios_and_claims_no_more():
+    assert balance_verdict([10.0, 20.0], [1.0, 2.0], "h").startswith("Gradient balance within")
+    low, high = [0.5, 1.0, 0.8, 0.6, 0.9, 0.7], [30.0, 50.0, 40.0, 20.0, 60.0, 25.0]
+    said = balance_verdict(high, low, "h")
+    assert said.startswith("Gradient balance: h keeps the h path smaller")
+    assert "Mann-Whitney p = 0.0022" in said
+    assert balance_verdict(low, high, "h").startswith("Gradient balance: vanilla keeps")

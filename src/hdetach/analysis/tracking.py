@@ -75,6 +75,16 @@ def read_tracked(run_dir: str | Path) -> list[dict[str, Any]]:
     return [m for record in records for m in record.get("gradients", [])]
 
 
+def late_ratio(run_dir: str | Path, group: str = "lstm") -> float | None:
+    """A run's gradient balance once training is under way: the median of its tracked
+    ||h-path|| / ||cell-path|| over the second half of its steps (None if untracked)."""
+    steps, ratios = _ratio_series(Path(run_dir), group)
+    if not steps:
+        return None
+    late = [r for t, r in zip(steps, ratios) if t >= steps[-1] / 2]
+    return float(np.median(late))
+
+
 def _ratio_series(run_dir: Path, group: str) -> tuple[list[int], list[float]]:
     steps, ratios = [], []
     for m in read_tracked(run_dir):
