@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from hdetach.tasks import copying
+from hdetach.session import Sampler
 from hdetach.train import (
     Config,
     ConfigError,
-    Sampler,
     load_checkpoint,
     p_at_epoch,
     resolve,
@@ -141,14 +141,14 @@ def test_rng_state_roundtrip():
 
 
 def test_sampler_epoch_without_replacement_and_state():
-    s = Sampler(10, 4, with_replacement=False, seed=0)
+    s = Sampler(10, 4, with_replacement=False, gen=torch.Generator().manual_seed(0))
     epoch = torch.cat([s.next() for _ in range(3)])
     assert sorted(epoch.tolist()) == list(range(10))  # each example once per epoch
     state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
     ahead = [s.next() for _ in range(4)]
     s.load_state_dict(state)
     assert all(torch.equal(a, s.next()) for a in ahead)
-    r = Sampler(10, 1000, with_replacement=True, seed=0).next()
+    r = Sampler(10, 1000, with_replacement=True, gen=torch.Generator().manual_seed(0)).next()
     assert r.shape == (1000,) and r.min() == 0 and r.max() == 9
 
 
@@ -190,8 +190,8 @@ def test_task_defaults_follow_the_paper():
         (dict(p_detach=1.5), "--p-detach must be in"),
         (dict(task="cifar"), "--task must be one of"),
         (dict(clip="max"), "--clip must be one of"),
-        (dict(lr=0.0), "--lr must be > 0"),
-        (dict(hidden_size=-3), "--hidden-size must be > 0"),
+        (dict(lr=0.0), "--lr must be finite and > 0"),
+        (dict(hidden_size=-3), "--hidden-size must be finite and > 0"),
         (dict(epochs=5, anneal_epochs=5), "--anneal-epochs must be <"),
         (dict(task="mnist", T=100), "--T is fixed at 784"),
         (dict(task="mnist", n_train=60_000), "at most --n-train 50000"),

@@ -6,7 +6,9 @@ across seeds with a min-max band.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +29,59 @@ class Run:
     transfer: dict[str, Any] | None
 
     @property
-    def metric(self) -> str:
-        return "mse" if self.config["task"] == "adding" else "acc"
+    def metric(self) -> str | None:
+        """The selection metric the run recorded (summary.json, else its metric lines);
+        None for a run that has not evaluated yet."""
+        if self.summary and "metric" in self.summary:
+            return self.summary["metric"]
+        return self.records[-1]["metric"] if self.records else None
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.summary) and self.summary.get("status") == "diverged"
+
+
+class NotARun(ValueError):
+    """A directory whose files are not those of an hdetach run (of this version)."""
+
+
+_RECORD_KEYS = ("step", "epoch", "val", "best")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError) as e:
+        raise NotARun(f"{path.name} is not valid JSON ({e})") from None
+
+
+def load_run(d: Path) -> Run:
+    """The files of one run directory, checked; raises NotARun saying what is wrong."""
+    config = _read_json(d / "config.json")
+    if not isinstance(config, dict) or "task" not in config:
+        raise NotARun("config.json is not an hdetach config")
+    records = []
+    if (d / "metrics.jsonl").is_file():
+        for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), 1):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or any(k not in rec for k in _RECORD_KEYS):
+                raise NotARun(f"metrics.jsonl line {i} is not an hdetach metrics record")
+            records.append(rec)
+    summary = _read_json(d / "summary.json")
+    run = Run(d, config, records, summary, _read_json(d / "transfer.json"))
+    if (records or summary) and not (
+        (summary and "metric" in summary) or (records and "metric" in records[-1])
+    ):
+        raise NotARun("no metric name recorded (written by another version of hdetach?)")
+    return run
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
-    """Every run directory (one holding config.json) at or below the given paths."""
+    """Every run directory (one holding config.json) at or below the given paths; a
+    directory whose files are not an hdetach run's is skipped with a warning line."""
     dirs: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -47,18 +96,12 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
         dirs += found
     runs = []
     for d in dict.fromkeys(dirs):
-
-        def load(name: str, d: Path = d) -> Any:
-            f = d / name
-            return json.loads(f.read_text()) if f.is_file() else None
-
-        metrics = d / "metrics.jsonl"
-        records = (
-            [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
-        )
-        runs.append(
-            Run(d, load("config.json"), records, load("summary.json"), load("transfer.json"))
-        )
+        try:
+            runs.append(load_run(d))
+        except NotARun as e:
+            print(f"warning: skipping {d}: {e}", file=sys.stderr)
+    if not runs:
+        raise FileNotFoundError(f"RUN_DIR {', '.join(map(str, paths))}: no usable run directories")
     return runs
 
 
@@ -106,7 +149,7 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, runs in groups.items():
-        runs = [r for r in runs if r.records]
+        runs = [r for r in runs if r.records and not r.diverged]
         if not runs:
             continue
         epochs = _band([[rec["epoch"] for rec in r.records] for r in runs])[0]
@@ -119,7 +162,7 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
         ax.axhline(1 / 8, color="gray", ls="--", lw=1, label="chance (1/8)")
         Ts = sorted({r.config["T"] for r in runs})
         ax.set_title(f"copying task, T={', '.join(map(str, Ts))}")
-    metric = runs[0].metric
+    metric = _metric(runs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
     ax.grid(alpha=0.3)
@@ -153,7 +196,12 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     return out
 
 
-def _stat(values: list[float]) -> str:
+def _metric(runs: list[Run]) -> str:
+    return next((r.metric for r in runs if r.metric), "metric")
+
+
+def _stat(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # null: a non-finite number
     if not values:
         return "-"
     a = np.array(values)
@@ -165,24 +213,32 @@ def _stat(values: list[float]) -> str:
 def markdown_table(groups: dict[str, list[Run]]) -> str:
     """Best and final validation metric (and test at best) per configuration, over seeds.
 
-    Cells read ``mean ± std [min, max]`` across seeds.
+    Cells read ``mean ± std [min, max]`` across seeds; diverged runs are counted in the
+    seeds column, listed below the table, and left out of the statistics.
     """
     rows = [
         "| configuration | seeds | epochs | best val | final val | test at best |",
         "|---|---|---|---|---|---|",
     ]
+    all_runs = [r for runs in groups.values() for r in runs]
+    metric = _metric(all_runs)
     for label, runs in groups.items():
-        done = [r for r in runs if r.records]
-        metric = runs[0].metric
+        done = [r for r in runs if r.records and not r.diverged]
         best = [r.records[-1]["best"]["value"] for r in done]
         final = [r.records[-1]["val"][metric] for r in done]
-        test = [r.summary["test_at_best"][metric] for r in runs if r.summary]
+        test = [r.summary["test_at_best"][metric] for r in done if r.summary]
         epochs = sorted({f"{r.records[-1]['epoch']:g}" for r in done})
+        n_diverged = sum(r.diverged for r in runs)
+        seeds = f"{len(runs)}" + (f", {n_diverged} diverged" if n_diverged else "")
         rows.append(
-            f"| {label} | {len(runs)} | {', '.join(epochs)} | {_stat(best)} | "
+            f"| {label} | {seeds} | {', '.join(epochs)} | {_stat(best)} | "
             f"{_stat(final)} | {_stat(test)} |"
         )
     table = f"Validation/test {metric}, mean ± std [min, max] over seeds.\n\n" + "\n".join(rows)
+    diverged = [r for r in all_runs if r.diverged]
+    if diverged:
+        table += "\n\nDiverged (non-finite loss or gradient), not in the statistics:\n"
+        table += "".join(f"\n- {r.path} at step {r.summary['steps']}" for r in diverged)
     with_transfer = {k: [r for r in v if r.transfer] for k, v in groups.items()}
     with_transfer = {k: v for k, v in with_transfer.items() if v}
     if with_transfer:
@@ -215,3 +271,31 @@ def report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
     md.write_text(markdown_table(groups))
     written["table"] = md
     return written
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``hdetach report`` subcommand."""
+    p = subparsers.add_parser(
+        "report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="plots and a Markdown table from run dirs",
+        description="Group runs into configurations (runs differing only by seed), plot the "
+        "validation metric against epochs (mean, min-max band), transfer accuracy "
+        "against T, and write a Markdown table of best/final metrics.",
+        epilog="examples:\n  hdetach report runs/\n  hdetach report runs/a runs/b --out report/\n",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dirs or folders of them")
+    p.add_argument("--out", help="output folder (default: the first RUN_DIR)")
+    p.set_defaults(run=_command)
+
+
+def _command(a: argparse.Namespace) -> None:
+    from hdetach.config import ConfigError
+
+    try:
+        written = report(a.run_dirs, a.out or a.run_dirs[0])
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    print(written["table"].read_text())
+    for kind, path in written.items():
+        print(f"wrote {kind}: {path}")

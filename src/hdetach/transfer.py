@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 from pathlib import Path
 from typing import Any
 
+from hdetach.checkpoint import config_of, load_checkpoint
+from hdetach.config import ConfigError, check_device
+from hdetach.model import SequenceModel
+from hdetach.runfiles import write_json
 from hdetach.tasks.copying import CopyingTask
-from hdetach.train import Config, ConfigError, SequenceModel, evaluate, load_checkpoint
+from hdetach.train import evaluate
 
 
 def transfer(
@@ -19,7 +23,8 @@ def transfer(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Copy accuracy (last 10 steps) of the checkpoint's model at each T, on ``n`` fresh
-    sequences per T drawn from ``seed``. Returns ``{"T": [...], "acc": [...], ...}``."""
+    sequences per T drawn from ``seed``. Returns ``{"T": [...], "acc": [...], ...}`` and
+    writes it to transfer.json beside the checkpoint."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "best.pt"
@@ -27,19 +32,21 @@ def transfer(
         raise ConfigError(f"CHECKPOINT {checkpoint}: no such checkpoint file or run directory")
     if not Ts or any(T < 1 for T in Ts):
         raise ConfigError(f"--T needs one or more positive lengths; got {Ts}")
+    if n < 1 or batch_size < 1:
+        raise ConfigError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
+    check_device(device)
     ckpt = load_checkpoint(path)
-    cfg = Config(**ckpt["config"])
+    cfg = config_of(ckpt, path)
     if cfg.task != "copy":
         raise ConfigError(
             f"CHECKPOINT {checkpoint}: transfer needs a copy-task run, this one is {cfg.task!r}"
         )
     accs = []
-    model = None
     for T in Ts:
         # Only a test split: n sequences from the transfer seed's own data stream, which
         # never coincides with the train/val streams of any training seed.
         task = CopyingTask(T, cfg.input_encoding, 0, 0, n, seed=seed)
-        if model is None:
+        if not accs:  # the model does not depend on T: build it once
             model = SequenceModel(cfg, task)
             model.load_state_dict(ckpt["model"])
             model.to(device)
@@ -54,5 +61,36 @@ def transfer(
         "T": list(Ts),
         "acc": accs,
     }
-    (path.parent / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path.parent / "transfer.json", result)
     return result
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``hdetach transfer`` subcommand."""
+    p = subparsers.add_parser(
+        "transfer",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="evaluate a copy checkpoint at longer T",
+        description="Transfer copying: accuracy of a trained copy model at other gap lengths T "
+        "(fresh sequences). Writes transfer.json beside the checkpoint.",
+        epilog="examples:\n  hdetach transfer runs/copy-T100-p0.5-s0-X --T 100 200 400 1000\n"
+        "  hdetach transfer runs/copy-T100-p0.5-s0-X/best.pt --T 500 --n 1000\n",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run dir (best.pt)")
+    p.add_argument("--T", nargs="+", type=int, required=True, dest="Ts", help="gap lengths")
+    p.add_argument("--n", type=int, default=5000, help="sequences per T (default 5000)")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the test sequences")
+    p.add_argument("--batch-size", type=int, default=500, help="default 500")
+    p.add_argument("--device", default="cpu", help="default cpu")
+    p.set_defaults(run=_command)
+
+
+def _command(a: argparse.Namespace) -> None:
+    r = transfer(a.checkpoint, a.Ts, a.n, a.seed, a.batch_size, a.device)
+    print(
+        f"transfer of {r['checkpoint']} (trained at T={r['train_T']}, "
+        f"p_detach={r['p_detach']:g}), {r['n']} sequences per T"
+    )
+    print("| T | accuracy |\n|---|---|")
+    for T, acc in zip(r["T"], r["acc"], strict=True):
+        print(f"| {T} | {acc:.4f} |")

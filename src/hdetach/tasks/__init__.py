@@ -10,13 +10,11 @@ from typing import Any
 
 import torch
 
-SPLITS = ("train", "val", "test")
-
 
 class Task:
-    """Base class. Subclasses set the attributes below and implement ``batch``/``size``."""
+    """Base class. Subclasses set the attributes below and implement ``size``, ``batch``
+    and ``loss_and_metrics``. Splits are named "train", "val" and "test"."""
 
-    name: str
     input_size: int
     output_size: int
     readout: str  # "all": the model predicts at every step; "last": only at the final step
@@ -32,8 +30,10 @@ class Task:
 
     def loss_and_metrics(
         self, out: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean loss over the batch (differentiable) and the batch's metrics as floats."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Mean loss over the batch (differentiable) and the batch's metrics, including
+        "loss" and ``metric``: detached 0-d tensors on the output's device, so that the
+        training loop reads them off the device only when it logs."""
         raise NotImplementedError
 
 

@@ -30,7 +30,6 @@ def adding_sequences(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor
 
 
 class AddingTask(Task):
-    name = "adding"
     input_size = 2
     output_size = 1
     readout = "last"
@@ -54,4 +53,4 @@ class AddingTask(Task):
 
     def loss_and_metrics(self, out, y):
         loss = F.mse_loss(out.squeeze(-1), y)
-        return loss, {"loss": loss.item(), "mse": loss.item()}
+        return loss, {"loss": loss.detach(), "mse": loss.detach()}

@@ -47,16 +47,16 @@ def encode(tokens: torch.Tensor, encoding: str) -> torch.Tensor:
 
 def copy_loss_and_metrics(
     logits: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """logits (B, L, 9), y (B, L): CE over all L steps, accuracy over the last 10."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """logits (B, L, 9), y (B, L): CE over all L steps, accuracy over the last 10
+    (metrics as detached 0-d tensors)."""
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     pred = logits[:, -N_SYMBOLS:].argmax(-1)
-    acc = (pred == y[:, -N_SYMBOLS:]).float().mean().item()
-    return loss, {"loss": loss.item(), "acc": acc}
+    acc = (pred == y[:, -N_SYMBOLS:]).float().mean()
+    return loss, {"loss": loss.detach(), "acc": acc}
 
 
 class CopyingTask(Task):
-    name = "copy"
     output_size = N_CLASSES
     readout = "all"
     metric = "acc"

@@ -1,0 +1,113 @@
+"""Where a run reports: a progress bar or a line a minute on stderr, metrics.jsonl, TensorBoard.
+
+Reading a training metric off the device waits for it, so the loop hands this class
+numbers only at evaluations and when ``due()`` says a progress update is wanted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hdetach.runfiles import append_jsonl, to_json
+
+clock = time.perf_counter  # the clock of throughput and ETA (a module attribute: tests replace it)
+
+BAR_SECONDS = 1.0  # progress-bar refresh interval
+LINE_SECONDS = 60.0  # without a bar, one progress line this often
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class RunLog:
+    """Progress, metric records and messages of one run; a context manager."""
+
+    def __init__(
+        self, run_dir: Path, total_steps: int, step: int, desc: str, progress: bool | None
+    ):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.run_dir, self.total_steps = run_dir, total_steps
+        self.show_bar = sys.stderr.isatty() if progress is None else progress
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            disable=not self.show_bar,
+            dynamic_ncols=True,
+            desc=desc,
+        )
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+        self.started, self.start_step, self.last_update = clock(), step, clock()
+        self.start_interval()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        self.tb.close()
+
+    def line(self, msg: str) -> None:
+        """One message line on stderr (above the bar when there is one)."""
+        (self.bar.write if self.show_bar else print)(msg, file=sys.stderr)
+        sys.stderr.flush()
+
+    # --- throughput of the training steps, excluding evaluations
+    def start_interval(self) -> None:
+        self.interval_start, self.interval_seqs = clock(), 0
+
+    def count(self, n_seqs: int) -> None:
+        """One training step of ``n_seqs`` sequences is done."""
+        self.interval_seqs += n_seqs
+        self.bar.update(1)
+
+    def seq_per_s(self) -> float:
+        return self.interval_seqs / max(clock() - self.interval_start, 1e-9)
+
+    def eta(self, step: int) -> str:
+        done = step - self.start_step
+        if done <= 0:
+            return "?"
+        return _minutes((self.total_steps - step) * (clock() - self.started) / done)
+
+    def due(self) -> bool:
+        """Whether a progress update is wanted now (time-based: no device sync)."""
+        return clock() - self.last_update >= (BAR_SECONDS if self.show_bar else LINE_SECONDS)
+
+    def progress(self, step: int, metric: str, means: dict[str, float]) -> None:
+        """Show the training averages since the last evaluation."""
+        self.last_update = clock()
+        if self.show_bar:
+            shown = {"loss": f"{means['loss']:.4f}", metric: f"{means[metric]:.4f}"}
+            self.bar.set_postfix(**shown, seq_s=f"{self.seq_per_s():.0f}")
+        else:
+            self.line(
+                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {means['loss']:.4f} "
+                f"{metric} {means[metric]:.4f} | {self.seq_per_s():.0f} seq/s | "
+                f"ETA {self.eta(step)}"
+            )
+
+    def record(self, rec: dict[str, Any], metric: str) -> None:
+        """One evaluation: a metrics.jsonl line, TensorBoard scalars and a stderr line."""
+        append_jsonl(self.run_dir / "metrics.jsonl", rec)
+        for split in ("train", "val"):
+            for k, v in rec[split].items():
+                self.tb.add_scalar(f"{split}/{k}", v, rec["step"])
+        self.tb.add_scalar("p_detach", rec["p_detach"], rec["step"])
+        self.tb.flush()
+        tr, val = rec["train"], rec["val"]
+        self.line(
+            f"[{self.run_dir.name}] step {rec['step']}/{self.total_steps} epoch "
+            f"{rec['epoch']:.2f} train loss {tr['loss']:.4f} {metric} {tr[metric]:.4f} | "
+            f"val loss {val['loss']:.4f} {metric} {val[metric]:.4f} | "
+            f"{rec['time']['seq_per_s']:.0f} seq/s | ETA {self.eta(rec['step'])}"
+        )
+        self.last_update = clock()
+
+    def config(self, cfg: dict[str, Any]) -> None:
+        self.line(to_json(cfg))
