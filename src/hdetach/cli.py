@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hdetach import demo, report, train, transfer
+from hdetach.captioning import cli as caption
 from hdetach.config import ConfigError
 from hdetach.tasks.mnist import DataError
 
@@ -61,6 +62,7 @@ SUBCOMMANDS = (
     train.add_parser,
     transfer.add_parser,
     report.add_parser,
+    caption.add_parser,
     _add_data,
     _add_bench,
 )
