@@ -31,7 +31,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class StoreSettings:
     backbone: str
-    weights: str  # "imagenet", "none" or a file path
+    weights: str  # "imagenet", "none" (random init, seed 0) or a file path
     image_size: int
     grid: int
     dtype: str  # "float32" or "float16"
@@ -70,7 +70,10 @@ def _torchvision_model(name: str, weights: str) -> nn.Module:
     if name not in torchvision.models.list_models(torchvision.models):
         raise DataError(f"--backbone {name}: not a torchvision classification model")
     if weights == "none":
-        return torchvision.models.get_model(name, weights=None)
+        # Seeded, so that a resumed store is finished by the very same random network.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return torchvision.models.get_model(name, weights=None)
     if weights == "imagenet":
         default = torchvision.models.get_model_weights(name).DEFAULT
         try:

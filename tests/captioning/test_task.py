@@ -1,0 +1,67 @@
+"""The captioning task behind the training loop's interface, on a hand-written store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hdetach.captioning.data import read_karpathy
+from hdetach.captioning.task import CaptionOptions, CaptionTask
+from hdetach.tasks.download import DataError
+
+
+def write_store(folder, cocoids, channels=3, grid=2):
+    """A finished feature store whose features encode the row number."""
+    folder.mkdir()
+    n = len(cocoids)
+    pooled = np.arange(n, dtype=np.float32)[:, None].repeat(channels, 1)
+    np.save(folder / "pooled.npy", pooled)
+    np.save(folder / "spatial.npy", pooled[:, None, :].repeat(grid * grid, 1))
+    np.save(folder / "done.npy", np.ones(n, dtype=bool))
+    meta = {"backbone": "hand", "weights": "none", "image_size": 1, "grid": grid}
+    (folder / "meta.json").write_text(
+        json.dumps({**meta, "dtype": "float32", "channels": channels, "cocoids": cocoids})
+    )
+
+
+@pytest.fixture
+def task(split_file):
+    write_store(
+        split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)][::-1]
+    )
+    opts = CaptionOptions(model="attend", min_count=0, max_words=3, captions_per_image=5)
+    return CaptionTask(split_file.parent, opts, {"train": None, "val": None, "test": None})
+
+
+def test_batch_is_images_times_captions_with_shifted_targets(task):
+    x, y = task.batch("train", torch.tensor([2, 0]))
+    assert x.images.shape == (2, 4, 3)
+    # cocoid 12 is row 3 of the reversed store, cocoid 10 row 5
+    assert x.images[:, 0, 0].tolist() == [3.0, 5.0]
+    assert x.inputs.shape == (10, 4) and y.shape == (10, 4)
+    assert x.image_of.tolist() == [0] * 5 + [1] * 5
+    assert (x.inputs[:, 0] == 1).all()  # <start>
+    torch.testing.assert_close(x.inputs[:, 1:], y[:, :-1])
+    assert task.vocab.decode(y[5].tolist()) == "a dog runs"
+
+
+def test_loss_ignores_padding(task):
+    x, y = task.batch("test", torch.tensor([0]))  # "a red bus": no padding; cut to 3 words
+    y = y.clone()
+    y[:, -1] = 0  # pad the last position
+    logits = torch.randn(5, 4, len(task.vocab), requires_grad=True)
+    loss, metrics = task.loss_and_metrics(logits, y)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad[:, -1].abs().sum() == 0 and grad[:, 0].abs().sum() > 0
+    assert set(metrics) == {"loss", "word_acc"}
+
+
+def test_missing_features_and_too_many_images_are_clear_errors(split_file):
+    write_store(split_file.parent / "features", [10, 11])
+    with pytest.raises(DataError, match="no features for image 12"):
+        CaptionTask(split_file.parent, CaptionOptions(), {})
+    with pytest.raises(DataError, match="asked for 3 val images; the split file has 1"):
+        CaptionTask(split_file.parent, CaptionOptions(), {"val": 3})
