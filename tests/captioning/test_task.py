@@ -65,3 +65,46 @@ def test_missing_features_and_too_many_images_are_clear_errors(split_file):
         CaptionTask(split_file.parent, CaptionOptions(), {})
     with pytest.raises(DataError, match="asked for 3 val images; the split file has 1"):
         CaptionTask(split_file.parent, CaptionOptions(), {"val": 3})
+
+
+def test_captioning_trains_through_the_loop_and_resumes_exactly(split_file, monkeypatch):
+    """An h-detach run interrupted by Ctrl-C and resumed ends with the metrics of an
+    uninterrupted one: the detach draws come from the checkpointed generators."""
+    import os
+    import signal
+
+    from hdetach.checkpoint import load_checkpoint
+    from hdetach.config import Config
+    from hdetach.train import train
+
+    write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
+    opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)
+    tiny = dict(
+        task="caption", data_dir=str(split_file.parent), task_options=opts, hidden_size=8,
+        p_detach=0.5, lr=1e-2, clip="value", clip_value=0.1, batch_size=2, epochs=3,
+        steps_per_epoch=2, n_train=3, n_val=1, n_test=2, eval_batch_size=50, device="cpu",
+    )  # fmt: skip
+    full = train(Config(**tiny, run_dir=str(split_file.parent / "full")), progress=False)
+    original, calls = CaptionTask.batch, [0]
+
+    def interrupting_batch(self, split, idx):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, split, idx)
+
+    monkeypatch.setattr(CaptionTask, "batch", interrupting_batch)
+    part = train(Config(**tiny, run_dir=str(split_file.parent / "part")), progress=False)
+    assert part["status"] == "interrupted"
+    monkeypatch.setattr(CaptionTask, "batch", original)
+    resumed = train(resume=split_file.parent / "part", progress=False)
+    assert resumed["test_at_best"] == full["test_at_best"] and "cider" in full["test_at_best"]
+    lines = [(split_file.parent / r / "metrics.jsonl").read_text() for r in ("full", "part")]
+    drop_time = [
+        [{k: v for k, v in json.loads(x).items() if k != "time"} for x in t.splitlines()]
+        for t in lines
+    ]
+    assert drop_time[0] == drop_time[1]
+    w_full = load_checkpoint(split_file.parent / "full" / "last.pt")["model"]
+    w_part = load_checkpoint(split_file.parent / "part" / "last.pt")["model"]
+    assert all(torch.equal(w_full[k], w_part[k]) for k in w_full)
