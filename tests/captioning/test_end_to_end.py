@@ -12,31 +12,6 @@ pytest.importorskip("torchvision")
 pytest.importorskip("pycocoevalcap")
 
 
-def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
-    for argv in (
-        ["caption", "train", str(tmp_path)],
-        ["caption", "features", str(tmp_path)],
-        [
-            "caption",
-            "synth",
-            "--out",
-            str(tmp_path / "s"),
-            "--images",
-            "10",
-            "--val",
-            "5",
-            "--test",
-            "5",
-        ],
-        ["caption", "eval", str(tmp_path)],
-    ):
-        with pytest.raises(SystemExit) as e:
-            main(argv)
-        assert e.value.code == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("hdetach caption: error:") and "\n" not in err, err
-
-
 @pytest.mark.slow
 def test_synthetic_captioning_beats_the_image_blind_baseline(tmp_path, capsys):
     data, run = tmp_path / "synth", tmp_path / "run"
