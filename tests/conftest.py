@@ -6,4 +6,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+@pytest.fixture(scope="session")
+def trained_copy_run(tmp_path_factory):
+    """A copying run (T=1, one-hot) trained well above chance, shared by the tests that
+    need a model that has learned something: (run_dir, summary)."""
+    from hdetach.train import Config, train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is the fastest
+    try:
+        summary = train(
+            Config(
+                task="copy",
+                T=1,
+                input_encoding="onehot",
+                hidden_size=64,
+                epochs=3,
+                steps_per_epoch=400,
+                n_train=5000,
+                n_val=500,
+                lr=1e-2,
+                p_detach=0.25,
+                run_dir=str(run_dir),
+            ),
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(n)
+    return run_dir, summary

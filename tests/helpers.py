@@ -76,3 +76,34 @@ def assert_all_close(actual: list[Tensor], expected: list[Tensor], names: list[s
     assert len(actual) == len(expected) == len(names)
     for a, e, name in zip(actual, expected, names):
         torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tol)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``hdetach`` with ``argv`` in this process -> (exit code, stdout, stderr)."""
+    from hdetach.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def interrupt_at(monkeypatch, call: int) -> None:
+    """A real Ctrl-C (SIGINT) while the training loop fetches its call-th copying minibatch."""
+    import os
+    import signal
+
+    from hdetach.tasks import copying
+
+    original, calls = copying.CopyingTask.batch, [0]
+
+    def interrupting_batch(self, split, idx):
+        calls[0] += 1
+        if calls[0] == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, split, idx)
+
+    monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from hdetach.cli import main
+from helpers import interrupt_at
+from helpers import run_cli as run
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -41,17 +41,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_train_transfer_report_end_to_end(tmp_path, capsys):
@@ -173,6 +162,13 @@ def test_bench_delegates_to_core(monkeypatch, capsys):
         (["report", "/no/such/dir"], "RUN_DIR /no/such/dir"),
         (["data", "cifar"], "invalid choice"),
         ([], "required: cmd"),
+        (["train", "copy", "--p", "0.5"], "unrecognized arguments: --p"),
+        (["demo", "--p", "0.5"], "unrecognized arguments: --p"),
+        (["train", "copy", "--lr", "inf"], "--lr must be finite and > 0; got inf"),
+        (["train", "copy", "--clip-value", "nan"], "--clip-value must be finite and > 0"),
+        (["train", "copy", "--device", "cpux"], "--device must be auto, cpu or cuda[:N]"),
+        (["train", "copy", "--threads", "0"], "--threads must be >= 1"),
+        (["transfer", "/no/such.pt", "--T", "10", "--n", "0"], "CHECKPOINT /no/such.pt"),
     ],
 )
 def test_bad_options_and_paths_exit_2_with_one_line(argv, match, capsys, monkeypatch):
@@ -193,16 +189,163 @@ def test_help_has_examples(cmd, capsys):
     assert code == 0 and "examples:" in out
 
 
-def test_demo_end_to_end_on_a_tiny_setting(tmp_path, capsys):
-    out = tmp_path / "demo"
-    code, stdout, err = run(["demo", "--T", "2", "--epochs", "1", "--out", str(out)], capsys)
+def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
+    import dataclasses
+
+    from hdetach.config import TASK_DEFAULTS, Config, flag
+
+    code, out, _ = run(["train", "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    for f in dataclasses.fields(Config):
+        if f.name in ("task", "total_steps"):
+            continue
+        assert flag(f.name) in text, f.name
+        if f.default is not None:
+            shown = f"{f.default:g}" if isinstance(f.default, float) else f"{f.default}"
+            assert f"(default {shown})" in text, f.name
+    assert "(default copy 100, adding 200, mnist 784, pmnist 784)" in text  # --T
+    assert TASK_DEFAULTS["copy"]["hidden_size"] == 128 and "copy 128" in text
+
+
+def test_option_types_come_from_the_annotations_not_their_spelling():
+    # A dataclass without postponed annotations: field types are classes, not strings.
+    import argparse
+    import dataclasses
+
+    from hdetach.config import add_dataclass_options
+
+    @dataclasses.dataclass
+    class Options:
+        count: int = dataclasses.field(default=1, metadata={"help": "a count"})
+        rate: float | None = dataclasses.field(default=None, metadata={"help": "a rate"})
+        name: str = dataclasses.field(default="x", metadata={"help": "a name"})
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_options(parser, Options, {})
+    a = parser.parse_args(["--count", "3", "--rate", "0.5", "--name", "7"])
+    assert (a.count, a.rate, a.name) == (3, 0.5, "7")
+
+
+def test_option_choices_are_the_modules_own_lists():
+    import argparse
+
+    from hdetach import functional, train
+    from hdetach.nn import lstm
+
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: a.choices for a in sub._actions}
+    assert choices["backend"] is functional.BACKENDS
+    assert choices["detach_path"] is functional.DETACH_PATHS
+    assert choices["detach_scope"] is lstm.DETACH_SCOPES
+    assert choices["layer_masks"] is lstm.LAYER_MASKS
+
+
+def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
+    code, _, err = run(
+        [
+            "train",
+            "copy",
+            *TINY,
+            "--num-layers",
+            "2",
+            "--layer-masks",
+            "independent",
+            "--max-steps",
+            "2",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert code == 0, err
-    assert "| vanilla |" in stdout and "| h-detach |" in stdout
-    assert (out / "curves.png").is_file() and (out / "report.md").is_file()
-    cfg = {n: json.loads((out / n / "config.json").read_text()) for n in ("vanilla", "h-detach")}
-    assert cfg["vanilla"]["p_detach"] == 0 and cfg["h-detach"]["p_detach"] > 0
-    # side by side on the same data, seed and everything else
-    same = {k for k in cfg["vanilla"] if k not in ("p_detach", "run_dir")}
-    assert all(cfg["vanilla"][k] == cfg["h-detach"][k] for k in same)
-    code, _, err = run(["demo", "--out", str(out)], capsys)
-    assert code == 2 and "is not empty" in err
+    from hdetach.session import open_run
+
+    assert open_run(None, tmp_path / "r").model.lstm.layer_masks == "independent"
+
+
+def test_threads_option_sets_torch_threads(tmp_path, capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    code, _, err = run(
+        [
+            "train",
+            "copy",
+            *TINY,
+            "--threads",
+            "3",
+            "--max-steps",
+            "1",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert seen == [3]
+
+
+def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is a file" in err, err
+    code, _, err = run(["train", "copy", *TINY, "--run-dir", str(tmp_path / "f" / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--run-dir" in err, err
+
+
+def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
+    interrupt_at(monkeypatch, 4)
+    run_dir = tmp_path / "r"
+    code, _, _ = run(["train", "copy", *TINY, "--run-dir", str(run_dir)], capsys)
+    assert code == 130
+    monkeypatch.undo()
+    code, _, err = run(["train", "--resume", str(run_dir)], capsys)
+    assert code == 0 and f"resuming {run_dir} at step 4 of 20" in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from hdetach.train import Config, train
+
+    d = tmp_path_factory.mktemp("cli") / "run"
+    cfg = dict(
+        task="copy",
+        T=3,
+        input_encoding="onehot",
+        hidden_size=8,
+        epochs=1,
+        steps_per_epoch=4,
+        n_train=50,
+        n_val=20,
+        batch_size=10,
+    )
+    train(Config(**cfg, run_dir=str(d)), progress=False)
+    return d
+
+
+@pytest.mark.parametrize("damage", ["truncate", "unknown option"])
+@pytest.mark.parametrize("command", ["resume", "transfer"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(
+    finished_run, tmp_path, capsys, damage, command
+):
+    import shutil
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(finished_run, run_dir)
+    path = run_dir / ("last.pt" if command == "resume" else "best.pt")
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        ck = torch.load(path, weights_only=True)
+        ck["config"]["hidden_units"] = 8
+        torch.save(ck, path)
+    argv = (
+        ["train", "--resume", str(run_dir)]
+        if command == "resume"
+        else ["transfer", str(path), "--T", "5"]
+    )
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and str(path) in err, err
+    assert ("truncated" if damage == "truncate" else "another version") in err

@@ -1,12 +1,13 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
-from hdetach.tasks import copying
 from hdetach.session import Sampler
+from hdetach.tasks import copying
 from hdetach.train import (
     Config,
     ConfigError,
@@ -48,23 +49,10 @@ def _metrics(run_dir):
     return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in lines]
 
 
-def test_short_copy_run_learns_well_above_chance(tmp_path):
+def test_short_copy_run_learns_well_above_chance(trained_copy_run):
     # The shortest gap (T=1) with one-hot input leaves the plateau within ~500 steps;
     # chance on the copied symbols is 1/8.
-    cfg = Config(
-        task="copy",
-        T=1,
-        input_encoding="onehot",
-        hidden_size=64,
-        epochs=3,
-        steps_per_epoch=400,
-        n_train=5000,
-        n_val=500,
-        lr=1e-2,
-        p_detach=0.25,
-        run_dir=str(tmp_path / "run"),
-    )
-    summary = train(cfg, progress=False)
+    _, summary = trained_copy_run
     assert summary["best_val"] > 0.5, summary
     assert summary["test_at_best"]["acc"] > 0.5
 
@@ -157,31 +145,43 @@ def test_annealing_switches_h_detach_off_for_last_epochs():
     assert [p_at_epoch(cfg, e) for e in range(10)] == [0.5] * 7 + [0.0] * 3
 
 
-def test_task_defaults_follow_the_paper():
+def _readme_protocol(task: str) -> str:
+    """The README's protocol bullet of a task, on one line."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    return " ".join(text.split(f"- **{task}**", 1)[1].split("\n- ", 1)[0].split())
+
+
+def _sci(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")  # 0.001 -> "1e-3", as the README writes it
+
+
+def test_task_defaults_are_the_protocols_the_readme_documents():
     c = resolve(Config(task="copy"))
-    assert (c.T, c.hidden_size, c.batch_size, c.lr, c.clip, c.clip_value) == (
-        100,
-        128,
-        100,
-        1e-3,
-        "norm",
-        1.0,
-    )
-    assert (c.n_train, c.n_val, c.steps_per_epoch, c.input_encoding) == (
-        100_000,
-        5000,
-        1000,
-        "scalar",
-    )
+    copy = _readme_protocol("copy")
+    for phrase in (
+        f"Hidden {c.hidden_size}, batch {c.batch_size}",
+        f"{c.optimizer.capitalize()} {_sci(c.lr)}, clip-{c.clip} {c.clip_value}",
+        f"{c.n_train // 1000}k fixed training sequences",
+        f"an epoch is {c.steps_per_epoch} minibatches",
+        f"{c.n_val} fixed validation sequences",
+        f"`--input-encoding {c.input_encoding}` (default",
+    ):
+        assert phrase in copy, phrase
     m = resolve(Config(task="mnist", data_dir="x"))
-    assert (m.hidden_size, m.epochs, m.p_detach, m.n_train, m.n_val, m.steps_per_epoch) == (
-        100,
-        200,
-        0.25,
-        50_000,
-        10_000,
-        500,
-    )
+    mnist = _readme_protocol("mnist / pmnist")
+    for phrase in (
+        f"Hidden {m.hidden_size}, batch {m.batch_size}, {m.epochs} epochs, p = {m.p_detach:g}",
+        f"first {m.n_train // 1000}k training images train, last {m.n_val // 1000}k validate",
+        f"official {m.n_test // 1000}k",
+    ):
+        assert phrase in mnist, phrase
+
+
+@pytest.mark.parametrize("batch_size", [100, 64, 7])
+def test_an_mnist_epoch_is_one_pass_over_the_training_images(batch_size):
+    m = resolve(Config(task="pmnist", data_dir="x", n_train=1000, batch_size=batch_size))
+    assert (m.steps_per_epoch - 1) * batch_size < m.n_train <= m.steps_per_epoch * batch_size
+    assert m.total_steps == m.epochs * m.steps_per_epoch and m.eval_every == m.steps_per_epoch
 
 
 @pytest.mark.parametrize(
@@ -196,6 +196,12 @@ def test_task_defaults_follow_the_paper():
         (dict(task="mnist", T=100), "--T is fixed at 784"),
         (dict(task="mnist", n_train=60_000), "at most --n-train 50000"),
         (dict(device="tpu"), "--device must be"),
+        (dict(device="cpux"), "--device must be auto, cpu or cuda"),
+        (dict(lr=float("inf")), "--lr must be finite and > 0; got inf"),
+        (dict(lr=float("nan")), "--lr must be finite and > 0; got nan"),
+        (dict(clip_value=float("inf")), "--clip-value must be finite and > 0"),
+        (dict(p_detach=float("nan")), "--p-detach must be in"),
+        (dict(layer_masks="own"), "--layer-masks must be one of shared, independent"),
     ],
 )
 def test_bad_config_is_rejected_before_any_work(bad, match):

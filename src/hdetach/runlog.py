@@ -1,13 +1,14 @@
 """Where a run reports: a progress bar or a line a minute on stderr, metrics.jsonl, TensorBoard.
 
 Reading a training metric off the device waits for it, so the loop hands this class
-numbers only at evaluations and when ``due()`` says a progress update is wanted.
+numbers only at evaluations and when ``due()`` says a progress update is due.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from hdetach.runfiles import append_jsonl, to_json
 
 clock = time.perf_counter  # the clock of throughput and ETA (a module attribute: tests replace it)
 
-BAR_SECONDS = 1.0  # progress-bar refresh interval
+UPDATE_SECONDS = 1.0  # between progress updates (each reads the device once)
 LINE_SECONDS = 60.0  # without a bar, one progress line this often
 
 
@@ -47,7 +48,8 @@ class RunLog:
             desc=desc,
         )
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
-        self.started, self.start_step, self.last_update = clock(), step, clock()
+        self.started, self.start_step = clock(), step
+        self.last_update = self.last_line = clock()
         self.start_interval()
 
     def __enter__(self) -> RunLog:
@@ -81,19 +83,22 @@ class RunLog:
         return _minutes((self.total_steps - step) * (clock() - self.started) / done)
 
     def due(self) -> bool:
-        """Whether a progress update is wanted now (time-based: no device sync)."""
-        return clock() - self.last_update >= (BAR_SECONDS if self.show_bar else LINE_SECONDS)
+        """Whether a progress update is due (time-based: reads nothing off the device)."""
+        return clock() - self.last_update >= UPDATE_SECONDS
 
-    def progress(self, step: int, metric: str, means: dict[str, float]) -> None:
-        """Show the training averages since the last evaluation."""
+    def progress(self, step: int, metric: str, means: Callable[[], dict[str, float]]) -> None:
+        """Show the training averages since the last evaluation, ``means()``, on the bar,
+        or in a line if a minute has passed since the last one."""
         self.last_update = clock()
         if self.show_bar:
-            shown = {k: f"{means[k]:.4f}" for k in ("loss", metric) if k in means}
+            m = means()
+            shown = {k: f"{m[k]:.4f}" for k in ("loss", metric) if k in m}
             self.bar.set_postfix(**shown, seq_s=f"{self.seq_per_s():.0f}")
-        else:
+        elif self.last_update - self.last_line >= LINE_SECONDS:
+            m, self.last_line = means(), self.last_update
             self.line(
-                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {means['loss']:.4f}"
-                f"{_metric_text(means, metric)} | {self.seq_per_s():.0f} seq/s | "
+                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {m['loss']:.4f}"
+                f"{_metric_text(m, metric)} | {self.seq_per_s():.0f} seq/s | "
                 f"ETA {self.eta(step)}"
             )
 
@@ -112,7 +117,7 @@ class RunLog:
             f"val loss {val['loss']:.4f}{_metric_text(val, metric)} | "
             f"{rec['time']['seq_per_s']:.0f} seq/s | ETA {self.eta(rec['step'])}"
         )
-        self.last_update = clock()
+        self.last_update = self.last_line = clock()
 
     def config(self, cfg: dict[str, Any]) -> None:
         self.line(to_json(cfg))

@@ -176,13 +176,13 @@ def _run_steps(
         run.accumulate(metrics)
         log.count(n_seqs)
         at_eval = run.step % cfg.eval_every == 0 or run.step == cfg.total_steps
-        if at_eval or log.due():  # reads numbers off the device: check them first
+        if at_eval or log.due():  # at most about once a second: these read the device
             if bad := watch.check():
                 return bad
             if at_eval:
                 _evaluate_and_save(run, log, callbacks)
             else:
-                log.progress(run.step, run.task.metric, run.train_means())
+                log.progress(run.step, run.task.metric, run.train_means)
     if run.step % cfg.eval_every != 0 and run.step != cfg.total_steps:
         # Stopped between evaluations: save the state at this step boundary.
         if bad := watch.check():

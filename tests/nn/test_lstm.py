@@ -234,7 +234,7 @@ def test_p1_detaches_every_step(scope):
 
 
 @pytest.mark.parametrize(
-    "layer_masks,scope", itertools.product(["shared", "independent"], ["batch", "sample"])
+    "layer_masks,scope", list(itertools.product(["shared", "independent"], ["batch", "sample"]))
 )
 def test_drawn_mask_shapes_follow_scope_and_layer_masks(layer_masks, scope):
     lstm = hdetach.LSTM(

@@ -11,7 +11,6 @@ from helpers import assert_all_close, grads_of
 import hdetach.ops.fused as fused_module
 from hdetach.functional import lstm_layer, lstm_recurrence
 
-F64 = {"dtype": torch.float64}
 NAMES = ["out", "h_n", "c_n", "d_x", "d_h0", "d_c0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"]
 
 
