@@ -17,7 +17,7 @@ def test_synthetic_captioning_beats_the_image_blind_baseline(tmp_path, capsys):
     data, run = tmp_path / "synth", tmp_path / "run"
     main(["caption", "synth", "--out", str(data), "--images", "400", "--val", "40", "--test", "60"])
     main(["caption", "features", str(data), "--backbone", "resnet18", "--weights", "none",
-          "--image-size", "64", "--workers", "0", "--no-progress"])  # fmt: skip
+          "--image-size", "128", "--grid", "4", "--workers", "0", "--no-progress"])  # fmt: skip
     main(["caption", "train", str(data), "--model", "attend", "--p-detach", "0.5", "--run-dir",
           str(run), "--hidden-size", "64", "--embed-size", "32", "--attention-size", "32",
           "--lr", "3e-3", "--epochs", "8", "--threads", "1", "--no-progress"])  # fmt: skip
