@@ -48,6 +48,18 @@ def test_batch_is_images_times_captions_with_shifted_targets(task):
     assert task.vocab.decode(y[5].tolist()) == "a dog runs"
 
 
+def test_standardized_features_use_training_statistics(split_file):
+    write_store(split_file.parent / "features", [15, 14, 13, 12, 11, 10])  # rows 5, 4, 3: train
+    opts = CaptionOptions(model="showtell", min_count=0, standardize=True)
+    task = CaptionTask(split_file.parent, opts, {})
+    train = task.features("train", torch.arange(3))
+    torch.testing.assert_close(train.mean(0), torch.zeros(3))
+    torch.testing.assert_close(train.std(0, unbiased=False), torch.ones(3), atol=1e-5, rtol=0)
+    assert task.features("test", torch.tensor([0]))[0, 0].item() == pytest.approx(
+        (1 - 4) / (2 / 3) ** 0.5
+    )
+
+
 def test_loss_ignores_padding(task):
     x, y = task.batch("test", torch.tensor([0]))  # "a red bus": no padding; cut to 3 words
     y = y.clone()

@@ -184,6 +184,11 @@ def _add_train(sub) -> None:
         p.add_argument(
             f"--{name}", type=float, default=default, help=f"{what} (default {default:g})"
         )
+    p.add_argument(
+        "--standardize",
+        action="store_true",
+        help="features to zero mean, unit variance per channel (training-set statistics)",
+    )
     p.add_argument("--train-images", type=int, help="use the first N training images (default all)")
     p.add_argument(
         "--val-images", type=int, help="validate on the first N val images (default all)"
@@ -224,6 +229,7 @@ def caption_config(a: argparse.Namespace):
         a.max_words,
         a.captions_per_image,
         a.val_beam,
+        a.standardize,
     )
     for name in ("embed_size", "attention_size", "max_words", "captions_per_image", "val_beam"):
         if getattr(opts, name) < 1:

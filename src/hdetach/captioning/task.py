@@ -48,6 +48,7 @@ class CaptionOptions:
     max_words: int = MAX_WORDS
     captions_per_image: int = 5
     val_beam: int = 1  # decoding for validation CIDEr (1: greedy)
+    standardize: bool = False  # features to zero mean, unit variance per channel (train stats)
 
 
 @dataclass
@@ -95,6 +96,14 @@ class CaptionTask(Task):
             s: self.store.rows([im.cocoid for im in ims]) for s, ims in self.images.items()
         }
         self.input_size, self.output_size = self.store.channels, len(self.vocab)
+        self.shift, self.scale = 0.0, 1.0
+        if opts.standardize:
+            # From the training images' pooled vectors (the means of their regions), so
+            # that a random network's features, whose channel offsets dwarf the
+            # differences between images, reach the decoder on a common scale.
+            pooled = np.asarray(self.store.pooled[np.sort(self.rows["train"])], dtype=np.float64)
+            self.shift = pooled.mean(0).astype(np.float32)
+            self.scale = (1 / (pooled.std(0) + 1e-6)).astype(np.float32)
 
     @classmethod
     def from_config(cls, cfg: Any) -> CaptionTask:
@@ -124,7 +133,9 @@ class CaptionTask(Task):
         """The images' features as the model reads them: (I, C) or (I, R, C) float32."""
         rows = self.rows[split][idx.numpy()]
         array = self.store.spatial if self.opts.model == "attend" else self.store.pooled
-        return torch.from_numpy(np.asarray(array[rows], dtype=np.float32))
+        return torch.from_numpy(
+            (np.asarray(array[rows], dtype=np.float32) - self.shift) * self.scale
+        )
 
     def batch(self, split: str, idx: torch.Tensor) -> tuple[CaptionBatch, torch.Tensor]:
         tokens = torch.from_numpy(self.captions[split][idx.numpy()]).flatten(0, 1)  # (B, L+2)
