@@ -55,3 +55,14 @@ def test_beam_search_finds_a_likelier_caption_than_greedy():
     assert b[:2] == [TableModel.B, END_ID]
     assert model.score(b) > model.score(g)
     assert math.isclose(model.score(b), math.log(0.4), rel_tol=1e-3)
+
+
+def test_captions_end_after_max_len_words():
+    torch.manual_seed(0)
+    sizes = DecoderSizes(vocab=9, feature_dim=6, embed=5, hidden=8, attention=4, dropout=0.0)
+    model = ShowTell(sizes).eval()
+    with torch.no_grad():
+        model.out.bias[END_ID] = -100.0  # never chooses to stop
+    images = torch.randn(3, 6)
+    for ids in (greedy(model, images, 4), beam_search(model, images, 3, 4)):
+        assert ids.shape == (3, 5) and (ids[:, 4] == END_ID).all() and (ids[:, :4] != END_ID).all()

@@ -1,7 +1,7 @@
 """Greedy and beam-search decoding for any model with ``start`` and ``step`` (see models).
 
-Both return (B, L) word ids without <start>, each row ending with <end> or cut at
-``max_len`` words, and pad with <pad> (id 0) after <end>.
+Both return (B, L) word ids without <start>: at most ``max_len`` words, then <end>, then
+<pad> (id 0) to the common length. Neither ever emits <pad> or <start> as a word.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ def _reorder(tensors: tuple, index: torch.Tensor) -> tuple:
     return tuple(t.index_select(0, index) for t in tensors)
 
 
+def _allowed(scores: torch.Tensor, last: bool) -> torch.Tensor:
+    """(B, V) scores with the words that cannot come next ruled out: <pad> and <start>,
+    and after max_len words everything but <end>."""
+    scores = scores.clone()
+    scores[:, [PAD_ID, START_ID]] = float("-inf")
+    if last:
+        scores[:, :END_ID] = float("-inf")
+        scores[:, END_ID + 1 :] = float("-inf")
+    return scores
+
+
 @torch.no_grad()
 def greedy(model, images: torch.Tensor, max_len: int) -> torch.Tensor:
     """The most likely word at every step. images: the model's (B, ...) features."""
@@ -24,9 +35,9 @@ def greedy(model, images: torch.Tensor, max_len: int) -> torch.Tensor:
     words = torch.full((images.shape[0],), START_ID, dtype=torch.long, device=images.device)
     done = torch.zeros_like(words, dtype=torch.bool)
     out = []
-    for _ in range(max_len + 1):  # max_len words, then <end>
+    for t in range(max_len + 1):  # max_len words, then <end>
         logits, state = model.step(words, state, memory)
-        words = logits.argmax(-1).masked_fill(done, PAD_ID)
+        words = _allowed(logits, t == max_len).argmax(-1).masked_fill(done, PAD_ID)
         out.append(words)
         done |= words == END_ID
         if done.all():
@@ -48,9 +59,9 @@ def beam_search(model, images: torch.Tensor, beam: int, max_len: int) -> torch.T
     words = torch.full((B * beam,), START_ID, dtype=torch.long, device=device)
     done = torch.zeros(B * beam, dtype=torch.bool, device=device)
     history = torch.empty(B * beam, 0, dtype=torch.long, device=device)
-    for _ in range(max_len + 1):
+    for t in range(max_len + 1):
         logits, state = model.step(words, state, memory)
-        logp = logits.log_softmax(-1)
+        logp = _allowed(logits.log_softmax(-1), t == max_len)
         # A finished hypothesis continues with <pad> at no cost, keeping its score.
         logp[done] = float("-inf")
         logp[done, PAD_ID] = 0.0
