@@ -14,7 +14,7 @@ SIZES="--embed-size 128 --hidden-size 128 --attention-size 128 --lr 1e-3 --threa
 run() {  # name model p seed epochs [extra train options]
   local dir=$OUT/runs/$1-p$3-s$4
   if [ ! -f "$dir/summary.json" ]; then
-    if [ -f "$dir/last.pt" ]; then $H train --resume "$dir" --no-progress
+    if [ -f "$dir/last.pt" ]; then $H train --resume "$dir" --no-progress --threads 1
     else $H train "$DATA" --model "$2" --p-detach "$3" --seed "$4" --epochs "$5" --run-dir "$dir" $SIZES "${@:6}"; fi
   fi
   [ -f "$dir/eval/test-beam2-metrics.json" ] || $H eval "$dir" --beam 2 --device cpu
@@ -23,12 +23,12 @@ run() {  # name model p seed epochs [extra train options]
 # the pooled vector's channel offsets dwarf the differences between images. Kept as run.
 run showtell showtell 0 0 8
 run showtell showtell 0.25 0 8
-run attend attend 0 0 4
-run attend attend 0.4 0 4
 # Show & Tell on standardized features (per-channel train mean/std): it then uses the image.
 for seed in 0 1 2; do
   run showtell-std showtell 0 $seed 16 --standardize
   run showtell-std showtell 0.25 $seed 16 --standardize
 done
+run attend attend 0 0 4
+run attend attend 0.4 0 4
 run attend attend 0 1 4
 run attend attend 0.4 1 4
