@@ -30,5 +30,4 @@ for seed in 0 1 2; do
 done
 run attend attend 0 0 4
 run attend attend 0.4 0 4
-run attend attend 0 1 4
-run attend attend 0.4 1 4
+for seed in 1 2; do run attend attend 0 $seed 4; run attend attend 0.4 $seed 4; done
