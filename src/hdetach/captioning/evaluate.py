@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from hdetach.captioning.data import coco_annotations, read_coco_annotations, read_coco_results
-from hdetach.captioning.metrics import image_blind_caption, score_captions
+from hdetach.captioning.metrics import image_blind_caption, require_toolkit, score_captions
 from hdetach.captioning.task import SPLIT_FILE, CaptionTask
 from hdetach.checkpoint import config_of, load_checkpoint
 from hdetach.config import ConfigError, check_device
@@ -52,6 +52,7 @@ def evaluate_run(
     predictions and references in COCO formats and score them with the toolkit."""
     if beam < 1:
         raise ConfigError(f"--beam must be >= 1; got {beam}")
+    require_toolkit()
     check_device(device)
     cfg, task, model = load_run(run_dir, device)
     out = Path(run_dir) / "eval"
@@ -78,6 +79,7 @@ def blind_baseline(data_dir: str | Path, split: str, out: str | Path) -> dict[st
     ``image_blind_caption``), given for every image of ``split``, scored like a model."""
     from hdetach.captioning.data import read_karpathy
 
+    require_toolkit()
     images = read_karpathy(Path(data_dir) / SPLIT_FILE)
     train = [" ".join(c) for im in images if im.split == "train" for c in im.captions]
     val_refs = {im.cocoid: [" ".join(c) for c in im.captions] for im in images if im.split == "val"}

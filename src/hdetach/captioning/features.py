@@ -65,7 +65,10 @@ class Backbone(nn.Module):
 
 
 def _torchvision_model(name: str, weights: str) -> nn.Module:
-    import torchvision
+    try:
+        import torchvision
+    except ImportError:
+        raise DataError("image features need torchvision: pip install torchvision") from None
 
     if name not in torchvision.models.list_models(torchvision.models):
         raise DataError(f"--backbone {name}: not a torchvision classification model")

@@ -14,8 +14,20 @@ import re
 import shutil
 from collections import Counter
 
+from hdetach.tasks.download import DataError
+
 PUNCTUATION = re.compile(r"[^\w\s]")  # what the PTB tokenizer's caption cleanup removes
 BLIND_CANDIDATES = 50  # the most frequent training captions tried as the constant caption
+
+
+def require_toolkit() -> None:
+    """A clear error, before any work, where the COCO caption toolkit is not installed."""
+    try:
+        import pycocoevalcap  # noqa: F401
+    except ImportError:
+        raise DataError(
+            "captioning metrics need the COCO caption toolkit: pip install pycocoevalcap"
+        ) from None
 
 
 def java_available() -> bool:

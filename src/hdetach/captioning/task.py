@@ -28,7 +28,7 @@ from hdetach.captioning.data import (
 )
 from hdetach.captioning.decode import PAD_ID, decode
 from hdetach.captioning.features import FeatureStore
-from hdetach.captioning.metrics import cider
+from hdetach.captioning.metrics import cider, require_toolkit
 from hdetach.captioning.models import DecoderSizes, make_decoder
 from hdetach.tasks import Task
 
@@ -82,6 +82,7 @@ class CaptionTask(Task):
     sample_with_replacement = False
 
     def __init__(self, data_dir: str | Path, opts: CaptionOptions, counts: dict[str, int | None]):
+        require_toolkit()  # for the validation CIDEr
         self.opts = opts
         data_dir = Path(data_dir)
         all_images = read_karpathy(data_dir / SPLIT_FILE)
