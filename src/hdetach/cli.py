@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hdetach import demo, report, sweep, train, transfer
 from hdetach.analysis import cli as analyze
+from hdetach.captioning import cli as caption
 from hdetach.config import ConfigError
 from hdetach.tasks.mnist import DataError
 
@@ -64,6 +65,7 @@ SUBCOMMANDS = (
     transfer.add_parser,
     report.add_parser,
     analyze.add_parser,
+    caption.add_parser,
     _add_data,
     _add_bench,
 )

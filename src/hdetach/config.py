@@ -22,7 +22,8 @@ from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
 from hdetach.tasks.copying import ENCODINGS
 
-TASKS = ("copy", "adding", "mnist", "pmnist")
+TASKS = ("copy", "adding", "mnist", "pmnist")  # hdetach train's
+CAPTION_TASK = "caption"  # trained by hdetach caption train, which sets its data sizes
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 CLIP_MODES = ("norm", "value", "none")
 MNIST_T = 784  # one pixel per step
@@ -38,6 +39,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # For MNIST an epoch is one pass over the (first n_train of the) 50k training images.
     "mnist": dict(T=MNIST_T, hidden_size=100, epochs=200, n_train=50_000, n_val=10_000),
     "pmnist": dict(T=MNIST_T, hidden_size=100, epochs=200, n_train=50_000, n_val=10_000),
+    CAPTION_TASK: dict(hidden_size=512, epochs=30),
 }
 MNIST_SIZES = {"n_train": 50_000, "n_val": 10_000, "n_test": 10_000}
 
@@ -95,6 +97,7 @@ class Config:
     run_dir: str | None = _opt(
         None, "output directory (default runs/<task>-T<T>-<p>-s<seed>-<time>)"
     )
+    task_options: dict | None = None  # a task's own settings (captioning's); not an option
     total_steps: int | None = None  # filled in by resolve(); not an option
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,7 +106,7 @@ class Config:
 
 # The allowed values of each option with choices: the very tuples the modules check against.
 CHOICES: dict[str, tuple] = {
-    "task": TASKS,
+    "task": (*TASKS, CAPTION_TASK),
     "input_encoding": ENCODINGS,
     "detach_scope": DETACH_SCOPES,
     "detach_path": DETACH_PATHS,

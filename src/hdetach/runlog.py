@@ -24,6 +24,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def _metric_text(means: dict[str, float], metric: str) -> str:
+    """" <metric> <value>", or nothing for a metric measured on validation only (CIDEr)."""
+    return f" {metric} {means[metric]:.4f}" if metric in means else ""
+
+
 class RunLog:
     """Progress, metric records and messages of one run; a context manager."""
 
@@ -87,13 +92,13 @@ class RunLog:
         self.last_update = clock()
         if self.show_bar:
             m = means()
-            shown = {"loss": f"{m['loss']:.4f}", metric: f"{m[metric]:.4f}"}
+            shown = {k: f"{m[k]:.4f}" for k in ("loss", metric) if k in m}
             self.bar.set_postfix(**shown, seq_s=f"{self.seq_per_s():.0f}")
         elif self.last_update - self.last_line >= LINE_SECONDS:
             m, self.last_line = means(), self.last_update
             self.line(
-                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {m['loss']:.4f} "
-                f"{metric} {m[metric]:.4f} | {self.seq_per_s():.0f} seq/s | "
+                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {m['loss']:.4f}"
+                f"{_metric_text(m, metric)} | {self.seq_per_s():.0f} seq/s | "
                 f"ETA {self.eta(step)}"
             )
 
@@ -108,8 +113,8 @@ class RunLog:
         tr, val = rec["train"], rec["val"]
         self.line(
             f"[{self.run_dir.name}] step {rec['step']}/{self.total_steps} epoch "
-            f"{rec['epoch']:.2f} train loss {tr['loss']:.4f} {metric} {tr[metric]:.4f} | "
-            f"val loss {val['loss']:.4f} {metric} {val[metric]:.4f} | "
+            f"{rec['epoch']:.2f} train loss {tr['loss']:.4f}{_metric_text(tr, metric)} | "
+            f"val loss {val['loss']:.4f}{_metric_text(val, metric)} | "
             f"{rec['time']['seq_per_s']:.0f} seq/s | ETA {self.eta(rec['step'])}"
         )
         self.last_update = self.last_line = clock()

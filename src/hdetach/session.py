@@ -18,7 +18,7 @@ from hdetach.checkpoint import (
     set_rng_state,
 )
 from hdetach.config import Config, ConfigError, resolve
-from hdetach.model import SequenceModel, clip_gradients, make_optimizer
+from hdetach.model import clip_gradients, make_optimizer
 from hdetach.runfiles import write_json
 from hdetach.tasks import Task, data_rng, make_task
 
@@ -100,7 +100,7 @@ class Run:
     cfg: Config
     dir: Path
     task: Task
-    model: SequenceModel
+    model: torch.nn.Module  # the task's model (task.make_model)
     optimizer: torch.optim.Optimizer
     sampler: Sampler
     step: int = 0
@@ -176,7 +176,7 @@ def open_run(cfg: Config | None, resume: str | Path | None) -> Run:
             raise ConfigError(f"--run-dir {cfg.run_dir} already holds a run; use --resume")
     task = make_task(cfg)
     seed_everything(cfg.seed)
-    model = SequenceModel(cfg, task).to(cfg.device)
+    model = task.make_model(cfg).to(cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
     run = Run(cfg, Path(resume or cfg.run_dir), task, model, optimizer, train_sampler(task, cfg))
     if ckpt is not None:

@@ -96,8 +96,10 @@ def evaluate(
         _, m = task.loss_and_metrics(model(x.to(device)), y.to(device))
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64) * len(idx)
+    means = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+    means.update(task.corpus_metrics(model, split, batch_size, device))
     model.train(was_training)
-    return dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+    return means
 
 
 def train(

@@ -36,6 +36,20 @@ class Task:
         training loop reads them off the device only when it logs."""
         raise NotImplementedError
 
+    def corpus_metrics(
+        self, model: torch.nn.Module, split: str, batch_size: int, device: str
+    ) -> dict[str, float]:
+        """Metrics of a whole split that are not means over examples (e.g. captioning's
+        CIDEr), added to the averaged ones at each evaluation; the model is in eval mode."""
+        return {}
+
+    def make_model(self, cfg: Any) -> torch.nn.Module:
+        """The model trained on this task: it has an ``lstm`` whose ``p_detach`` the loop
+        sets at each epoch, and takes ``x`` of ``batch`` to what ``loss_and_metrics`` reads."""
+        from hdetach.model import SequenceModel
+
+        return SequenceModel(cfg, self)
+
 
 def make_task(cfg: Any) -> Task:
     """Build the task named by ``cfg.task`` from a resolved training config."""
@@ -50,7 +64,13 @@ def make_task(cfg: Any) -> Task:
     if cfg.task in ("mnist", "pmnist"):
         perm_seed = cfg.perm_seed if cfg.task == "pmnist" else None
         return MNISTTask(cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test)
-    raise ValueError(f"unknown task {cfg.task!r}; expected one of copy, adding, mnist, pmnist")
+    if cfg.task == "caption":
+        from hdetach.captioning.task import CaptionTask
+
+        return CaptionTask.from_config(cfg)
+    raise ValueError(
+        f"unknown task {cfg.task!r}; expected one of copy, adding, mnist, pmnist, caption"
+    )
 
 
 def data_rng(seed: int, stream: str) -> torch.Generator:
