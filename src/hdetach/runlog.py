@@ -25,7 +25,7 @@ def _minutes(seconds: float) -> str:
 
 
 def _metric_text(means: dict[str, float], metric: str) -> str:
-    """" <metric> <value>", or nothing for a metric measured on validation only (CIDEr)."""
+    """ " <metric> <value>", or nothing for a metric measured on validation only (CIDEr)."""
     return f" {metric} {means[metric]:.4f}" if metric in means else ""
 
 

@@ -1,8 +1,8 @@
 """Show & Tell (Vinyals et al. 2015) and Show, Attend & Tell (Xu et al. 2015) decoders.
 
 Both step an ``hdetach.LSTMCell`` (no biases) through the caption. h-detach: at each
-training step, with probability ``lstm.p_detach`` (one draw for the batch, from torch's
-global generator), h_{t-1} enters the LSTM gates as a constant for autograd. In Show,
+training step, with probability ``lstm.p_detach`` (one draw for the batch, by the cell,
+from torch's global generator), h_{t-1} enters the LSTM gates as a constant for autograd. In Show,
 Attend & Tell the attention is computed from h_{t-1} *before* that cut: only the path
 from h_{t-1} into the gates is blocked, the attention's gradient path stays.
 
@@ -45,16 +45,11 @@ class CaptionDecoder(nn.Module):
     def __init__(self, sizes: DecoderSizes, lstm_input: int, p_detach: float):
         super().__init__()
         self.embed = nn.Embedding(sizes.vocab, sizes.embed)
-        self.lstm = hdetach.LSTMCell(lstm_input, sizes.hidden, bias=False)
-        self.lstm.p_detach = p_detach  # the training loop sets it each epoch
+        # The cell draws the h-detach decision itself at each call: one per step for the
+        # batch, only in training with grad on. The training loop sets p_detach each epoch.
+        self.lstm = hdetach.LSTMCell(lstm_input, sizes.hidden, bias=False, p_detach=p_detach)
         self.dropout = nn.Dropout(sizes.dropout)
         self.out = nn.Linear(sizes.hidden, sizes.vocab)
-
-    def detach_draw(self) -> bool:
-        """Whether this step's h_{t-1} is cut from the gates' gradient (training only)."""
-        if not (self.training and torch.is_grad_enabled() and self.lstm.p_detach > 0):
-            return False
-        return bool(torch.rand(()) < self.lstm.p_detach)
 
     def forward(self, batch) -> torch.Tensor:
         """Teacher forcing: ``batch.images`` (I, ...) features, ``batch.inputs`` (B, L) word
@@ -85,7 +80,7 @@ class ShowTell(CaptionDecoder):
         return (h, c), ()
 
     def step(self, words: torch.Tensor, state: tuple, memory: tuple) -> tuple[torch.Tensor, tuple]:
-        h, c = self.lstm(self.dropout(self.embed(words)), state, detach=self.detach_draw())
+        h, c = self.lstm(self.dropout(self.embed(words)), state)
         return self.out(self.dropout(h)), (h, c)
 
 
@@ -131,7 +126,7 @@ class ShowAttendTell(CaptionDecoder):
         context, _ = self.attention(regions, keys, h_prev)
         context = torch.sigmoid(self.gate(h_prev)) * context
         x = torch.cat([self.dropout(self.embed(words)), context], dim=-1)
-        h, c = self.lstm(x, (h_prev, c_prev), detach=self.detach_draw())
+        h, c = self.lstm(x, (h_prev, c_prev))
         return self.out(self.dropout(h)), (h, c)
 
 
