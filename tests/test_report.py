@@ -44,9 +44,10 @@ def test_groups_by_configuration_and_aggregates_over_seeds(tmp_path):
     assert sorted(groups) == ["h-detach p=0.5", "vanilla"]
     assert len(groups["vanilla"]) == 2
     table = markdown_table(groups)
-    # vanilla: best 0.3 and 0.5 -> mean 0.4, std 0.1; final 0.2 and 0.4; test 0.25 and 0.45
-    assert "| vanilla | 2 | 3 | 0.4000 ± 0.1000 [0.3000, 0.5000] | 0.3000 ± 0.1000 " in table
-    assert "| 0.3500 ± 0.1000 [0.2500, 0.4500] |" in table
+    # vanilla: best 0.3 and 0.5 -> mean 0.4, sample std 0.1 * sqrt(2); final 0.2 and 0.4;
+    # test 0.25 and 0.45
+    assert "| vanilla | 2 | 3 | 0.4000 ± 0.1414 [0.3000, 0.5000] | 0.3000 ± 0.1414 " in table
+    assert "| 0.3500 ± 0.1414 [0.2500, 0.4500] |" in table
     assert "| h-detach p=0.5 | 1 | 3 | 0.9000 | 0.9000 | 0.8500 |" in table
     assert "| h-detach p=0.5 | 0.9000 | 0.5000 |" in table  # transfer row
     written = report([tmp_path], tmp_path / "out")

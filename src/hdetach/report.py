@@ -215,7 +215,8 @@ def _stat(values: list[float | None]) -> str:
     a = np.array(values)
     if len(a) == 1:
         return f"{a[0]:.4f}"
-    return f"{a.mean():.4f} ± {a.std():.4f} [{a.min():.4f}, {a.max():.4f}]"
+    # sample std (ddof=1), as in the study section: the seeds are a sample
+    return f"{a.mean():.4f} ± {a.std(ddof=1):.4f} [{a.min():.4f}, {a.max():.4f}]"
 
 
 def markdown_table(groups: dict[str, list[Run]]) -> str:
