@@ -17,8 +17,8 @@ import numpy as np
 from hdetach.config import ConfigError
 
 # The demo's setting: chosen to fit 10 minutes on a 2-core CPU (10 runs of 3000 steps at
-# about 2000 steps a minute per core), not yet checked to separate the two models over
-# seeds; see README, "What the demo shows".
+# about 2000 steps a minute per core). Over 5 seeds it does not separate the two models
+# (results/demo: within noise, with either thread count); see README, "What the demo shows".
 DEMO = dict(
     task="copy",
     T=50,
