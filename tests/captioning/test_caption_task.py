@@ -123,3 +123,39 @@ def test_captioning_trains_through_the_loop_and_resumes_exactly(split_file, monk
     w_full = load_checkpoint(split_file.parent / "full" / "last.pt")["model"]
     w_part = load_checkpoint(split_file.parent / "part" / "last.pt")["model"]
     assert all(torch.equal(w_full[k], w_part[k]) for k in w_full)
+
+
+def test_analyze_measures_a_trained_caption_model(split_file):
+    """hdetach analyze on a captioning run: the gradient paths of its caption decoder (an
+    LSTMCell loop, no per-step profile), equal to gradient_paths on the rebuilt model."""
+    from hdetach.analysis import gradient_paths
+    from hdetach.analysis.runs import analyze_run
+    from hdetach.checkpoint import config_of, load_checkpoint
+    from hdetach.config import Config
+    from hdetach.tasks import make_task
+    from hdetach.train import train
+
+    write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
+    opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)
+    run = split_file.parent / "run"
+    tiny = dict(
+        task="caption", data_dir=str(split_file.parent), task_options=opts, hidden_size=8,
+        p_detach=0.5, lr=1e-2, clip="value", clip_value=0.1, batch_size=2, epochs=1,
+        steps_per_epoch=2, n_train=3, n_val=1, n_test=2, device="cpu", run_dir=str(run),
+    )  # fmt: skip
+    train(Config(**tiny), progress=False)
+    result = analyze_run(run, run / "analysis", batch_size=5)
+    assert result["profiles"] is None and (run / "analysis" / "analysis.json").is_file()
+
+    checkpoint = load_checkpoint(run / "best.pt")
+    cfg = config_of(checkpoint, run / "best.pt")
+    task = make_task(cfg)
+    model = task.make_model(cfg)
+    model.load_state_dict(checkpoint["model"])
+    model = model.double().train()
+    x, y = task.batch("val", torch.arange(1))
+    x = type(x)(x.images.double(), x.inputs, x.image_of)
+    torch.manual_seed(0)
+    summary = gradient_paths(model, lambda: task.loss_and_metrics(model(x), y)[0]).summary()
+    assert result["groups"]["lstm"] == pytest.approx(summary["groups"]["lstm"], rel=1e-12)
+    assert summary["groups"]["lstm"]["hidden"] > 0  # the decoder's h path is measured

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
+from hdetach.analysis.paths import gradient_paths
 from hdetach.analysis.plots import plot_run_profiles
 from hdetach.analysis.study import measure
 from hdetach.checkpoint import config_of, load_checkpoint
 from hdetach.config import ConfigError
-from hdetach.model import SequenceModel
+from hdetach.nn import LSTM
 from hdetach.runfiles import finite_or_none, write_json
 from hdetach.tasks import make_task
 
@@ -24,19 +26,27 @@ def analyze_run(
     dtype: str = "float64",
 ) -> dict:
     """Measure the best checkpoint of ``run_dir`` on the first ``batch_size`` validation
-    sequences (training mode, as a training step sees it); write analysis.json and
-    profiles.png to ``out_dir`` and return the numbers."""
+    sequences (training mode, as a training step sees it, dropout drawn from seed 0); write
+    analysis.json and profiles.png to ``out_dir`` and return the numbers. Any task's model
+    works (a caption decoder too); the per-step profiles need an ``hdetach.LSTM`` in it."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not (run_dir / "best.pt").is_file():
         raise ConfigError(f"RUN_DIR {run_dir}: no best.pt there (no evaluation yet?)")
     checkpoint = load_checkpoint(run_dir / "best.pt")
     cfg = config_of(checkpoint, run_dir / "best.pt")
     task = make_task(cfg)
-    model = SequenceModel(cfg, task)
+    model = task.make_model(cfg)  # the task's own model: a sequence model, a caption decoder
     model.load_state_dict(checkpoint["model"])
     model = model.to(getattr(torch, dtype)).train()
     x, y = task.batch("val", torch.arange(min(batch_size, task.size("val"))))
-    numbers, profiles = measure(model, task, x.to(getattr(torch, dtype)), y, first, end_steps)
+    x = _cast(x, getattr(torch, dtype))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the dropout draws of the measurement: the same at every call
+        if any(isinstance(m, LSTM) for m in model.modules()):
+            numbers, profiles = measure(model, task, x, y, first, end_steps)
+        else:  # per-step profiles follow an hdetach.LSTM's input; a cell loop: paths only
+            paths = gradient_paths(model, lambda: task.loss_and_metrics(model(x), y)[0])
+            numbers, profiles = {"groups": paths.summary()["groups"]}, None
     result = finite_or_none(
         {
             "run_dir": str(run_dir),
@@ -51,13 +61,25 @@ def analyze_run(
             "end_steps": end_steps,
             "dtype": dtype,
             **numbers,
-            "profiles": {
-                p: {q: n.tolist() for q, n in qs.items()} for p, qs in profiles.norms.items()
-            },
+            "profiles": None
+            if profiles is None
+            else {p: {q: n.tolist() for q, n in qs.items()} for p, qs in profiles.norms.items()},
         }
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "analysis.json", result)
-    title = f"{run_dir.name} (best.pt, step {checkpoint['step']}): gradient of the end loss"
-    plot_run_profiles(result["profiles"], out_dir / "profiles.png", title)
+    if profiles is not None:
+        title = f"{run_dir.name} (best.pt, step {checkpoint['step']}): gradient of the end loss"
+        plot_run_profiles(result["profiles"], out_dir / "profiles.png", title)
     return result
+
+
+def _cast(x, dtype: torch.dtype):
+    """A task's model input with its floating-point tensors in ``dtype``: a tensor, or a
+    dataclass of tensors (a caption batch)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype) if x.is_floating_point() else x
+    if dataclasses.is_dataclass(x):
+        fields = {f.name: _cast(getattr(x, f.name), dtype) for f in dataclasses.fields(x)}
+        return dataclasses.replace(x, **fields)
+    return x
