@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check of the triton backend (issue 4): the CUDA correctness tests, then
+# One-shot GPU check of the triton backend: the CUDA correctness tests, then
 # the benchmark table (cuDNN vs the authors' loop vs hdetach's fused and triton
 # backends) and the float32 error over 784 steps, written to benchmarks/results_<card>.md;
 # then the same for the opt-in split-hidden kernels (a per-step barrier across programs),
