@@ -150,3 +150,29 @@ def interrupt_at(monkeypatch, call: int) -> None:
         return original(self, split, idx)
 
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
+
+
+# Copying-task configs small enough to train in a fraction of a second (one thread).
+TINY_COPY = dict(
+    task="copy",
+    T=5,
+    input_encoding="onehot",
+    hidden_size=32,
+    epochs=3,
+    steps_per_epoch=20,
+    eval_every=15,
+    n_train=500,
+    n_val=200,
+    batch_size=20,
+)
+SMALLEST_COPY = dict(
+    task="copy",
+    T=3,
+    input_encoding="onehot",
+    hidden_size=8,
+    epochs=1,
+    steps_per_epoch=4,
+    n_train=50,
+    n_val=20,
+    batch_size=10,
+)

@@ -2,22 +2,13 @@
 
 import pytest
 import torch
+from helpers import SMALLEST_COPY
 
 from hdetach import checkpoint
 from hdetach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hdetach.train import Config, train
 
-TINY = dict(
-    task="copy",
-    T=3,
-    input_encoding="onehot",
-    hidden_size=8,
-    epochs=1,
-    steps_per_epoch=4,
-    n_train=50,
-    n_val=20,
-    batch_size=10,
-)
+TINY = SMALLEST_COPY
 
 
 @pytest.fixture(scope="module")

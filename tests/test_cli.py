@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import interrupt_at
+from helpers import SMALLEST_COPY, interrupt_at
 from helpers import run_cli as run
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -303,18 +303,7 @@ def finished_run(tmp_path_factory):
     from hdetach.train import Config, train
 
     d = tmp_path_factory.mktemp("cli") / "run"
-    cfg = dict(
-        task="copy",
-        T=3,
-        input_encoding="onehot",
-        hidden_size=8,
-        epochs=1,
-        steps_per_epoch=4,
-        n_train=50,
-        n_val=20,
-        batch_size=10,
-    )
-    train(Config(**cfg, run_dir=str(d)), progress=False)
+    train(Config(**SMALLEST_COPY, run_dir=str(d)), progress=False)
     return d
 
 

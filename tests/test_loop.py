@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_COPY
 
 import hdetach
 from hdetach import runlog
@@ -16,18 +17,7 @@ from hdetach.session import DivergenceWatch, train_sampler
 from hdetach.tasks import copying, make_task
 from hdetach.train import Config, evaluate, load_checkpoint, resolve, train
 
-TINY = dict(
-    task="copy",
-    T=5,
-    input_encoding="onehot",
-    hidden_size=16,
-    epochs=3,
-    steps_per_epoch=20,
-    eval_every=15,
-    n_train=500,
-    n_val=200,
-    batch_size=20,
-)
+TINY = {**TINY_COPY, "hidden_size": 16}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_COPY
 
 from hdetach.session import Sampler
 from hdetach.tasks import copying
@@ -19,18 +20,7 @@ from hdetach.train import (
     train,
 )
 
-TINY = dict(
-    task="copy",
-    T=5,
-    input_encoding="onehot",
-    hidden_size=32,
-    epochs=3,
-    steps_per_epoch=20,
-    eval_every=15,
-    n_train=500,
-    n_val=200,
-    batch_size=20,
-)
+TINY = TINY_COPY
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
