@@ -80,7 +80,8 @@ def test_a_repeated_seed_counts_once_with_a_warning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "seed 0 in both" in err and err.count("\n") == 1
     report([tmp_path], tmp_path / "out")
-    assert "| copy | 2 | 1 | 0.6000 ± 0.1000" in (tmp_path / "out" / "report.md").read_text()
+    # seeds 0 and 1 once each: 0.5 and 0.7, mean 0.6, sample std 0.1 * sqrt(2)
+    assert "| copy | 2 | 1 | 0.6000 ± 0.1414" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_the_bootstrap_ci_covers_the_true_difference_and_both_tests_must_agree():
