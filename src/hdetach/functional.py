@@ -62,15 +62,13 @@ def select_backend(
     dtype: torch.dtype,
     steps: int,
     batch: int,
-    input_size: int,
     hidden_size: int,
     detached: bool,
-    needs_grad: bool,
     proj_size: int = 0,
 ) -> str:
     """The implementation that runs a call: "native", "fused", "triton" or "reference".
 
-    ``detached``: some detach mask is given; ``needs_grad``: autograd records the call.
+    ``detached``: some detach mask is given.
     An explicit backend is returned as given, or refused with the reason where it cannot
     run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
     or ``proj_size > 0``). ``"auto"`` resolves as follows:
@@ -83,7 +81,6 @@ def select_backend(
        apply, else ``"fused"``.
     """
     check_choice("backend", backend, BACKENDS)
-    del input_size  # the input projection is one large product in every backend
     if backend == "native" and detached:
         raise ValueError(
             'backend="native" runs torch\'s own LSTM kernel, which cannot detach: use "auto" '
@@ -95,7 +92,6 @@ def select_backend(
             raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if backend != "auto":
         return backend
-    del needs_grad  # measured: torch's kernel is faster for training and inference alike
     if not detached:
         return "native"
     if triton_in_auto() and (
@@ -103,10 +99,6 @@ def select_backend(
     ):
         return "triton"
     return "fused"
-
-
-def _needs_grad(tensors: Sequence[Tensor | None]) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm_recurrence(
@@ -159,10 +151,8 @@ def lstm_recurrence(
         dtype=gates_x.dtype,
         steps=steps,
         batch=batch,
-        input_size=four_hidden,
         hidden_size=four_hidden // 4,
         detached=detach_mask is not None,
-        needs_grad=_needs_grad([*tensors.values(), weight_hr]),
         proj_size=0 if weight_hr is None else weight_hr.shape[0],
     )
     args = (gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes)
@@ -221,7 +211,7 @@ def lstm_layer(
     _check_layer(*args, detach_mask, detach_path)
     steps, batch = x.shape[:2]
     sizes = check_batch_sizes(batch_sizes, steps, batch)
-    backend = _select_for_layers(backend, x, weight_hh, weight_hr, [detach_mask], args)
+    backend = _select_for_layers(backend, x, weight_hh, weight_hr, [detach_mask])
     if backend == "native":
         weights = [
             [w for w in (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) if w is not None]
@@ -233,19 +223,17 @@ def lstm_layer(
     return _run_layer(*layer, backend)
 
 
-def _select_for_layers(backend, x, weight_hh, weight_hr, masks, tensors) -> str:
+def _select_for_layers(backend, x, weight_hh, weight_hr, masks) -> str:
     """``select_backend`` for a call whose every layer has the shapes of the first one."""
-    steps, batch, input_size = x.shape
+    steps, batch = x.shape[:2]
     return select_backend(
         backend,
         device=x.device,
         dtype=x.dtype,
         steps=steps,
         batch=batch,
-        input_size=input_size,
         hidden_size=weight_hh.shape[0] // 4,
         detached=any(mask is not None for mask in masks),
-        needs_grad=_needs_grad(tensors),
         proj_size=0 if weight_hr is None else weight_hr.shape[0],
     )
 
@@ -387,8 +375,7 @@ def lstm(
     steps, batch = input.shape[:2]
     sizes = check_batch_sizes(batch_sizes, steps, batch)
     masks = [None] * len(entries) if detach_masks is None else list(detach_masks)
-    tensors = [input, *hx, *(w for entry in entries for w in entry)]
-    backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks, tensors)
+    backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks)
     if backend == "native":
         weights = [[w for w in entry if w is not None] for entry in entries]
         return native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)

@@ -10,10 +10,10 @@ from hdetach import functional
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
 
 
-def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False, needs_grad=True):
+def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
     return select_backend(
-        backend, device=torch.device(device), dtype=dtype, steps=10, batch=4, input_size=3,
-        hidden_size=8, detached=detached, needs_grad=needs_grad,
+        backend, device=torch.device(device), dtype=dtype, steps=10, batch=4, hidden_size=8,
+        detached=detached,
     )  # fmt: skip
 
 
@@ -36,8 +36,7 @@ def test_bad_or_impossible_explicit_backends_are_refused():
 
 def test_auto_without_detach_is_torch_kernel():
     assert choose(device="cuda") == "native"
-    assert choose(needs_grad=False) == "native"  # inference on the CPU
-    assert choose(needs_grad=True) == "native"  # training on the CPU (measured rule)
+    assert choose() == "native"  # on the CPU, training or not (measured rule)
 
 
 def test_auto_with_detach_is_fused_unless_triton_enabled(monkeypatch):

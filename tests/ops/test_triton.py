@@ -202,10 +202,10 @@ def test_refuses_what_its_kernels_do_not_cover(interpreted: ModuleType):
         lstm_recurrence(*args, backend="triton", weight_hr=weight_hr)
 
 
-def _select(dtype=torch.float32, device="cpu", detached=True, needs_grad=True, proj_size=0):
+def _select(dtype=torch.float32, device="cpu", detached=True, proj_size=0):
     return select_backend(
-        "auto", device=torch.device(device), dtype=dtype, steps=5, batch=4, input_size=3,
-        hidden_size=16, detached=detached, needs_grad=needs_grad, proj_size=proj_size,
+        "auto", device=torch.device(device), dtype=dtype, steps=5, batch=4, hidden_size=16,
+        detached=detached, proj_size=proj_size,
     )  # fmt: skip
 
 

@@ -147,7 +147,7 @@ class LSTM(nn.LSTM):
         if batch == 0:
             return super().forward(input, hx)  # no example, nothing to detach
         masks = self._detach_masks(detach_mask, steps, batch, batched, x.device, sorted_indices)
-        backend = self._backend_for(x, h0, c0, masks)
+        backend = self._backend_for(x, masks)
         if backend == "native":
             return super().forward(input, hx)  # nothing to detach: torch's own kernels
         # Refreshed each call as torch.nn.LSTM.forward does, so that functional_call and
@@ -172,21 +172,16 @@ class LSTM(nn.LSTM):
             )
         return self._in_input_layout(output, h_n, c_n, input, batched)
 
-    def _backend_for(self, x: Tensor, h0: Tensor, c0: Tensor, masks) -> str:
+    def _backend_for(self, x: Tensor, masks) -> str:
         """The implementation that runs this call (``functional.select_backend`` decides)."""
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, h0, c0, *self.parameters())
-        )
         return select_backend(
             self.backend,
             device=x.device,
             dtype=x.dtype,
             steps=x.shape[0],
             batch=x.shape[1],
-            input_size=self.input_size,
             hidden_size=self.hidden_size,
             detached=masks is not None,
-            needs_grad=needs_grad,
             proj_size=self.proj_size,
         )
 
