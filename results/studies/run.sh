@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Studies 3 (no gradient clipping) and 4 (c-detach ablation) at the demo's scale, about
-# 5 minutes each on an idle 2-core CPU. Run from anywhere with hdetach installed; OUT is
+# The small studies of results/studies at the demo's scale (a few minutes each on an idle
+# 2-core CPU): no gradient clipping, c-detach, learning rate, copying T=10 with transfer. Run from anywhere with hdetach installed; OUT is
 # where the run folders go (checkpoints included); rerunning resumes or reprints.
 set -u
 OUT=${1:-runs/studies}
@@ -9,3 +9,9 @@ hdetach sweep copy $COMMON --clip none --grid p_detach=0,0.25 --seeds 5 --out "$
 hdetach report "$OUT/no-clip" --out "$OUT/no-clip/report"
 hdetach sweep copy $COMMON --p-detach 0.5 --grid detach_path=h,c --seeds 3 --out "$OUT/c-detach"
 hdetach report "$OUT/c-detach" --out "$OUT/c-detach/report"
+hdetach sweep copy $COMMON --grid lr=0.001,0.003,0.01,0.03 --grid p_detach=0,0.25 --seeds 3 \
+    --out "$OUT/lr"
+hdetach report "$OUT/lr" --out "$OUT/lr/report"
+hdetach sweep copy ${COMMON/--T 50/--T 10} --grid p_detach=0,0.25,0.5 --seeds 5 --out "$OUT/copy-T10"
+for run in "$OUT"/copy-T10/p_detach=*; do hdetach transfer "$run" --T 20 50 100; done
+hdetach report "$OUT/copy-T10" --out "$OUT/copy-T10/report"
