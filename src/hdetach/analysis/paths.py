@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from hdetach.checkpoint import rng_state, set_rng_state
 from hdetach.nn import LSTM, LSTMCell
 
 # Parameter groups of the summary; "lstm" is the union of the first three.
@@ -105,20 +104,17 @@ def forced_h_detach(model: nn.Module, every_step: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def same_random_draws(devices: list[torch.device]) -> Iterator[None]:
+def same_random_draws() -> Iterator[None]:
     """Run the block from the current state of every generator, and leave them as they were.
 
     Entering this twice in a row gives the block the same dropout (and data) draws twice,
     and the caller's random streams do not move.
     """
-    py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    state = rng_state()
     try:
-        with torch.random.fork_rng(devices=cuda):
-            yield
+        yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        set_rng_state(state)
 
 
 @dataclass
@@ -211,10 +207,9 @@ def both_passes(model: nn.Module, run_pass: Callable[[bool], tuple[Tensor, Any]]
     ``run_pass`` returns (loss, result); the two losses must be equal (the same forward
     computation), else RuntimeError. Returns the two results.
     """
-    devices = list({p.device for p in model.parameters()})
     passes = []
     for every_step in (False, True):
-        with same_random_draws(devices):
+        with same_random_draws():
             passes.append(run_pass(every_step))
     (loss_full, full), (loss_cell, cell) = passes
     if not torch.equal(loss_full, loss_cell):
