@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 # Config keys that never define a configuration (seeds are what we average over).
-_NOT_CONFIG = {
+NOT_CONFIG = {
     "seed",
     "run_dir",
     "device",
@@ -124,10 +124,15 @@ def _label(config: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(parts) or config["task"]
 
 
+def varying_options(configs: list[dict[str, Any]]) -> list[str]:
+    """The options (but ``NOT_CONFIG``) whose values differ between ``configs``, sorted."""
+    keys = sorted({k for c in configs for k in c} - NOT_CONFIG)
+    return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
+
+
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     """Configuration label -> its runs; the label names the options that vary across runs."""
-    keys = sorted({k for r in runs for k in r.config} - _NOT_CONFIG)
-    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+    varying = varying_options([r.config for r in runs])
     # p_detach first: it is the comparison this project is about.
     varying.sort(key=lambda k: (k != "p_detach", k))
     groups: dict[str, list[Run]] = defaultdict(list)

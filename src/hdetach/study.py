@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hdetach.report import NOT_CONFIG, varying_options
 from hdetach.stats import (
     CONFIDENCE,
     GroupStats,
@@ -19,12 +20,10 @@ from hdetach.stats import (
     group_stats,
 )
 
-# Config keys that do not tell two configurations apart (as report.py groups them).
-_IGNORED = {"seed", "run_dir", "device", "data_dir", "total_steps", "eval_batch_size"}
-
 
 def _setting(config: dict[str, Any], without: tuple[str, ...] = ()) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in _IGNORED | set(without)})
+    """The options that make ``config`` a configuration (as report groups runs)."""
+    return json.dumps({k: v for k, v in config.items() if k not in NOT_CONFIG | set(without)})
 
 
 def baselines(groups: dict[str, list]) -> dict[str, str]:
@@ -136,12 +135,7 @@ def _comparisons(groups, per_group, metric: str, higher: bool) -> list[str]:
 def _grid(groups: dict[str, list]) -> tuple[list, list] | None:
     """The lr and p values when the groups differ in lr and p_detach and nothing else."""
     configs = [runs[0].config for runs in groups.values()]
-    varying = {
-        k
-        for k in set().union(*configs) - _IGNORED
-        if len({json.dumps(c.get(k)) for c in configs}) > 1
-    }
-    if varying != {"lr", "p_detach"}:
+    if set(varying_options(configs)) != {"lr", "p_detach"}:
         return None
     return sorted({c["lr"] for c in configs}), sorted({c["p_detach"] for c in configs})
 
