@@ -131,25 +131,20 @@ def _command(a: argparse.Namespace) -> None:
     from hdetach.stats import Spread, group_stats
     from hdetach.study import one_run_per_seed
     from hdetach.sweep import run_sweep
-    from hdetach.sweep.engines import cores
-    from hdetach.sweep.grid import check_existing, check_record, write_record
+    from hdetach.sweep.engines import layout
+    from hdetach.sweep.grid import prepare
 
     out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
     seeds = a.seeds if a.seeds is not None else (2 if a.short else DEMO_SEEDS)
     if seeds < 1 or (a.jobs is not None and a.jobs < 1):
         raise ConfigError("--seeds and --jobs must be >= 1")
     grid = demo_grid(a.T, a.epochs, seeds, a.p_detach, a.short)
-    runs = grid.runs(out)
-    check_record(out, grid)
-    check_existing(runs)
-    write_record(out, grid)
-    jobs = a.jobs or min(cores(), len(runs))
+    runs = prepare(out, grid)
+    jobs, threads = layout(len(runs), a.jobs, None)
     total = next(iter(runs.values())).total_steps
     print(f"{len(runs)} runs of {total} steps, {jobs} at once; a line per finished run")
     t0 = time.time()
-    result = run_sweep(runs, jobs=jobs, threads=max(1, cores() // jobs))
+    result = run_sweep(runs, jobs=jobs, threads=threads)
     if result.interrupted or result.failed:
         print("not finished: run the same command again to continue", file=sys.stderr)
         sys.exit(130 if result.interrupted else 1)

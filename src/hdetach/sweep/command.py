@@ -7,16 +7,8 @@ import sys
 from pathlib import Path
 
 from hdetach.config import CHOICES, TASKS, Config, ConfigError, add_dataclass_options
-from hdetach.sweep.engines import cores
-from hdetach.sweep.grid import (
-    Grid,
-    check_existing,
-    check_record,
-    load_toml,
-    parse_axis,
-    parse_seeds,
-    write_record,
-)
+from hdetach.sweep.engines import layout
+from hdetach.sweep.grid import Grid, load_toml, parse_axis, parse_seeds, prepare
 from hdetach.sweep.runner import run_sweep
 
 EXAMPLES = """examples:
@@ -112,14 +104,8 @@ def _command(a: argparse.Namespace) -> None:
             raise ConfigError(f"--{name} must be >= 1; got {getattr(a, name)}")
     if a.retries < 0:
         raise ConfigError(f"--retries must be >= 0; got {a.retries}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    runs = grid.runs(out)  # every config checked before any work
-    check_record(out, grid)
-    check_existing(runs)
-    write_record(out, grid)
-    jobs = a.jobs or min(cores(), len(runs))
-    threads = a.threads or max(1, cores() // jobs)
+    runs = prepare(out, grid)  # every config checked before any work
+    jobs, threads = layout(len(runs), a.jobs, a.threads)
     print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {jobs} at once, {threads} threads each)")
     result = run_sweep(runs, a.engine, jobs, threads, a.retries, a.address, a.progress)
     print(

@@ -158,3 +158,10 @@ def cores() -> int:
     """The CPU cores this process may run on."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return n or 1
+
+
+def layout(runs: int, jobs: int | None, threads: int | None) -> tuple[int, int]:
+    """Runs at once and threads per run: by default as many runs at once as cores (or
+    runs), and the cores shared among them."""
+    jobs = jobs or min(cores(), runs)
+    return jobs, threads or max(1, cores() // jobs)

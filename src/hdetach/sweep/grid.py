@@ -145,6 +145,18 @@ def load_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+def prepare(out: Path, grid: Grid) -> dict[str, Config]:
+    """The grid's runs in ``out``, with every config, the folder and its record checked
+    before any work; then the record (``sweep.json``) is written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    runs = grid.runs(out)
+    check_record(out, grid)
+    check_existing(runs)
+    write_record(out, grid)
+    return runs
+
+
 def check_record(out: Path, grid: Grid) -> None:
     """Refuse a grid whose task, base options or crossed options differ from those the
     folder's sweep was started with; new values and seeds extend it (recorded)."""
