@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from hdetach.captioning.data import DataError, Image
+from hdetach.runfiles import write_json
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,7 +146,7 @@ def _open_store(out: Path, settings: StoreSettings, images: list[Image], channel
         for name, (shape, dtype) in arrays.items()
     }
     if mode == "w+":
-        meta_path.write_text(json.dumps(meta))  # last: a store without meta is started anew
+        write_json(meta_path, meta)  # last, atomically: a store without meta is started anew
     return opened
 
 
