@@ -3,12 +3,22 @@
 import hdetach
 lstm = hdetach.LSTM(input_size, hidden_size, p_detach=0.25)   # like torch.nn.LSTM
 model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a model
+population = hdetach.PopulationLSTM(8, input_size, hidden_size, p_detach=[0, 0.25] * 4)
 with torch.serialization.safe_globals([*hdetach.SAFE_GLOBALS, ...]):  # whole pickled models
     model = torch.load(path, weights_only=True)
 """
 
 from hdetach import functional
-from hdetach.nn import LSTM, SAFE_GLOBALS, LSTMCell, convert, revert
+from hdetach.nn import LSTM, SAFE_GLOBALS, LSTMCell, PopulationLSTM, convert, revert
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "LSTMCell", "SAFE_GLOBALS", "convert", "revert", "functional", "__version__"]
+__all__ = [
+    "LSTM",
+    "LSTMCell",
+    "PopulationLSTM",
+    "SAFE_GLOBALS",
+    "convert",
+    "revert",
+    "functional",
+    "__version__",
+]

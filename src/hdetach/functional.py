@@ -6,6 +6,12 @@ does. All take the detach mask explicitly: drawing it is the module's job, so th
 functional call is a pure function of its arguments. Each public function validates
 its arguments once, then ``select_backend`` (the one place that resolves ``"auto"``)
 picks the implementation.
+
+Populations: weights with a leading member dimension (W_hh of shape (K, 4H, P), and so
+on) make a call run K independent LSTMs at once, member k owning rows
+[k * B, (k + 1) * B) of the batch (of K * B rows) and of every state and mask. The
+fused and triton backends batch the members' matrix products; "reference" and
+"native" run them one after another.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from hdetach.ops.checks import (
     check_batch_sizes,
     check_choice,
     check_detach_mask,
+    check_no_packing_in_population,
     check_recurrence,
     check_same_dtype_and_device,
 )
 from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
+from hdetach.ops.members import by_member, rows_linear
 from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
@@ -144,6 +152,7 @@ def lstm_recurrence(
     check_recurrence(gates_x.shape, h0, c0, weight_hh, weight_hr, detach_mask, gates_x.device)
     check_choice("detach_path", detach_path, DETACH_PATHS)
     steps, batch, four_hidden = gates_x.shape
+    check_no_packing_in_population(batch_sizes, weight_hh)
     sizes = check_batch_sizes(batch_sizes, steps, batch)
     backend = select_backend(
         backend,
@@ -153,7 +162,7 @@ def lstm_recurrence(
         batch=batch,
         hidden_size=four_hidden // 4,
         detached=detach_mask is not None,
-        proj_size=0 if weight_hr is None else weight_hr.shape[0],
+        proj_size=0 if weight_hr is None else weight_hr.shape[-2],
     )
     args = (gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes)
     if backend == "reference":
@@ -164,21 +173,29 @@ def lstm_recurrence(
 
 
 def _check_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, detach_mask, detach_path) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 3 or w_ih.dim() != 2 or x.shape[2] != w_ih.shape[1]:
+    if (
+        not isinstance(x, Tensor)
+        or x.dim() != 3
+        or w_ih.dim() != w_hh.dim()
+        or x.shape[2] != w_ih.shape[-1]
+    ):
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(
-            f"x must have shape (T, B, I) with I = weight_ih.shape[1]; got x {got} "
-            f"and weight_ih {tuple(w_ih.shape)}"
+            f"x must have shape (T, B, I) with I = weight_ih.shape[-1], and weight_ih as many "
+            f"dimensions as weight_hh; got x {got}, weight_ih {tuple(w_ih.shape)} and "
+            f"weight_hh {tuple(w_hh.shape)}"
         )
     if (b_ih is None) != (b_hh is None):
         raise ValueError("bias_ih and bias_hh must both be given or both be None")
     tensors = {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh}
     biases = {"bias_ih": b_ih, "bias_hh": b_hh, "weight_hr": w_hr}
     check_same_dtype_and_device("x", {**tensors, **biases})
-    four_hidden = w_ih.shape[0]
+    lead, four_hidden = tuple(w_ih.shape[:-2]), w_ih.shape[-2]  # lead: (K,) for a population
     for name, bias in (("bias_ih", b_ih), ("bias_hh", b_hh)):
-        if bias is not None and tuple(bias.shape) != (four_hidden,):
-            raise ValueError(f"{name} must have shape ({four_hidden},), got {tuple(bias.shape)}")
+        if bias is not None and tuple(bias.shape) != (*lead, four_hidden):
+            raise ValueError(
+                f"{name} must have shape {(*lead, four_hidden)}, got {tuple(bias.shape)}"
+            )
     check_recurrence((*x.shape[:2], four_hidden), h0, c0, w_hh, w_hr, detach_mask, x.device)
     check_choice("detach_path", detach_path, DETACH_PATHS)
 
@@ -210,13 +227,14 @@ def lstm_layer(
     args = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     _check_layer(*args, detach_mask, detach_path)
     steps, batch = x.shape[:2]
+    check_no_packing_in_population(batch_sizes, weight_hh)
     sizes = check_batch_sizes(batch_sizes, steps, batch)
     backend = _select_for_layers(backend, x, weight_hh, weight_hr, [detach_mask])
     if backend == "native":
         weights = [
             [w for w in (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) if w is not None]
         ]
-        out, (h_n, c_n) = native_lstm(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
+        out, (h_n, c_n) = _native(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
         return out, h_n[0], c_n[0]
     bias = None if bias_ih is None else bias_ih + bias_hh
     layer = (x, h0, c0, weight_ih, weight_hh, bias, weight_hr, detach_mask, detach_path, sizes)
@@ -234,15 +252,36 @@ def _select_for_layers(backend, x, weight_hh, weight_hr, masks) -> str:
         batch=batch,
         hidden_size=weight_hh.shape[0] // 4,
         detached=any(mask is not None for mask in masks),
-        proj_size=0 if weight_hr is None else weight_hr.shape[0],
+        proj_size=0 if weight_hr is None else weight_hr.shape[-2],
     )
+
+
+def _native(input, hx, weights, bidirectional, dropout, training, sizes):
+    """``native_lstm``; for a population, once per member (torch's kernel has no member
+    dimension) on the member's rows and weights, the results put back in place."""
+    members = weights[0][0].shape[0] if weights[0][0].dim() == 3 else 1
+    options = (bidirectional, dropout, training, sizes)
+    if members == 1:
+        return native_lstm(input, hx, weights, *options)
+    parts = [
+        native_lstm(
+            by_member(input, members)[:, k],
+            tuple(by_member(state, members)[:, k] for state in hx),
+            [[w[k] for w in entry] for entry in weights],
+            *options,
+        )
+        for k in range(members)
+    ]
+    output = torch.cat([out for out, _ in parts], dim=1)
+    h_n, c_n = (torch.cat([state[i] for _, state in parts], dim=1) for i in (0, 1))
+    return output, (h_n, c_n)
 
 
 def _run_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, mask, path, sizes, backend: str):
     """One validated layer on a resolved backend other than "native"."""
     if backend == "fused":
         return fused_lstm_layer(x, h0, c0, w_ih, w_hh, bias, mask, path, sizes, weight_hr=w_hr)
-    gates_x = F.linear(x, w_ih, bias)
+    gates_x = rows_linear(x, w_ih, bias)
     if backend == "reference":
         return reference_lstm_recurrence(gates_x, h0, c0, w_hh, mask, path, sizes, weight_hr=w_hr)
     # select_backend has refused "triton" for a projection
@@ -373,12 +412,13 @@ def lstm(
     directions = 2 if bidirectional else 1
     entries = _check_stack(input, hx, weights, directions, detach_masks, detach_path)
     steps, batch = input.shape[:2]
+    check_no_packing_in_population(batch_sizes, entries[0][1])
     sizes = check_batch_sizes(batch_sizes, steps, batch)
     masks = [None] * len(entries) if detach_masks is None else list(detach_masks)
     backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks)
     if backend == "native":
         weights = [[w for w in entry if w is not None] for entry in entries]
-        return native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
+        return _native(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
     h0, c0 = hx
     h_n, c_n = [], []
     layer_input = input

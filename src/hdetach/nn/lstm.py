@@ -285,16 +285,18 @@ class LSTM(nn.LSTM):
         batched: bool,
         device: torch.device,
         sorted_indices: Tensor | None,
+        generator: torch.Generator | None = None,
     ) -> list[Tensor] | None:
-        """One mask per layer and direction, each (T,) or (T, B), or None for none."""
+        """One mask per layer and direction, each (T,) or (T, B), or None for none; drawn
+        from ``generator`` (default: torch's) when ``mask`` is None."""
         states = self._num_states
         if mask is None:
             if not self._draws_masks():
                 return None
             per_layer = self.layer_masks == "independent"
             shape = (steps,) if self.detach_scope == "batch" else (steps, batch)
-            mask = torch.rand((states, *shape) if per_layer else shape, device=device)
-            mask = mask < self.p_detach
+            shape = (states, *shape) if per_layer else shape
+            mask = torch.rand(shape, device=device, generator=generator) < self.p_detach
         else:
             per_layer = self._check_mask(mask, steps, batch, batched, device)
             if sorted_indices is not None and mask.dim() == 2 + per_layer:

@@ -82,13 +82,42 @@ def check_recurrence(
             f"the gates must have shape (T, B, 4H) with T, H >= 1, got {tuple(gates_shape)}"
         )
     hidden = four_hidden // 4
-    if weight_hr is not None and (weight_hr.dim() != 2 or weight_hr.shape[1] != hidden):
+    lead = member_dims(weight_hh, batch)
+    if weight_hr is not None and (
+        weight_hr.dim() != 2 + len(lead) or weight_hr.shape[-1] != hidden
+    ):
         raise ValueError(
-            f"weight_hr must have shape (P, {hidden}) (proj_size, hidden_size), "
+            f"weight_hr must have shape ({''.join(f'{k}, ' for k in lead)}P, {hidden}) "
+            "(proj_size, hidden_size), "
             f"got {tuple(weight_hr.shape)}"
         )
-    state = hidden if weight_hr is None else weight_hr.shape[0]
+    state = hidden if weight_hr is None else weight_hr.shape[-2]
     check_shape("h0", h0, (batch, state))
     check_shape("c0", c0, (batch, hidden))
-    check_shape("weight_hh", weight_hh, (four_hidden, state))
+    check_shape("weight_hh", weight_hh, (*lead, four_hidden, state))
+    if weight_hr is not None:
+        check_shape("weight_hr", weight_hr, (*lead, state, hidden))
     check_detach_mask(detach_mask, steps, batch, device)
+
+
+def member_dims(weight_hh: Tensor, batch: int) -> tuple[int, ...]:
+    """``(K,)`` when ``weight_hh`` is a population's (K, 4H, P), else ``()``; a population's
+    batch must be K blocks of B rows (member k owns rows [k * B, (k + 1) * B))."""
+    if weight_hh.dim() != 3:
+        return ()
+    members = weight_hh.shape[0]
+    if members == 0 or batch % members:
+        raise ValueError(
+            f"a population of {members} members (weight_hh of shape {tuple(weight_hh.shape)}) "
+            f"needs a batch of K * B rows, member k's rows at [k * B, (k + 1) * B); "
+            f"got {batch} rows"
+        )
+    return (members,)
+
+
+def check_no_packing_in_population(batch_sizes, weight_hh: Tensor) -> None:
+    if batch_sizes is not None and weight_hh.dim() == 3:
+        raise ValueError(
+            "batch_sizes: packed sequences are not supported in a population (weights with a "
+            "leading member dimension); pad the sequences instead"
+        )

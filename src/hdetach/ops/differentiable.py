@@ -13,7 +13,8 @@ of the h-detach gradient as a function of the inputs.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from hdetach.ops.members import members_of, rows_linear, rows_outer, rows_sum, rows_times
 
 
 def _forward_values(gates_x, h0, c0, w_hh, w_hr, batch_sizes):
@@ -22,12 +23,12 @@ def _forward_values(gates_x, h0, c0, w_hh, w_hr, batch_sizes):
     rows = torch.arange(h0.shape[0], device=h0.device).unsqueeze(1)
     h, c, values = h0, c0, []
     for t in range(gates_x.shape[0]):
-        z = gates_x[t] + h @ w_hh.t()
+        z = gates_x[t] + rows_linear(h, w_hh)
         i, f, o = (torch.sigmoid(z[:, k * hidden : (k + 1) * hidden]) for k in (0, 1, 3))
         g = torch.tanh(z[:, 2 * hidden : 3 * hidden])
         c_new = f * c + i * g
         m = o * torch.tanh(c_new)
-        h_new = m if w_hr is None else m @ w_hr.t()
+        h_new = m if w_hr is None else rows_linear(m, w_hr)
         active = None if batch_sizes is None else rows < batch_sizes[t]
         values.append((h, c, i, f, g, o, c_new, m, active))
         if active is not None:
@@ -40,13 +41,14 @@ def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batc
     """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed."""
     x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
     d_out, dh, dc = grads
-    gates_x = x if w_ih is None else F.linear(x, w_ih, bias)
+    gates_x = x if w_ih is None else rows_linear(x, w_ih, bias)
+    members = members_of(w_hh)
     values = _forward_values(gates_x, h0, c0, w_hh, w_hr, batch_sizes)
     dz_steps, dh_steps = [None] * len(values), [None] * len(values)
     for t in range(len(values) - 1, -1, -1):
         h_prev, c_prev, i, f, g, o, c_t, m, active = values[t]
         dh_t = dh + (d_out[t] if active is None else torch.where(active, d_out[t], 0))
-        dm = dh_t if w_hr is None else dh_t @ w_hr
+        dm = dh_t if w_hr is None else rows_times(dh_t, w_hr)
         tanh_c = torch.tanh(c_t)
         dc_t = dc + dm * o * (1 - tanh_c * tanh_c)
         dz = torch.cat(
@@ -54,7 +56,7 @@ def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batc
              dm * tanh_c * o * (1 - o)],
             dim=1,
         )  # fmt: skip
-        dh_prev, dc_prev = dz @ w_hh, dc_t * f
+        dh_prev, dc_prev = rows_times(dz, w_hh), dc_t * f
         if detach_mask is not None:  # the cut: no gradient into the detached state
             keep = (~detach_mask[t]).to(dz.dtype).reshape(-1, 1)
             dh_prev, dc_prev = (
@@ -69,15 +71,13 @@ def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batc
     result = {
         "h0": dh,
         "c0": dc,
-        "w_hh": torch.einsum("tbg,tbp->gp", d_gates, h_before),
+        "w_hh": rows_outer(d_gates, h_before, members),
         "w_hr": None
         if w_hr is None
-        else torch.einsum(
-            "tbp,tbh->ph", torch.stack(dh_steps), torch.stack([v[7] for v in values])
-        ),
-        "x": d_gates if w_ih is None else d_gates @ w_ih,
-        "w_ih": None if w_ih is None else torch.einsum("tbg,tbi->gi", d_gates, x),
-        "bias": d_gates.sum((0, 1)),
+        else rows_outer(torch.stack(dh_steps), torch.stack([v[7] for v in values]), members),
+        "x": d_gates if w_ih is None else rows_times(d_gates, w_ih),
+        "w_ih": None if w_ih is None else rows_outer(d_gates, x, members),
+        "bias": rows_sum(d_gates, members),
     }
     names = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
     return [result[name] if need else None for name, need in zip(names, needs)]

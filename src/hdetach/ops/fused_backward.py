@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from hdetach.ops.buffer_pool import POOL
+from hdetach.ops.members import add_rows_outer_, members_of, rows_sum, rows_times, step_product
 from hdetach.ops.packed import rows_at, steps_of
 
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
@@ -29,7 +30,7 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
         "x": x.new_empty(x.shape) if needs[0] else None,
         "w_ih": torch.zeros_like(w_ih) if needs[3] else None,
         "w_hh": torch.zeros_like(w_hh) if needs[4] else None,
-        "bias": out.new_zeros(4 * hidden) if needs[5] else None,
+        "bias": torch.zeros_like(bias) if needs[5] else None,
         "w_hr": torch.zeros_like(w_hr) if needs[6] else None,
     }
     # Running gradients w.r.t. the state entering the current step, taking in d_out of
@@ -115,7 +116,7 @@ def _chunk_backward(
         dm_t = dh_t  # the gradient reaching m_t = o_t * tanh(c_t)
         if w_hr is not None:
             dh_steps[k, :n] = dh_t
-            dm_t = torch.mm(dh_t, w_hr, out=buffers["dm"][:n])
+            dm_t = step_product(dh_t, w_hr, out=buffers["dm"][:n])
         dc_t.addcmul_(dm_t, coef_c[k])
         torch.mul(dm_t, coef_o[k], out=dz_o[k])
         torch.mul(
@@ -141,12 +142,12 @@ def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h)
         if whole_batch:
             dh_t.copy_(d_out_before)
         elif keep is None:
-            torch.addmm(d_out_before, dz_t, w_hh, out=dh_t)
+            step_product(dz_t, w_hh, out=dh_t, add=d_out_before)
         else:
-            torch.mm(dz_t, w_hh, out=dh_t)
+            step_product(dz_t, w_hh, out=dh_t)
             dh_t.mul_(keep).add_(d_out_before)
     else:
-        torch.addmm(d_out_before, dz_t, w_hh, out=dh_t)
+        step_product(dz_t, w_hh, out=dh_t, add=d_out_before)
         if whole_batch:
             dc_t.zero_()
         else:
@@ -158,28 +159,29 @@ def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h)
 def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
     """Add one chunk's share of the weight and input gradients: large products."""
     size = end - start
-    flat_dz = dz.flatten(0, 1)
     if result["w_hh"] is not None:
         # sum_t dz_t^T h_{t-1}, h_{t-1} being out[t-1] (or h0 at t = 0)
         if start == 0:
-            result["w_hh"].addmm_(dz[0].t(), h0)
+            add_rows_outer_(result["w_hh"], dz[0], h0)
             if size > 1:
-                result["w_hh"].addmm_(dz[1:].flatten(0, 1).t(), out[: size - 1].flatten(0, 1))
+                add_rows_outer_(result["w_hh"], dz[1:], out[: size - 1])
         else:
-            result["w_hh"].addmm_(flat_dz.t(), out[start - 1 : end - 1].flatten(0, 1))
+            add_rows_outer_(result["w_hh"], dz, out[start - 1 : end - 1])
     if result["w_hr"] is not None:  # sum_t dh_t^T m_t
-        dh_steps = buffers["dh_steps"][:size]
-        result["w_hr"].addmm_(dh_steps.flatten(0, 1).t(), chunk["pre_projection"].flatten(0, 1))
+        add_rows_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
     if result["bias"] is not None:
-        result["bias"] += flat_dz.sum(0)
+        result["bias"] += rows_sum(dz, members_of(result["bias"].unsqueeze(-1)))
     if w_ih is None:
         if result["x"] is not None:
             result["x"][start:end] = dz
     else:
         if result["w_ih"] is not None:
-            result["w_ih"].addmm_(flat_dz.t(), x[start:end].flatten(0, 1))
+            add_rows_outer_(result["w_ih"], dz, x[start:end])
         if result["x"] is not None:
-            torch.mm(flat_dz, w_ih, out=result["x"][start:end].view(-1, x.shape[2]))
+            if w_ih.dim() == 3:  # a population
+                result["x"][start:end] = rows_times(dz, w_ih)
+            else:
+                torch.mm(dz.flatten(0, 1), w_ih, out=result["x"][start:end].view(-1, x.shape[2]))
 
 
 def _gate_derivatives(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hdetach.ops.members import rows_linear
+
 
 def _stop_gradient_where(state: Tensor, detach: Tensor) -> Tensor:
     """``state`` (B, H) with the rows selected by ``detach`` (a 0-d or (B,) bool) detached."""
@@ -42,7 +44,7 @@ def reference_lstm_recurrence(
                 h_in = _stop_gradient_where(h, detach_mask[t])
             else:
                 c_in = _stop_gradient_where(c, detach_mask[t])
-        z = gates_x[t] + h_in @ weight_hh.t()
+        z = gates_x[t] + rows_linear(h_in, weight_hh)  # h_in @ W_hh^T, per member
         i = torch.sigmoid(z[:, :hidden])
         f = torch.sigmoid(z[:, hidden : 2 * hidden])
         g = torch.tanh(z[:, 2 * hidden : 3 * hidden])
@@ -50,7 +52,7 @@ def reference_lstm_recurrence(
         c_new = f * c_in + i * g
         h_new = o * torch.tanh(c_new)
         if weight_hr is not None:
-            h_new = h_new @ weight_hr.t()
+            h_new = rows_linear(h_new, weight_hr)
         if batch_sizes is None:
             outputs.append(h_new)
         else:

@@ -1,0 +1,89 @@
+"""Matrix products for a population: K independent LSTMs run as one batch.
+
+A population of K members is a batch of K * B rows, member k owning rows
+[k * B, (k + 1) * B) of every (..., K * B, width) tensor, and each weight carries a
+leading member dimension: W_hh (K, 4H, P) instead of (4H, P). Element-wise work is
+then the same as for one model with batch K * B; only the matrix products differ:
+each member's rows meet its own weights. These helpers do the products for both
+layouts (2-D weight: one model; 3-D: a population) so the backends have one code path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def members_of(weight: Tensor) -> int:
+    """K for a population's weight (K, rows, cols); 1 for a single model's (rows, cols)."""
+    return weight.shape[0] if weight.dim() == 3 else 1
+
+
+def by_member(rows: Tensor, members: int) -> Tensor:
+    """(..., K * B, W) viewed as (..., K, B, W)."""
+    return rows.unflatten(-2, (members, rows.shape[-2] // members))
+
+
+def step_product(a: Tensor, weight: Tensor, *, out: Tensor, add: Tensor | None = None) -> Tensor:
+    """out = add + a @ weight, each member's rows with its own matrix, written into ``out``.
+
+    a (N, X), N = K * B rows; weight (X, Y) or (K, X, Y); out and add (N, Y), contiguous.
+    ``add`` may be ``out`` itself (accumulate in place).
+    """
+    if weight.dim() == 2:
+        if add is out:
+            return out.addmm_(a, weight)
+        return torch.mm(a, weight, out=out) if add is None else torch.addmm(add, a, weight, out=out)
+    k = weight.shape[0]
+    a3, out3 = a.reshape(k, -1, a.shape[-1]), out.view(k, -1, out.shape[-1])
+    if add is out:
+        out3.baddbmm_(a3, weight)
+    elif add is None:
+        torch.bmm(a3, weight, out=out3)
+    else:
+        torch.baddbmm(add.reshape(k, -1, add.shape[-1]), a3, weight, out=out3)
+    return out
+
+
+def rows_times(a: Tensor, weight: Tensor) -> Tensor:
+    """a @ weight per member: a (..., N, X), weight (X, Y) or (K, X, Y) -> (..., N, Y).
+    Differentiable."""
+    if weight.dim() == 2:
+        return a @ weight
+    return torch.einsum("...kbx,kxy->...kby", by_member(a, weight.shape[0]), weight).flatten(-3, -2)
+
+
+def rows_linear(a: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear`` per member: a (..., N, X) -> a @ weight^T + bias, weight (Y, X) or
+    (K, Y, X), bias (Y,) or (K, Y). Differentiable."""
+    if weight.dim() == 2:
+        return torch.nn.functional.linear(a, weight, bias)
+    k = weight.shape[0]
+    out = torch.einsum("...kbx,kyx->...kby", by_member(a, k), weight)
+    if bias is not None:
+        out = out + bias.unsqueeze(-2)
+    return out.flatten(-3, -2)
+
+
+def rows_outer(d: Tensor, v: Tensor, members: int) -> Tensor:
+    """sum over steps and rows of d^T v, per member: d (..., N, G), v (..., N, X) -> (G, X),
+    or (K, G, X) for a population of ``members`` > 1 (then a weight's gradient)."""
+    if members == 1:
+        return d.flatten(0, -2).t() @ v.flatten(0, -2)
+    return torch.einsum("...kbg,...kbx->kgx", by_member(d, members), by_member(v, members))
+
+
+def add_rows_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
+    """acc += sum over steps and rows of d^T v, in place; acc (G, X) or (K, G, X)."""
+    if acc.dim() == 2:
+        acc.addmm_(d.flatten(0, -2).t(), v.flatten(0, -2))
+    else:
+        acc += rows_outer(d, v, acc.shape[0])
+
+
+def rows_sum(d: Tensor, members: int) -> Tensor:
+    """d (..., N, G) summed over steps and rows: (G,), or (K, G) per member (a bias gradient)."""
+    if members == 1:
+        return d.flatten(0, -2).sum(0)
+    per_member = by_member(d, members)  # (..., K, B, G)
+    return per_member.sum(tuple(range(per_member.dim() - 3)) + (-2,))
