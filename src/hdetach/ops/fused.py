@@ -33,7 +33,7 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.differentiable import differentiable_backward
 from hdetach.ops.fused_backward import fused_backward
-from hdetach.ops.members import rows_linear, step_product
+from hdetach.ops.members import rows_linear, step_product, step_products
 from hdetach.ops.packed import rows_at, steps_of
 from hdetach.ops.reference import reference_lstm_recurrence
 
@@ -97,7 +97,7 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
         if w_ih is None:
             gates.copy_(x[start:end])
         elif w_ih.dim() == 3:  # a population: each member's rows with its own weights
-            gates.copy_(rows_linear(x[start:end], w_ih, bias))
+            step_products(x[start:end], w_ih.transpose(1, 2), out=gates, bias=bias)
         elif bias is None:
             torch.mm(x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden))
         else:

@@ -13,7 +13,13 @@ import torch
 from torch import Tensor
 
 from hdetach.ops.buffer_pool import POOL
-from hdetach.ops.members import add_rows_outer_, members_of, rows_sum, rows_times, step_product
+from hdetach.ops.members import (
+    add_rows_outer_,
+    members_of,
+    rows_sum,
+    step_product,
+    step_products,
+)
 from hdetach.ops.packed import rows_at, steps_of
 
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
@@ -44,7 +50,7 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
     if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr
         buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
         buffers["dm"] = POOL.take((batch, hidden), out)
-    cuts = _detached_steps(detach_mask, steps, out.dtype)
+    cuts = _detached_steps(detach_mask, steps, out.dtype, members_of(w_hh))
     for j in range(len(bounds) - 1, -1, -1):
         start, end = bounds[j]
         chunk = {name: chunks[j] for name, chunks in saved.items()}
@@ -60,16 +66,25 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
     return [grads_in[name] for name in GRAD_NAMES]
 
 
-def _detached_steps(detach_mask: Tensor | None, steps: int, dtype) -> tuple:
-    """(whole-batch-detached flags per step, read once on the host; (T, B, 1) keep factors or None).
+def _detached_steps(detach_mask: Tensor | None, steps: int, dtype, members: int) -> tuple:
+    """(per step: whether the whole batch is detached, or for a population a tuple of K
+    such flags, one per member's rows; (T, B, 1) keep factors or None), read once on the host.
 
-    A step detached for the whole batch needs no recurrent product at all.
+    A step detached for the whole batch (or member) needs no recurrent product there.
     """
     if detach_mask is None:
         return [False] * steps, None
     if detach_mask.dim() == 1:
         return detach_mask.tolist(), None
-    return detach_mask.all(dim=1).tolist(), (~detach_mask).to(dtype).unsqueeze(-1)
+    whole = detach_mask.all(dim=1).tolist()
+    if members > 1:
+        per_member = detach_mask.unflatten(1, (members, -1))  # (T, K, B)
+        member_whole = per_member.all(dim=2)
+        if bool((member_whole | ~per_member.any(dim=2)).all()):
+            # Each member detaches all its rows or none at each step (its own "batch"
+            # scope): per-member flags replace the keep factors.
+            return [all(f) or tuple(f) for f in member_whole.tolist()], None
+    return whole, (~detach_mask).to(dtype).unsqueeze(-1)
 
 
 def _chunk_backward(
@@ -132,12 +147,16 @@ def _chunk_backward(
 def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h) -> None:
     """Turn dh_t, dc_t (in place) into the gradients reaching h_{t-1}, c_{t-1}.
 
-    ``cut``: (whole batch detached at t, per-row keep factors (n, 1) or None); the
-    detached path receives nothing, and a step detached for the whole batch on path h
-    skips the recurrent product.
+    ``cut``: (whole batch detached at t, or per-member flags; per-row keep factors (n, 1)
+    or None); the detached path receives nothing, and a step detached for the whole
+    batch (or member) on path h skips the recurrent product there.
     """
     whole_batch, keep = cut
-    if detach_h:
+    if isinstance(whole_batch, tuple):  # a population whose members detach differently
+        _into_state_before_by_member(
+            dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, whole_batch, detach_h
+        )
+    elif detach_h:
         dc_t.mul_(f_t)
         if whole_batch:
             dh_t.copy_(d_out_before)
@@ -154,6 +173,26 @@ def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h)
             dc_t.mul_(f_t)
             if keep is not None:
                 dc_t.mul_(keep)
+
+
+def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cuts, detach_h):
+    """``_into_state_before`` where member k's rows are all detached (cuts[k]) or none.
+
+    On path h each member's product is its own (a batched product costs as much as the
+    members' products one by one on a CPU), so the detached members' are skipped.
+    """
+    dc_t.mul_(f_t)
+    rows = dh_t.shape[0] // len(cuts)
+    for k, cut in enumerate(cuts):
+        part = slice(k * rows, (k + 1) * rows)
+        if not detach_h:
+            torch.addmm(d_out_before[part], dz_t[part], w_hh[k], out=dh_t[part])
+            if cut:
+                dc_t[part].zero_()
+        elif cut:
+            dh_t[part].copy_(d_out_before[part])
+        else:
+            torch.addmm(d_out_before[part], dz_t[part], w_hh[k], out=dh_t[part])
 
 
 def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
@@ -179,7 +218,7 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
             add_rows_outer_(result["w_ih"], dz, x[start:end])
         if result["x"] is not None:
             if w_ih.dim() == 3:  # a population
-                result["x"][start:end] = rows_times(dz, w_ih)
+                step_products(dz, w_ih, out=result["x"][start:end])
             else:
                 torch.mm(dz.flatten(0, 1), w_ih, out=result["x"][start:end].view(-1, x.shape[2]))
 

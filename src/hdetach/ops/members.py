@@ -74,16 +74,29 @@ def rows_outer(d: Tensor, v: Tensor, members: int) -> Tensor:
 
 
 def add_rows_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
-    """acc += sum over steps and rows of d^T v, in place; acc (G, X) or (K, G, X)."""
+    """acc += sum over steps and rows of d^T v, in place: d (..., N, G), v (..., N, X),
+    acc (G, X), or (K, G, X) for a population."""
     if acc.dim() == 2:
         acc.addmm_(d.flatten(0, -2).t(), v.flatten(0, -2))
-    else:
-        acc += rows_outer(d, v, acc.shape[0])
+        return
+    # One batched product per step: the members' rows of a step are contiguous blocks, so
+    # nothing is copied (gathering a member's rows over all steps would copy both operands).
+    k = acc.shape[0]
+    for d_t, v_t in zip(d.reshape(-1, *d.shape[-2:]), v.reshape(-1, *v.shape[-2:])):
+        acc.baddbmm_(by_member(d_t, k).transpose(1, 2), by_member(v_t, k))
+
+
+def step_products(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
+    """out[t] = bias + a[t] @ weight for each step t of a block, member by member, into
+    ``out`` (S, N, Y); a (S, N, X), weight (K, X, Y), bias (K, Y) or None."""
+    k = weight.shape[0]
+    add = None if bias is None else bias.unsqueeze(1).expand(k, out.shape[1] // k, -1)
+    for a_t, out_t in zip(a, out):
+        step_product(a_t, weight, out=out_t, add=add)
 
 
 def rows_sum(d: Tensor, members: int) -> Tensor:
     """d (..., N, G) summed over steps and rows: (G,), or (K, G) per member (a bias gradient)."""
     if members == 1:
         return d.flatten(0, -2).sum(0)
-    per_member = by_member(d, members)  # (..., K, B, G)
-    return per_member.sum(tuple(range(per_member.dim() - 3)) + (-2,))
+    return by_member(d.reshape(-1, *d.shape[-2:]).sum(0), members).sum(1)  # steps first: fast

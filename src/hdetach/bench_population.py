@@ -1,0 +1,144 @@
+"""Population throughput: K LSTMs as one ``PopulationLSTM`` against the ways to run K alone.
+
+    python -m hdetach.bench --population 1 2 4 8 16 --shapes copy100 pmnist
+
+For each shape and K, one training step's forward and backward (loss: a fixed random
+projection of the outputs; h-detach at ``--p``, each member its own masks) of:
+
+* ``population``: one ``hdetach.PopulationLSTM`` of K members, all threads;
+* ``one after another``: K ``hdetach.LSTM``s, each step in turn, all threads;
+* ``parallel processes``: K ``hdetach.LSTM``s shared out over one process per core
+  (one thread each), all processes stepping at once.
+
+Throughput is member-steps per second; the three take turns, round after round, and
+each reports its median round.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import hdetach
+
+# Filled in each worker process of the "parallel processes" row by _start_worker.
+_WORKER: dict = {}
+
+
+def _lone_models(count: int, shape: tuple, p: float, seed: int) -> list:
+    """``count`` (model, input, output gradient) triples for the shape (T, B, I, H)."""
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(seed)
+    return [
+        (
+            hdetach.LSTM(input_size, hidden, p_detach=p, backend="fused"),
+            torch.randn(steps, batch, input_size),
+            torch.randn(steps, batch, hidden),
+        )
+        for _ in range(count)
+    ]
+
+
+def _step_each(models: list) -> None:
+    for model, x, grad in models:
+        model(x)[0].backward(grad)
+
+
+def _start_worker(count: int, shape: tuple, p: float, seed: int) -> None:
+    torch.set_num_threads(1)
+    _WORKER["models"] = _lone_models(count, shape, p, seed)
+
+
+def _worker_step(_: int) -> None:
+    _step_each(_WORKER["models"])
+
+
+def _population(members: int, shape: tuple, p: float) -> Callable[[], None]:
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(0)
+    population = hdetach.PopulationLSTM(members, input_size, hidden, p_detach=p, backend="fused")
+    x = torch.randn(members, steps, batch, input_size)
+    grad = torch.randn(members, steps, batch, hidden)
+    return lambda: population(x)[0].backward(grad)
+
+
+def _parallel(members: int, shape: tuple, p: float, cores: int):
+    """(step function, pools to close): members shared out over ``cores`` processes."""
+    shares = [members // cores + (k < members % cores) for k in range(cores)]
+    context = multiprocessing.get_context("spawn")  # no threads inherited from this process
+    pools = [
+        context.Pool(1, _start_worker, (share, shape, p, k)) for k, share in enumerate(shares) if share
+    ]
+
+    def step() -> None:
+        pending = [pool.apply_async(_worker_step, (0,)) for pool in pools]
+        for result in pending:
+            result.get()
+
+    return step, pools
+
+
+def population_rows(
+    shape_name: str, shape: tuple, sizes: list[int], p: float, repeats: int
+) -> list[dict]:
+    """One row per (K, implementation): median ms per round of K member-steps."""
+    cores = os.cpu_count() or 1
+    rows = []
+    for members in sizes:
+        lone = _lone_models(members, shape, p, 0)
+        parallel, pools = _parallel(members, shape, p, cores)
+        runs = {
+            "population": _population(members, shape, p),
+            "one after another": lambda lone=lone: _step_each(lone),
+            f"parallel processes ({cores} x 1 thread)": parallel,
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        try:
+            for round_ in range(repeats + 1):  # round 0 warms up
+                for name, step in runs.items():
+                    start = time.perf_counter()
+                    step()
+                    if round_:
+                        times[name].append((time.perf_counter() - start) * 1e3)
+        finally:
+            for pool in pools:
+                pool.close()
+                pool.join()
+        for name, ms in times.items():
+            median = statistics.median(ms)
+            rows.append(
+                {
+                    "shape": shape_name,
+                    "K": members,
+                    "impl": name,
+                    "ms": median,
+                    "member_steps_per_s": members / median * 1e3,
+                }
+            )
+        print(f"measured {shape_name} K={members}", flush=True)
+    return rows
+
+
+def format_population_table(rows: list[dict], shapes: dict) -> str:
+    """Markdown: throughput per row, and the population's speed-up over the best other way."""
+    lines = [
+        "| shape (T, B, I, H) | K | implementation | ms per round | member-steps/s "
+        "| population speed-up vs the best other |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        same = [r for r in rows if (r["shape"], r["K"]) == (row["shape"], row["K"])]
+        speedup = ""
+        if row["impl"] == "population":
+            best = max(r["member_steps_per_s"] for r in same if r["impl"] != "population")
+            speedup = f"{row['member_steps_per_s'] / best:.2f}x"
+        lines.append(
+            f"| {row['shape']} {shapes[row['shape']]} | {row['K']} | {row['impl']} "
+            f"| {row['ms']:.0f} | {row['member_steps_per_s']:.1f} | {speedup} |"
+        )
+    return "\n".join(lines)
