@@ -20,6 +20,11 @@ Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
   that is every detached step, which is what makes h-detach's backward cheaper.
 * The weight gradient is one large matrix product after the loop (cuBLAS), as in the
   fused backend.
+* A population of K independent LSTMs (weight_hh of shape (K, 4H, H), a batch of K * B
+  rows of which member k owns rows [k B, (k + 1) B)) runs in the same launch: the
+  member is grid axis 2, and each program offsets its weights and rows by its member's.
+  Small LSTMs leave most SMs idle alone; K of them fill K times as many programs. The
+  weight gradient is then one batched product, member by member.
 * Opt-in (``split_hidden=True`` or ``HDETACH_TRITON_SPLIT_HIDDEN=1``, CUDA only): a
   batch tile's hidden units are spread over several programs (grid axis 1) that meet
   at a barrier on global-memory flags every step, so that each SM reads a slice of
