@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("triton")
 
 import test_triton  # noqa: E402
-from test_triton import _problem, _relative_errors, _run  # noqa: E402
+from test_triton import NAMES, _problem, _relative_errors, _run  # noqa: E402
 
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
 
@@ -43,7 +43,7 @@ def _population_mask(scope: str | None, steps: int, members: int, batch: int, se
         mask[1], mask[2] = True, False  # a skipped product, and one that is not
         return mask
     per_member = [torch.rand(steps, batch, generator=gen) < 0.5 for _ in range(members)]
-    per_member[0][1] = True  # member 0's tile skips the product at step 1, the others not
+    per_member[0][1] = True  # path h: member 0's tile skips the product at step 1, no other
     return torch.cat(per_member, 1)
 
 
@@ -79,6 +79,7 @@ def _member_results(results: list[torch.Tensor], k: int, batch: int) -> list[tor
         (3, 2, 20, "row", "h", {}),
         (3, 3, 16, "row", "c", {}),
         (2, 3, 20, "step", "h", {}),
+        (2, 2, 20, "step", "c", {}),
         (2, 2, 16, None, "h", {}),
         (1, 3, 20, "row", "h", {}),
         # Several batch tiles per member (the last one partial) and hidden-unit blocks.
@@ -103,9 +104,7 @@ def test_population_matches_members_and_reference(
         )
         actual = _member_results(population, k, batch)
         alone = _run(triton_fn(member_mask), member_inputs, member_weights, torch.float32)
-        for name, a, e in zip(
-            ("out", "h_n", "c_n", "d_gates_x", "d_h0", "d_c0", "d_w"), actual, alone, strict=True
-        ):
+        for name, a, e in zip(NAMES, actual, alone, strict=True):
             torch.testing.assert_close(
                 a, e, rtol=1e-6, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}"
             )
