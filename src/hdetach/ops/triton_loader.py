@@ -30,9 +30,19 @@ def interpreting() -> bool:
 
 
 def triton_unsupported_reason(
-    device: torch.device, dtype: torch.dtype, steps: int, batch: int, hidden: int, proj_size: int
+    device: torch.device,
+    dtype: torch.dtype,
+    steps: int,
+    batch: int,
+    hidden: int,
+    proj_size: int,
+    *,
+    members: int = 1,
 ) -> str | None:
-    """Why the triton kernels cannot run a layer of these sizes, or None where they can."""
+    """Why the triton kernels cannot run a layer of these sizes, or None where they can.
+
+    ``batch``: all rows; ``members``: how many LSTMs share them (a population).
+    """
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed (pip install triton)"
     if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
@@ -46,6 +56,8 @@ def triton_unsupported_reason(
         return "its kernels have no projection (proj_size > 0): use the fused backend"
     if steps * batch * 4 * hidden >= 2**31:
         return "its kernels index with int32: the gates must have fewer than 2^31 elements"
+    if members * 4 * hidden * hidden >= 2**31:
+        return "its kernels index with int32: the members' W_hh must have fewer than 2^31 elements"
     return None
 
 

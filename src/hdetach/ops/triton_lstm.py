@@ -20,6 +20,11 @@ Why it is shaped this way (the recurrence, not arithmetic, bounds these sizes):
   that is every detached step, which is what makes h-detach's backward cheaper.
 * The weight gradient is one large matrix product after the loop (cuBLAS), as in the
   fused backend.
+* A population of K independent LSTMs (weight_hh of shape (K, 4H, H), a batch of K * B
+  rows of which member k owns rows [k B, (k + 1) B)) runs in the same launch: the
+  member is grid axis 2, and each program offsets its weights and rows by its member's.
+  Small LSTMs leave most SMs idle alone; K of them fill K times as many programs. The
+  weight gradient is then one batched product, member by member.
 * Opt-in (``split_hidden=True`` or ``HDETACH_TRITON_SPLIT_HIDDEN=1``, CUDA only): a
   batch tile's hidden units are spread over several programs (grid axis 1) that meet
   at a barrier on global-memory flags every step, so that each SM reads a slice of
@@ -50,6 +55,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from hdetach.ops.checks import check_detach_mask, check_shape
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.triton_loader import triton_unsupported_reason
 
@@ -116,18 +122,34 @@ def _sync_programs(flags_ptr, target, SPLIT: tl.constexpr):
 
 
 @triton.jit
+def _member_tile(weight_ptr, flags_ptr, B, H, BLOCK_B: tl.constexpr, SPLIT: tl.constexpr):
+    """This program's rows of the batch, which of them exist, and its member's W_hh and flags.
+
+    Grid axis 2 is the member, axis 0 the batch tile within it: a tile never straddles
+    two members, so its rows all share one weight matrix (and its skip decisions).
+    """
+    member = tl.program_id(2)
+    local_rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = member * B + local_rows
+    weights = weight_ptr + member * 4 * H * H
+    flags = flags_ptr + (member * tl.num_programs(0) + tl.program_id(0)) * SPLIT
+    return rows, local_rows < B, weights, flags
+
+
+@triton.jit
 def _lstm_forward_kernel(
-    gates_x_ptr,  # (T, B, 4H) input contribution to the gates
-    weight_ptr,  # (4H, H) W_hh
-    lengths_ptr,  # (B,) int32 sequence lengths (PACKED only)
-    out_ptr,  # (T, B, H) outputs
-    gates_ptr,  # (T, B, 4H) gate activations i, f, g, o (SAVE only)
-    cells_ptr,  # (T + 1, B, H) cell states, [0] = c0 written by the host (SAVE only)
-    h_state_ptr,  # (2, B, H) float32 ping-pong h, [0] = h0
-    c_state_ptr,  # (2, B, H) float32 ping-pong c, [0] = c0
-    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
+    gates_x_ptr,  # (T, ROWS, 4H) input contribution to the gates
+    weight_ptr,  # (members, 4H, H) W_hh of each member
+    lengths_ptr,  # (ROWS,) int32 sequence lengths (PACKED only)
+    out_ptr,  # (T, ROWS, H) outputs
+    gates_ptr,  # (T, ROWS, 4H) gate activations i, f, g, o (SAVE only)
+    cells_ptr,  # (T + 1, ROWS, H) cell states, [0] = c0 written by the host (SAVE only)
+    h_state_ptr,  # (2, ROWS, H) float32 ping-pong h, [0] = h0
+    c_state_ptr,  # (2, ROWS, H) float32 ping-pong c, [0] = c0
+    flags_ptr,  # (members, batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
     T,
-    B,
+    B,  # rows of one member; member k owns rows [k B, (k + 1) B) of ROWS = members * B
+    ROWS,
     H,
     HP: tl.constexpr,  # H rounded up to a power of two (>= 16)
     BLOCK_B: tl.constexpr,
@@ -139,18 +161,17 @@ def _lstm_forward_kernel(
     SAVE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows, row_ok, weight_ptr, flags_ptr = _member_tile(weight_ptr, flags_ptr, B, H, BLOCK_B, SPLIT)
     col0 = tl.program_id(1) * (HP // SPLIT)
-    row_ok = rows < B
     if PACKED:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     for t in range(T):
-        h_in = h_state_ptr + (t % 2) * B * H
-        c_in = c_state_ptr + (t % 2) * B * H
-        h_next = h_state_ptr + ((t + 1) % 2) * B * H
-        c_next = c_state_ptr + ((t + 1) % 2) * B * H
-        step_4h = t * B * 4 * H
-        step_h = t * B * H
+        h_in = h_state_ptr + (t % 2) * ROWS * H
+        c_in = c_state_ptr + (t % 2) * ROWS * H
+        h_next = h_state_ptr + ((t + 1) % 2) * ROWS * H
+        c_next = c_state_ptr + ((t + 1) % 2) * ROWS * H
+        step_4h = t * ROWS * 4 * H
+        step_h = t * ROWS * H
         for n0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             tile_ok = row_ok[:, None] & (cols < H)[None, :]
@@ -216,29 +237,30 @@ def _lstm_forward_kernel(
                 tl.store(act + H, f.to(dtype), mask=tile_ok)
                 tl.store(act + 2 * H, g.to(dtype), mask=tile_ok)
                 tl.store(act + 3 * H, o.to(dtype), mask=tile_ok)
-                tl.store(cells_ptr + step_h + B * H + state, c.to(dtype), mask=tile_ok)
+                tl.store(cells_ptr + step_h + ROWS * H + state, c.to(dtype), mask=tile_ok)
         # The next step reads every column of h_next, written by other threads (SPLIT = 1:
         # of this CTA; SPLIT > 1: of the other programs of this batch tile too).
         if SPLIT > 1:
-            _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, t + 1, SPLIT)
+            _sync_programs(flags_ptr, t + 1, SPLIT)
         else:
             tl.debug_barrier()
 
 
 @triton.jit
 def _lstm_backward_kernel(
-    weight_ptr,  # (4H, H) W_hh
-    gates_ptr,  # (T, B, 4H) saved activations i, f, g, o
-    cells_ptr,  # (T + 1, B, H) saved cell states, [0] = c0
-    d_out_ptr,  # (T, B, H) gradient of the outputs
+    weight_ptr,  # (members, 4H, H) W_hh of each member
+    gates_ptr,  # (T, ROWS, 4H) saved activations i, f, g, o
+    cells_ptr,  # (T + 1, ROWS, H) saved cell states, [0] = c0
+    d_out_ptr,  # (T, ROWS, H) gradient of the outputs
     mask_ptr,  # uint8 detach mask, indexed [t * mask_stride_t + row * mask_stride_b] (HAS_MASK)
-    lengths_ptr,  # (B,) int32 sequence lengths (PACKED only)
-    d_gates_ptr,  # (T, B, 4H) output: gradient of the gate pre-activations
-    dh_state_ptr,  # (2, B, H) float32 ping-pong dL/dh entering a step, [0] = dL/dh_n
-    dc_state_ptr,  # (2, B, H) float32 ping-pong dL/dc entering a step, [0] = dL/dc_n
-    flags_ptr,  # (number of batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
+    lengths_ptr,  # (ROWS,) int32 sequence lengths (PACKED only)
+    d_gates_ptr,  # (T, ROWS, 4H) output: gradient of the gate pre-activations
+    dh_state_ptr,  # (2, ROWS, H) float32 ping-pong dL/dh entering a step, [0] = dL/dh_n
+    dc_state_ptr,  # (2, ROWS, H) float32 ping-pong dL/dc entering a step, [0] = dL/dc_n
+    flags_ptr,  # (members, batch tiles, SPLIT) int32 zeros: barrier flags (SPLIT > 1)
     T,
-    B,
+    B,  # rows of one member, as in the forward kernel
+    ROWS,
     H,
     mask_stride_t,
     mask_stride_b,
@@ -253,9 +275,8 @@ def _lstm_backward_kernel(
     PACKED: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows, row_ok, weight_ptr, flags_ptr = _member_tile(weight_ptr, flags_ptr, B, H, BLOCK_B, SPLIT)
     col0 = tl.program_id(1) * (HP // SPLIT)
-    row_ok = rows < B
     if PACKED:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     for s in range(T):
@@ -269,12 +290,12 @@ def _lstm_backward_kernel(
                 tl.load(mask_ptr + t * mask_stride_t + rows * mask_stride_b, mask=row_ok, other=0)
                 != 0
             )
-        dh_in = dh_state_ptr + (s % 2) * B * H
-        dc_in = dc_state_ptr + (s % 2) * B * H
-        dh_next = dh_state_ptr + ((s + 1) % 2) * B * H
-        dc_next = dc_state_ptr + ((s + 1) % 2) * B * H
-        step_4h = t * B * 4 * H
-        step_h = t * B * H
+        dh_in = dh_state_ptr + (s % 2) * ROWS * H
+        dc_in = dc_state_ptr + (s % 2) * ROWS * H
+        dh_next = dh_state_ptr + ((s + 1) % 2) * ROWS * H
+        dc_next = dc_state_ptr + ((s + 1) % 2) * ROWS * H
+        step_4h = t * ROWS * 4 * H
+        step_h = t * ROWS * H
 
         # Phase 1, elementwise per block of hidden units: the gate gradients dz_t and the
         # gradient reaching c_{t-1}.
@@ -295,7 +316,9 @@ def _lstm_backward_kernel(
             o = tl.load(act + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
             c_prev = tl.load(cells_ptr + step_h + state, mask=tile_ok, other=0.0).to(tl.float32)
             tanh_c = _tanh(
-                tl.load(cells_ptr + step_h + B * H + state, mask=tile_ok, other=0.0).to(tl.float32)
+                tl.load(cells_ptr + step_h + ROWS * H + state, mask=tile_ok, other=0.0).to(
+                    tl.float32
+                )
             )
             dz_o = dh * tanh_c * o * (1.0 - o)
             dc = dc_carry + dh * o * (1.0 - tanh_c * tanh_c)
@@ -332,7 +355,7 @@ def _lstm_backward_kernel(
         # product nothing is read across programs, so they need not wait for each other.
         if SPLIT > 1:
             if need_product:
-                _sync_programs(flags_ptr + tl.program_id(0) * SPLIT, s + 1, SPLIT)
+                _sync_programs(flags_ptr, s + 1, SPLIT)
         else:
             tl.debug_barrier()
         for m0 in range(col0, col0 + HP // SPLIT, BLOCK_N):
@@ -373,9 +396,11 @@ def _interpreting(tensor: Tensor) -> bool:
 
 
 def _config(
-    hidden: int, batch: int, device: torch.device, split_hidden: bool = False
+    hidden: int, batch: int, device: torch.device, split_hidden: bool = False, members: int = 1
 ) -> dict[str, int | str]:
-    """Launch configuration for hidden size ``hidden`` and batch ``batch`` (not yet timed).
+    """Launch configuration for hidden size ``hidden`` and ``members`` batches of ``batch``.
+
+    Not yet timed on a GPU.
 
     Tiles: ptxas (sm_90, compiled ahead of time without a GPU; float32 with tf32x3 and
     bfloat16; H = 32 ... 512) reports no register spills: per K step the four
@@ -385,8 +410,8 @@ def _config(
 
     With ``split_hidden`` (CUDA only) each batch tile's hidden units are spread over up to
     HP / 32 programs that meet at a barrier every step, so that each SM reads only its
-    slice of W_hh per step instead of all of it; all programs must be resident at once,
-    hence at most one program per SM.
+    slice of W_hh per step instead of all of it; all programs (of every member) must be
+    resident at once, hence at most one program per SM.
     """
     hp = max(16, triton.next_power_of_2(hidden))
     config: dict[str, int | str] = {
@@ -399,7 +424,7 @@ def _config(
         "num_warps": 8 if hp >= 64 else 4,
     }
     if split_hidden and device.type == "cuda":
-        tiles = triton.cdiv(batch, BLOCK_B)
+        tiles = members * triton.cdiv(batch, BLOCK_B)
         programs = torch.cuda.get_device_properties(device).multi_processor_count
         split = max(1, hp // 32)
         while split > 1 and tiles * split > programs:
@@ -410,9 +435,37 @@ def _config(
     return config
 
 
-def _flags(grid: tuple[int, int], like: Tensor) -> Tensor:
-    """Zeroed barrier flags, one per program (an empty tensor when nothing is split)."""
-    return like.new_zeros(grid if grid[1] > 1 else (0,), dtype=torch.int32)
+def _grid(rows: int, members: int, config: dict[str, int | str]) -> tuple[int, int, int]:
+    """(batch tiles of one member, programs per tile, members)."""
+    return (triton.cdiv(rows // members, config["BLOCK_B"]), config["SPLIT"], members)
+
+
+def _flags(grid: tuple[int, int, int], like: Tensor) -> Tensor:
+    """Zeroed barrier flags (members, tiles, SPLIT): one per program, empty when not split."""
+    tiles, split, members = grid
+    return like.new_zeros((members, tiles, split) if split > 1 else (0,), dtype=torch.int32)
+
+
+def _weight_gradient(d_gates: Tensor, out: Tensor, h0: Tensor, members: int) -> Tensor:
+    """(members, 4H, H): sum_t dz_t^T h_{t-1} of each member over its own rows.
+
+    One batched product over all steps but the first, plus step 0 (h_{-1} = h0).
+    (T, members * B, .) is viewed as members blocks of (T, B, .); with several members
+    ``per_member`` copies them member-major, with one it is a view (a plain product).
+    """
+    batch = h0.shape[0] // members
+
+    def per_member(x: Tensor) -> Tensor:  # (T, members * B, n) -> (members, T * B, n)
+        steps, _, n = x.shape
+        return x.view(steps, members, batch, n).transpose(0, 1).reshape(members, steps * batch, n)
+
+    d_weight_hh = torch.bmm(per_member(d_gates[1:]).transpose(1, 2), per_member(out[:-1]))
+    return d_weight_hh.baddbmm_(per_member(d_gates[:1]).transpose(1, 2), per_member(h0[None]))
+
+
+def _members(weight_hh: Tensor) -> int:
+    """How many LSTMs run together: weight_hh (4H, H) is one, (K, 4H, H) is K."""
+    return 1 if weight_hh.dim() == 2 else weight_hh.shape[0]
 
 
 class TritonLSTMRecurrence(torch.autograd.Function):
@@ -454,14 +507,15 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         )
         config = dict(config)
         num_warps = config.pop("num_warps")
-        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
+        members = _members(weight_hh)
+        grid = _grid(batch, members, config)
         # num_stages=1 (both kernels): the software pipeliner must not prefetch the next
         # step's state across the barrier that orders the steps.
         # Triton launches on the current device, which need not be the tensors' one.
         with torch.cuda.device_of(gates_x):
             _lstm_forward_kernel[grid](
                 gates_x, weight_hh, lengths, out, gates, cells, h_state, c_state,
-                _flags(grid, h0), steps, batch, hidden,
+                _flags(grid, h0), steps, batch // members, batch, hidden,
                 PACKED=batch_sizes is not None, SAVE=save, INPUT_PRECISION=input_precision,
                 num_warps=num_warps, num_stages=1, **config,
             )  # fmt: skip
@@ -494,11 +548,12 @@ class TritonLSTMRecurrence(torch.autograd.Function):
             mask = detach_mask.contiguous().view(torch.uint8)
             stride_t, stride_b = (1, 0) if mask.dim() == 1 else (batch, 1)
         d_gates = torch.empty_like(gates)
-        grid = (triton.cdiv(batch, config["BLOCK_B"]), config["SPLIT"])
+        members = _members(weight_hh)
+        grid = _grid(batch, members, config)
         with torch.cuda.device_of(gates):
             _lstm_backward_kernel[grid](
                 weight_hh, gates, cells, d_out, mask, lengths, d_gates, dh_state, dc_state,
-                _flags(grid, h0), steps, batch, hidden, stride_t, stride_b,
+                _flags(grid, h0), steps, batch // members, batch, hidden, stride_t, stride_b,
                 HAS_MASK=detach_mask is not None, DETACH_H=ctx.detach_path == "h",
                 PACKED=ctx.packed, INPUT_PRECISION=ctx.input_precision,
                 num_warps=num_warps, num_stages=1, **config,
@@ -507,10 +562,46 @@ class TritonLSTMRecurrence(torch.autograd.Function):
         d_c0 = dc_state[steps % 2].to(h0.dtype)
         d_weight_hh = None
         if ctx.needs_input_grad[3]:
-            # sum_t dz_t^T h_{t-1}: one product over all steps but the first, plus step 0.
-            d_weight_hh = d_gates[1:].reshape(-1, 4 * hidden).t() @ out[:-1].reshape(-1, hidden)
-            d_weight_hh.addmm_(d_gates[0].t(), h0)
+            d_weight_hh = _weight_gradient(d_gates, out, h0, members).view_as(weight_hh)
         return d_gates, d_h0, d_c0, d_weight_hh, None, None, None, None, None, None
+
+
+def _check_population(
+    gates_x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    detach_mask: Tensor | None,
+    batch_sizes: tuple[int, ...] | None,
+) -> None:
+    """The layout of a population (weight_hh of three dimensions), before any work."""
+    if weight_hh.dim() == 2:
+        return
+    steps, rows, four_hidden = gates_x.shape
+    hidden = four_hidden // 4
+    if (
+        weight_hh.dim() != 3
+        or weight_hh.shape[0] < 1
+        or weight_hh.shape[1:] != (four_hidden, hidden)
+    ):
+        raise ValueError(
+            f"weight_hh must have shape ({four_hidden}, {hidden}) (4H, H), or "
+            f"(K, {four_hidden}, {hidden}) for K >= 1 members, got {tuple(weight_hh.shape)}"
+        )
+    members = weight_hh.shape[0]
+    if batch_sizes is not None:
+        raise ValueError(
+            "batch_sizes must be None when weight_hh holds members (K, 4H, H): "
+            "packed sequences are not supported in a population"
+        )
+    if rows % members:
+        raise ValueError(
+            f"the batch (gates_x.shape[1] = {rows}) must be a multiple of the {members} members "
+            f"of weight_hh: member k owns rows [k B, (k + 1) B)"
+        )
+    check_shape("h0", h0, (rows, hidden))
+    check_shape("c0", c0, (rows, hidden))
+    check_detach_mask(detach_mask, steps, rows, gates_x.device)
 
 
 def triton_lstm_recurrence(
@@ -526,9 +617,14 @@ def triton_lstm_recurrence(
     config: dict[str, int | str] | None = None,
     split_hidden: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer on the triton kernels; shapes already validated.
+    """One LSTM layer on the triton kernels, or one for each of K members at once.
 
-    Same contract as :func:`hdetach.functional.lstm_recurrence`, without ``weight_hr``.
+    Same contract as :func:`hdetach.functional.lstm_recurrence`, without ``weight_hr``;
+    shapes already validated for a single model. A population of K independent LSTMs
+    is a weight_hh of shape (K, 4H, H) and a batch of K * B rows, member k owning rows
+    [k B, (k + 1) B) of gates_x (T, K B, 4H), h0, c0 (K B, H), the outputs and a
+    per-row mask (T, K B); a (T,) mask applies to every row; no ``batch_sizes``. The
+    gradient of weight_hh is then (K, 4H, H), member k's from its own rows.
     Raises ``ValueError`` with the reason where the kernels do not apply.
 
     Args:
@@ -543,9 +639,11 @@ def triton_lstm_recurrence(
         raise ValueError(
             f"input_precision must be one of {FLOAT32_PRECISIONS}, got {input_precision!r}"
         )
+    _check_population(gates_x, h0, c0, weight_hh, detach_mask, batch_sizes)
     steps, batch, four_hidden = gates_x.shape
+    members = _members(weight_hh)
     reason = triton_unsupported_reason(
-        gates_x.device, gates_x.dtype, steps, batch, four_hidden // 4, 0
+        gates_x.device, gates_x.dtype, steps, batch, four_hidden // 4, 0, members=members
     )
     if reason is None and gates_x.device.type == "cpu" and not INTERPRETED:
         reason = "this build of the module is for CUDA (see triton_loader for the interpreter)"
@@ -553,7 +651,8 @@ def triton_lstm_recurrence(
         raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if split_hidden is None:
         split_hidden = split_hidden_from_environment()
-    config = {**_config(h0.shape[1], batch, gates_x.device, split_hidden), **(config or {})}
+    own_config = _config(four_hidden // 4, batch // members, gates_x.device, split_hidden, members)
+    config = {**own_config, **(config or {})}
     if _interpreting(gates_x) and config["SPLIT"] != 1:
         raise ValueError("the interpreter runs programs one after another: SPLIT must be 1")
     if gates_x.dtype != torch.float32:
