@@ -40,7 +40,31 @@ def test_bench_prints_a_table_with_every_row(monkeypatch, tmp_path, capsys):
     assert text in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--p", "2"], ["--backends", "magic"], ["--repeats", "0"]])
+def test_population_bench_compares_the_three_ways_at_each_k(monkeypatch, capsys):
+    monkeypatch.setitem(bench.SHAPES, "tiny", (5, 3, 2, 4))
+    bench.main(["--population", "1", "3", "--shapes", "tiny", "--repeats", "1", "--p", "0.5"])
+    text = capsys.readouterr().out
+    assert "p_detach 0.5" in text
+    rows = [line for line in text.splitlines() if line.startswith("| tiny (5, 3, 2, 4) |")]
+    assert len(rows) == 2 * 3
+    for k in (1, 3):
+        impls = [r.split("|")[3].strip() for r in rows if r.split("|")[2].strip() == str(k)]
+        assert impls[0] == "population" and impls[1] == "one after another"
+        assert impls[2].startswith("parallel processes")
+    speedups = [r.split("|")[6].strip() for r in rows if "| population |" in r]
+    assert len(speedups) == 2 and all(s.endswith("x") and float(s[:-1]) > 0 for s in speedups)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--p", "2"],
+        ["--backends", "magic"],
+        ["--repeats", "0"],
+        ["--population", "0"],
+        ["--population", "2", "--dtype", "float64"],
+    ],
+)
 def test_bench_bad_options_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv)

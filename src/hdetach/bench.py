@@ -2,6 +2,7 @@
 
     python -m hdetach.bench                       # every shape, CPU
     python -m hdetach.bench --shapes pmnist --repeats 3 --output benchmarks/cpu.md
+    python -m hdetach.bench --population 1 2 4 8 16 --shapes copy100 pmnist
 
 Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
 (``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
@@ -242,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
     )
+    parser.add_argument(
+        "--population",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="instead: the throughput of K LSTMs as one hdetach.PopulationLSTM against K "
+        "run one after another and K shared out over one process per core, for each K "
+        "(CPU; at the first --p)",
+    )
     parser.add_argument("--output", help="also write the table (Markdown) to this file")
     return parser
 
@@ -261,15 +271,33 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     dtype = getattr(torch, args.dtype)
-    rows = []
-    for shape in args.shapes:
-        rows += benchmark_shape(shape, device, dtype, args.backends, args.ps, args.repeats)
-        print(f"measured {shape}", flush=True)
-    text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{format_table(rows)}\n"
+    if args.population:
+        table = _population_table(parser, args, device)
+    else:
+        rows = []
+        for shape in args.shapes:
+            rows += benchmark_shape(shape, device, dtype, args.backends, args.ps, args.repeats)
+            print(f"measured {shape}", flush=True)
+        table = format_table(rows)
+    text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{table}\n"
     print(text)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
+
+
+def _population_table(parser: argparse.ArgumentParser, args, device: torch.device) -> str:
+    from hdetach.bench_population import format_population_table, population_rows
+
+    if any(k < 1 for k in args.population):
+        parser.error("--population: each K must be >= 1")
+    if device.type != "cpu" or args.dtype != "float32":
+        parser.error("--population measures float32 on the CPU (--device cpu)")
+    p = args.ps[0]
+    rows = []
+    for shape in args.shapes:
+        rows += population_rows(shape, SHAPES[shape], args.population, p, args.repeats)
+    return f"p_detach {p:g}\n\n" + format_population_table(rows, SHAPES)
 
 
 if __name__ == "__main__":

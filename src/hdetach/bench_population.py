@@ -72,7 +72,9 @@ def _parallel(members: int, shape: tuple, p: float, cores: int):
     shares = [members // cores + (k < members % cores) for k in range(cores)]
     context = multiprocessing.get_context("spawn")  # no threads inherited from this process
     pools = [
-        context.Pool(1, _start_worker, (share, shape, p, k)) for k, share in enumerate(shares) if share
+        context.Pool(1, _start_worker, (share, shape, p, k))
+        for k, share in enumerate(shares)
+        if share
     ]
 
     def step() -> None:

@@ -32,7 +32,7 @@ from hdetach.ops.checks import (
     check_same_dtype_and_device,
 )
 from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
-from hdetach.ops.members import by_member, rows_linear
+from hdetach.ops.members import by_member, members_of, rows_linear
 from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
@@ -73,10 +73,12 @@ def select_backend(
     hidden_size: int,
     detached: bool,
     proj_size: int = 0,
+    members: int = 1,
 ) -> str:
     """The implementation that runs a call: "native", "fused", "triton" or "reference".
 
-    ``detached``: some detach mask is given.
+    ``detached``: some detach mask is given; ``batch``: all rows, shared by ``members``
+    LSTMs in a population.
     An explicit backend is returned as given, or refused with the reason where it cannot
     run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
     or ``proj_size > 0``). ``"auto"`` resolves as follows:
@@ -94,17 +96,16 @@ def select_backend(
             'backend="native" runs torch\'s own LSTM kernel, which cannot detach: use "auto" '
             'or "fused" with a detach mask'
         )
+    sizes = (device, dtype, steps, batch, hidden_size, proj_size)
     if backend == "triton":
-        reason = triton_unsupported_reason(device, dtype, steps, batch, hidden_size, proj_size)
+        reason = triton_unsupported_reason(*sizes, members=members)
         if reason is not None:
             raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if backend != "auto":
         return backend
     if not detached:
         return "native"
-    if triton_in_auto() and (
-        triton_unsupported_reason(device, dtype, steps, batch, hidden_size, proj_size) is None
-    ):
+    if triton_in_auto() and triton_unsupported_reason(*sizes, members=members) is None:
         return "triton"
     return "fused"
 
@@ -163,6 +164,7 @@ def lstm_recurrence(
         hidden_size=four_hidden // 4,
         detached=detach_mask is not None,
         proj_size=0 if weight_hr is None else weight_hr.shape[-2],
+        members=members_of(weight_hh),
     )
     args = (gates_x, h0, c0, weight_hh, detach_mask, detach_path, sizes)
     if backend == "reference":
@@ -250,16 +252,17 @@ def _select_for_layers(backend, x, weight_hh, weight_hr, masks) -> str:
         dtype=x.dtype,
         steps=steps,
         batch=batch,
-        hidden_size=weight_hh.shape[0] // 4,
+        hidden_size=weight_hh.shape[-2] // 4,
         detached=any(mask is not None for mask in masks),
         proj_size=0 if weight_hr is None else weight_hr.shape[-2],
+        members=members_of(weight_hh),
     )
 
 
 def _native(input, hx, weights, bidirectional, dropout, training, sizes):
     """``native_lstm``; for a population, once per member (torch's kernel has no member
     dimension) on the member's rows and weights, the results put back in place."""
-    members = weights[0][0].shape[0] if weights[0][0].dim() == 3 else 1
+    members = members_of(weights[0][1])
     options = (bidirectional, dropout, training, sizes)
     if members == 1:
         return native_lstm(input, hx, weights, *options)

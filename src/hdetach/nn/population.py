@@ -173,6 +173,7 @@ class PopulationLSTM(nn.Module):
             hidden_size=first.hidden_size,
             detached=masks is not None,
             proj_size=first.proj_size,
+            members=members,
         )
         for m in self.members:  # as torch.nn.LSTM.forward: parametrizations, functional_call
             m._update_flat_weights()
