@@ -33,8 +33,9 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.differentiable import differentiable_backward
 from hdetach.ops.fused_backward import fused_backward
-from hdetach.ops.members import rows_linear, step_product, step_products
+from hdetach.ops.members import rows_linear
 from hdetach.ops.packed import rows_at, steps_of
+from hdetach.ops.products import block_product, product
 from hdetach.ops.reference import reference_lstm_recurrence
 
 CHUNK_BYTES = 4 * 2**20
@@ -79,8 +80,8 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
     # tanh is several times slower than sigmoid in PyTorch's CPU kernels, so tanh(z)
     # is taken as 2 sigmoid(2z) - 1: the g rows of the recurrent weight (here) and of
     # the input projection (per chunk) are doubled, and one sigmoid serves all gates.
-    w_hh_t = w_hh.transpose(-2, -1).clone()
-    w_hh_t[..., 2 * hidden : 3 * hidden] *= 2
+    w_hh_doubled = w_hh.clone()
+    w_hh_doubled[..., 2 * hidden : 3 * hidden, :] *= 2
     widths = {"gates": 4 * hidden, "cells": hidden, "tanh_cells": hidden}
     if w_hr is not None:
         widths["pre_projection"] = hidden  # m_t = o_t * tanh(c_t)
@@ -96,21 +97,17 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
         gates = buffers["gates"]
         if w_ih is None:
             gates.copy_(x[start:end])
-        elif w_ih.dim() == 3:  # a population: each member's rows with its own weights
-            step_products(x[start:end], w_ih.transpose(1, 2), out=gates, bias=bias)
-        elif bias is None:
-            torch.mm(x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden))
         else:
-            torch.addmm(bias, x[start:end].flatten(0, 1), w_ih.t(), out=gates.view(-1, 4 * hidden))
+            block_product(x[start:end], w_ih, out=gates, bias=bias)
         gates[..., 2 * hidden : 3 * hidden] *= 2
         sizes = None if batch_sizes is None else batch_sizes[start:end]
         h, c = _chunk_steps(
-            start, sizes, buffers, out, (h, c), (h_n, c_n), w_hh_t, w_hr, batch_sizes
+            start, sizes, buffers, out, (h, c), (h_n, c_n), w_hh_doubled, w_hr, batch_sizes
         )
     return out, h_n, c_n, (bounds, saved)
 
 
-def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_t, w_hr, batch_sizes):
+def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_doubled, w_hr, batch_sizes):
     """Run the steps of one chunk whose input part of the gates is in ``buffers["gates"]``.
 
     ``state``: (h, c) entering the chunk; returns the state leaving it. Rows that take
@@ -128,12 +125,11 @@ def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_t, w_hr, batch_s
         steps_of(part, sizes) for part in (buffers["cells"], buffers["tanh_cells"], out[start:end])
     )
     m_ = h_ if w_hr is None else steps_of(buffers["pre_projection"], sizes)
-    w_hr_t = None if w_hr is None else w_hr.transpose(-2, -1)
     for k in range(gates.shape[0]):
         n = z[k].shape[0]
         if n < batch:
             h, c = h[:n], c[:n]
-        step_product(h, w_hh_t, out=z[k], add=z[k])
+        product(h, w_hh_doubled, out=z[k], add=z[k])
         z[k].sigmoid_()
         g[k].mul_(two).sub_(one)
         torch.mul(f[k], c, out=c_[k])
@@ -141,7 +137,7 @@ def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_t, w_hr, batch_s
         _tanh(c_[k], tc_[k], one, two)
         torch.mul(o[k], tc_[k], out=m_[k])
         if w_hr is not None:
-            step_product(m_[k], w_hr_t, out=h_[k])
+            product(m_[k], w_hr, out=h_[k])
         h, c = h_[k], c_[k]
         ended = 0 if start + k == steps - 1 else rows_at(batch_sizes, start + k + 1, batch)
         if ended < n:  # rows [ended, n) have taken their last step

@@ -13,14 +13,9 @@ import torch
 from torch import Tensor
 
 from hdetach.ops.buffer_pool import POOL
-from hdetach.ops.members import (
-    add_rows_outer_,
-    members_of,
-    rows_sum,
-    step_product,
-    step_products,
-)
+from hdetach.ops.members import members_of, rows_sum
 from hdetach.ops.packed import rows_at, steps_of
+from hdetach.ops.products import add_outer_, block_product, product
 
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
 
@@ -51,12 +46,15 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
         buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
         buffers["dm"] = POOL.take((batch, hidden), out)
     cuts = _detached_steps(detach_mask, steps, out.dtype, members_of(w_hh))
+    # The backward's products dz W_hh and dh W_hr, in the layout of products.py.
+    w_hh_back = w_hh.transpose(-2, -1).contiguous()
+    w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
     for j in range(len(bounds) - 1, -1, -1):
         start, end = bounds[j]
         chunk = {name: chunks[j] for name, chunks in saved.items()}
         c_before = c0 if j == 0 else saved["cells"][j - 1][-1]
         dz = _chunk_backward(
-            start, end, chunk, c_before, out, d_out, w_hh, w_hr, state, buffers, cuts,
+            start, end, chunk, c_before, out, d_out, w_hh_back, w_hr_back, state, buffers, cuts,
             detach_path == "h", batch_sizes,
         )  # fmt: skip
         _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers)
@@ -88,7 +86,19 @@ def _detached_steps(detach_mask: Tensor | None, steps: int, dtype, members: int)
 
 
 def _chunk_backward(
-    start, end, chunk, c_before, out, d_out, w_hh, w_hr, state, buffers, cuts, detach_h, batch_sizes
+    start,
+    end,
+    chunk,
+    c_before,
+    out,
+    d_out,
+    w_hh_back,
+    w_hr_back,
+    state,
+    buffers,
+    cuts,
+    detach_h,
+    batch_sizes,
 ) -> Tensor:
     """Walk steps [start, end) backwards; return the chunk's gate gradients dz (K, B, 4H)."""
     steps, batch, _ = out.shape
@@ -99,7 +109,7 @@ def _chunk_backward(
     dz, coef = buffers["dz"][:size], buffers["coef"][:size]
     if batch_sizes is not None:
         dz.zero_()
-    m = out[start:end] if w_hr is None else chunk["pre_projection"]
+    m = out[start:end] if w_hr_back is None else chunk["pre_projection"]
     _gate_derivatives(coef, chunk["gates"], chunk["cells"], chunk["tanh_cells"], m, c_before)
     dz_, dz_ifg, dz_o = (
         steps_of(part, sizes) for part in (dz, dz[..., : 3 * hidden], dz[..., 3 * hidden :])
@@ -114,7 +124,7 @@ def _chunk_backward(
         )
     )
     dh_steps = None
-    if w_hr is not None:
+    if w_hr_back is not None:
         dh_steps = buffers["dh_steps"][:size]
         if batch_sizes is not None:
             dh_steps.zero_()  # inactive rows add nothing to dW_hr
@@ -129,9 +139,9 @@ def _chunk_backward(
             dh[ended:n] += d_out[t, ended:n]
         dh_t, dc_t = (dh, dc) if n == batch else (dh[:n], dc[:n])
         dm_t = dh_t  # the gradient reaching m_t = o_t * tanh(c_t)
-        if w_hr is not None:
+        if w_hr_back is not None:
             dh_steps[k, :n] = dh_t
-            dm_t = step_product(dh_t, w_hr, out=buffers["dm"][:n])
+            dm_t = product(dh_t, w_hr_back, out=buffers["dm"][:n])
         dc_t.addcmul_(dm_t, coef_c[k])
         torch.mul(dm_t, coef_o[k], out=dz_o[k])
         torch.mul(
@@ -140,11 +150,11 @@ def _chunk_backward(
         # Into the state entering step t; dh also takes d_out[t - 1] in the same op.
         d_out_before = d_out[t - 1, :n] if t > 0 else torch.zeros_like(dh_t)
         cut = (whole_batch_detached[t], None if keep is None else keep[t, :n])
-        _into_state_before(dh_t, dc_t, dz_[k], f[k], w_hh, d_out_before, cut, detach_h)
+        _into_state_before(dh_t, dc_t, dz_[k], f[k], w_hh_back, d_out_before, cut, detach_h)
     return dz
 
 
-def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h) -> None:
+def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh_back, d_out_before, cut, detach_h) -> None:
     """Turn dh_t, dc_t (in place) into the gradients reaching h_{t-1}, c_{t-1}.
 
     ``cut``: (whole batch detached at t, or per-member flags; per-row keep factors (n, 1)
@@ -154,19 +164,19 @@ def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h)
     whole_batch, keep = cut
     if isinstance(whole_batch, tuple):  # a population whose members detach differently
         _into_state_before_by_member(
-            dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, whole_batch, detach_h
+            dh_t, dc_t, dz_t, f_t, w_hh_back, d_out_before, whole_batch, detach_h
         )
     elif detach_h:
         dc_t.mul_(f_t)
         if whole_batch:
             dh_t.copy_(d_out_before)
         elif keep is None:
-            step_product(dz_t, w_hh, out=dh_t, add=d_out_before)
+            product(dz_t, w_hh_back, out=dh_t, add=d_out_before)
         else:
-            step_product(dz_t, w_hh, out=dh_t)
+            product(dz_t, w_hh_back, out=dh_t)
             dh_t.mul_(keep).add_(d_out_before)
     else:
-        step_product(dz_t, w_hh, out=dh_t, add=d_out_before)
+        product(dz_t, w_hh_back, out=dh_t, add=d_out_before)
         if whole_batch:
             dc_t.zero_()
         else:
@@ -175,7 +185,7 @@ def _into_state_before(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cut, detach_h)
                 dc_t.mul_(keep)
 
 
-def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cuts, detach_h):
+def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh_back, d_out_before, cuts, detach_h):
     """``_into_state_before`` where member k's rows are all detached (cuts[k]) or none.
 
     On path h each member's product is its own (a batched product costs as much as the
@@ -186,13 +196,13 @@ def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh, d_out_before, cuts
     for k, cut in enumerate(cuts):
         part = slice(k * rows, (k + 1) * rows)
         if not detach_h:
-            torch.addmm(d_out_before[part], dz_t[part], w_hh[k], out=dh_t[part])
+            product(dz_t[part], w_hh_back[k], out=dh_t[part], add=d_out_before[part])
             if cut:
                 dc_t[part].zero_()
         elif cut:
             dh_t[part].copy_(d_out_before[part])
         else:
-            torch.addmm(d_out_before[part], dz_t[part], w_hh[k], out=dh_t[part])
+            product(dz_t[part], w_hh_back[k], out=dh_t[part], add=d_out_before[part])
 
 
 def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
@@ -201,13 +211,13 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
     if result["w_hh"] is not None:
         # sum_t dz_t^T h_{t-1}, h_{t-1} being out[t-1] (or h0 at t = 0)
         if start == 0:
-            add_rows_outer_(result["w_hh"], dz[0], h0)
+            add_outer_(result["w_hh"], dz[0], h0)
             if size > 1:
-                add_rows_outer_(result["w_hh"], dz[1:], out[: size - 1])
+                add_outer_(result["w_hh"], dz[1:], out[: size - 1])
         else:
-            add_rows_outer_(result["w_hh"], dz, out[start - 1 : end - 1])
+            add_outer_(result["w_hh"], dz, out[start - 1 : end - 1])
     if result["w_hr"] is not None:  # sum_t dh_t^T m_t
-        add_rows_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
+        add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
     if result["bias"] is not None:
         result["bias"] += rows_sum(dz, members_of(result["bias"].unsqueeze(-1)))
     if w_ih is None:
@@ -215,12 +225,10 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
             result["x"][start:end] = dz
     else:
         if result["w_ih"] is not None:
-            add_rows_outer_(result["w_ih"], dz, x[start:end])
-        if result["x"] is not None:
-            if w_ih.dim() == 3:  # a population
-                step_products(dz, w_ih, out=result["x"][start:end])
-            else:
-                torch.mm(dz.flatten(0, 1), w_ih, out=result["x"][start:end].view(-1, x.shape[2]))
+            add_outer_(result["w_ih"], dz, x[start:end])
+        if result["x"] is not None:  # dz W_ih
+            w_ih_back = w_ih.transpose(-2, -1).contiguous()
+            block_product(dz, w_ih_back, out=result["x"][start:end])
 
 
 def _gate_derivatives(

@@ -5,7 +5,9 @@ A population of K members is a batch of K * B rows, member k owning rows
 leading member dimension: W_hh (K, 4H, P) instead of (4H, P). Element-wise work is
 then the same as for one model with batch K * B; only the matrix products differ:
 each member's rows meet its own weights. These helpers do the products for both
-layouts (2-D weight: one model; 3-D: a population) so the backends have one code path.
+layouts (2-D weight: one model; 3-D: a population), differentiably, for the reference
+and the differentiable backward; the fused backend's in-place products are in
+``products.py``.
 """
 
 from __future__ import annotations
@@ -22,27 +24,6 @@ def members_of(weight: Tensor) -> int:
 def by_member(rows: Tensor, members: int) -> Tensor:
     """(..., K * B, W) viewed as (..., K, B, W)."""
     return rows.unflatten(-2, (members, rows.shape[-2] // members))
-
-
-def step_product(a: Tensor, weight: Tensor, *, out: Tensor, add: Tensor | None = None) -> Tensor:
-    """out = add + a @ weight, each member's rows with its own matrix, written into ``out``.
-
-    a (N, X), N = K * B rows; weight (X, Y) or (K, X, Y); out and add (N, Y), contiguous.
-    ``add`` may be ``out`` itself (accumulate in place).
-    """
-    if weight.dim() == 2:
-        if add is out:
-            return out.addmm_(a, weight)
-        return torch.mm(a, weight, out=out) if add is None else torch.addmm(add, a, weight, out=out)
-    k = weight.shape[0]
-    a3, out3 = a.reshape(k, -1, a.shape[-1]), out.view(k, -1, out.shape[-1])
-    if add is out:
-        out3.baddbmm_(a3, weight)
-    elif add is None:
-        torch.bmm(a3, weight, out=out3)
-    else:
-        torch.baddbmm(add.reshape(k, -1, add.shape[-1]), a3, weight, out=out3)
-    return out
 
 
 def rows_times(a: Tensor, weight: Tensor) -> Tensor:
@@ -71,28 +52,6 @@ def rows_outer(d: Tensor, v: Tensor, members: int) -> Tensor:
     if members == 1:
         return d.flatten(0, -2).t() @ v.flatten(0, -2)
     return torch.einsum("...kbg,...kbx->kgx", by_member(d, members), by_member(v, members))
-
-
-def add_rows_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
-    """acc += sum over steps and rows of d^T v, in place: d (..., N, G), v (..., N, X),
-    acc (G, X), or (K, G, X) for a population."""
-    if acc.dim() == 2:
-        acc.addmm_(d.flatten(0, -2).t(), v.flatten(0, -2))
-        return
-    # One batched product per step: the members' rows of a step are contiguous blocks, so
-    # nothing is copied (gathering a member's rows over all steps would copy both operands).
-    k = acc.shape[0]
-    for d_t, v_t in zip(d.reshape(-1, *d.shape[-2:]), v.reshape(-1, *v.shape[-2:])):
-        acc.baddbmm_(by_member(d_t, k).transpose(1, 2), by_member(v_t, k))
-
-
-def step_products(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
-    """out[t] = bias + a[t] @ weight for each step t of a block, member by member, into
-    ``out`` (S, N, Y); a (S, N, X), weight (K, X, Y), bias (K, Y) or None."""
-    k = weight.shape[0]
-    add = None if bias is None else bias.unsqueeze(1).expand(k, out.shape[1] // k, -1)
-    for a_t, out_t in zip(a, out):
-        step_product(a_t, weight, out=out_t, add=add)
 
 
 def rows_sum(d: Tensor, members: int) -> Tensor:

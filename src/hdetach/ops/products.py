@@ -1,0 +1,122 @@
+"""The fused backend's matrix products, into its buffers, on the faster CPU kernel.
+
+Every product here is ``a @ weight^T`` with the weight in ``torch.nn.Linear``'s layout:
+(Y, X) for one model, (K, Y, X) for a population (member k's rows, the k-th block of
+B rows, meet ``weight[k]``; see ``members.py``).
+
+On the CPU, float32 products run on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the
+kernel torch.compile uses for CPU linear layers) rather than ``torch.mm`` (MKL): on the
+AMD EPYC of ``benchmarks/``, MKL's product of one recurrent step (100 x 128 by 128 x
+512) runs at about 105 GFLOP/s and oneDNN's at about 190 (``forward_recompute.py``
+prints both). Elsewhere (CUDA, other dtypes, a torch without oneDNN) and with
+``HDETACH_ONEDNN=0`` (read at each call) the products are torch's mm, addmm and bmm.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+
+def _onednn_linear_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._linear_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _onednn_linear_available()  # once: torch.compile must not trace the check
+
+
+def uses_onednn(a: Tensor) -> bool:
+    """Whether products with ``a`` run on oneDNN (see the module docstring)."""
+    return (
+        a.device.type == "cpu"
+        and a.dtype == torch.float32
+        and os.environ.get("HDETACH_ONEDNN", "1") != "0"
+        and ONEDNN_LINEAR
+    )
+
+
+def _onednn(a: Tensor, weight: Tensor, bias: Tensor | None = None, add: Tensor | None = None):
+    """A new tensor bias + add + a @ weight^T from oneDNN."""
+    if add is None:
+        return torch.ops.mkldnn._linear_pointwise(a, weight, bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.binary(a, add, weight, bias, "add")
+
+
+def product(a: Tensor, weight: Tensor, *, out: Tensor, add: Tensor | None = None) -> Tensor:
+    """out = add + a @ weight^T, written into ``out``; returns ``out``.
+
+    a (N, X) with N = K * B rows, weight (Y, X) or (K, Y, X); out and add (N, Y); ``add``
+    may be ``out`` itself (accumulate in place).
+    """
+    if uses_onednn(a):
+        if weight.dim() == 2:
+            return out.copy_(_onednn(a, weight, add=add))
+        rows = a.shape[0] // weight.shape[0]
+        for k in range(weight.shape[0]):  # a batched oneDNN product is not exposed
+            part = slice(k * rows, (k + 1) * rows)
+            out[part] = _onednn(a[part], weight[k], add=None if add is None else add[part])
+        return out
+    w_t = weight.transpose(-2, -1)
+    if weight.dim() == 2:
+        if add is out:
+            return out.addmm_(a, w_t)
+        return torch.mm(a, w_t, out=out) if add is None else torch.addmm(add, a, w_t, out=out)
+    k = weight.shape[0]
+    a3, out3 = a.reshape(k, -1, a.shape[-1]), out.view(k, -1, out.shape[-1])
+    if add is out:
+        out3.baddbmm_(a3, w_t)
+    elif add is None:
+        torch.bmm(a3, w_t, out=out3)
+    else:
+        torch.baddbmm(add.reshape(k, -1, add.shape[-1]), a3, w_t, out=out3)
+    return out
+
+
+def block_product(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
+    """out = bias + a @ weight^T for a block of steps: a (S, N, X), out (S, N, Y), bias
+    (Y,) or (K, Y). One product over all rows for one model; step by step for a population
+    (a member's rows are contiguous within a step, not across steps)."""
+    if weight.dim() == 2:
+        flat_a, flat_out = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
+        if uses_onednn(a):
+            flat_out.copy_(_onednn(flat_a, weight, bias))
+        elif bias is None:
+            torch.mm(flat_a, weight.t(), out=flat_out)
+        else:
+            torch.addmm(bias, flat_a, weight.t(), out=flat_out)
+        return
+    members, rows = weight.shape[0], a.shape[1] // weight.shape[0]
+    add = (
+        None
+        if bias is None
+        else bias.unsqueeze(1).expand(members, rows, -1).reshape(-1, bias.shape[-1])
+    )
+    for a_t, out_t in zip(a, out):
+        product(a_t, weight, out=out_t, add=add)
+
+
+def add_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
+    """acc += sum over steps and rows of d^T v, in place: d (..., N, G), v (..., N, X),
+    acc (G, X), or (K, G, X) for a population (then each member's own rows)."""
+    if acc.dim() == 2:
+        flat_d, flat_v = d.reshape(-1, d.shape[-1]), v.reshape(-1, v.shape[-1])
+        if uses_onednn(acc):
+            acc += _onednn(flat_d.t(), flat_v.t())
+        else:
+            acc.addmm_(flat_d.t(), flat_v)
+        return
+    # One product per step (and member): a member's rows are contiguous within a step,
+    # while gathering them over all steps would copy both operands.
+    members = acc.shape[0]
+    for d_t, v_t in zip(d.reshape(-1, *d.shape[-2:]), v.reshape(-1, *v.shape[-2:])):
+        d_k, v_k = d_t.unflatten(0, (members, -1)), v_t.unflatten(0, (members, -1))
+        if uses_onednn(acc):
+            for k in range(members):
+                acc[k] += _onednn(d_k[k].t(), v_k[k].t())
+        else:
+            acc.baddbmm_(d_k.transpose(1, 2), v_k)
