@@ -35,7 +35,7 @@ from hdetach.ops.differentiable import differentiable_backward
 from hdetach.ops.fused_backward import fused_backward
 from hdetach.ops.members import rows_linear
 from hdetach.ops.packed import rows_at, steps_of
-from hdetach.ops.products import block_product, product
+from hdetach.ops.products import accumulated, block_product, product
 from hdetach.ops.reference import reference_lstm_recurrence
 
 CHUNK_BYTES = 4 * 2**20
@@ -129,8 +129,7 @@ def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_doubled, w_hr, b
         n = z[k].shape[0]
         if n < batch:
             h, c = h[:n], c[:n]
-        product(h, w_hh_doubled, out=z[k], add=z[k])
-        z[k].sigmoid_()
+        torch.sigmoid(accumulated(h, w_hh_doubled, z[k]), out=z[k])
         g[k].mul_(two).sub_(one)
         torch.mul(f[k], c, out=c_[k])
         c_[k].addcmul_(i[k], g[k])

@@ -77,6 +77,14 @@ def product(a: Tensor, weight: Tensor, *, out: Tensor, add: Tensor | None = None
     return out
 
 
+def accumulated(a: Tensor, weight: Tensor, add: Tensor) -> Tensor:
+    """add + a @ weight^T, with ``add`` (N, Y) free to be overwritten: a new tensor from
+    oneDNN for one model (saving the copy into ``add``), else ``add`` accumulated in place."""
+    if weight.dim() == 2 and uses_onednn(a):
+        return _onednn(a, weight, add=add)
+    return product(a, weight, out=add, add=add)
+
+
 def block_product(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
     """out = bias + a @ weight^T for a block of steps: a (S, N, X), out (S, N, Y), bias
     (Y,) or (K, Y). One product over all rows for one model; step by step for a population
