@@ -1,4 +1,4 @@
-"""The README's quick start runs as written."""
+"""The README's examples run as written."""
 
 import re
 from pathlib import Path
@@ -14,3 +14,10 @@ def test_quick_start_runs(capsys):
     printed = capsys.readouterr().out
     losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", printed)]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_population_example_runs(capsys):
+    section = README.read_text().split("### Populations", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README populations", "exec"), {})
+    assert len(re.findall(r"'[0-9.]+'", capsys.readouterr().out)) == 4
