@@ -5,7 +5,7 @@
 # then the same for the opt-in split-hidden kernels (a per-step barrier across programs),
 # run last and under their own timeouts because a barrier bug would hang, not fail.
 # Run from anywhere on a CUDA machine with torch, triton and numpy installed (pytest
-# optional); no network needed. Budget: under 5 minutes.
+# optional); no network needed. Budget: under 10 minutes (populations included).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
@@ -31,6 +31,12 @@ fi
 
 echo "== benchmark"
 timeout -k 5 140 python benchmarks/gpu_bench.py || status=$?
+
+echo "== populations at the pixel-MNIST shape: K = 1 and 10 as one PopulationLSTM vs one after another (fused, then triton)"
+timeout -k 5 90 python -m hdetach.bench --population 1 10 --shapes pmnist --repeats 3 || status=$?
+HDETACH_TRITON_AUTO=1 timeout -k 5 90 python -m hdetach.bench --population 1 10 --shapes pmnist --repeats 3 || status=$?
+echo "== triton population check (K=10, pixel MNIST, against 10 single calls)"
+timeout -k 5 120 python benchmarks/triton_population_check.py || status=$?
 
 if [ "$have_pytest" = 1 ]; then
     echo "== split-hidden correctness tests"

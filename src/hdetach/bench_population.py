@@ -7,8 +7,8 @@ projection of the outputs; h-detach at ``--p``, each member its own masks) of:
 
 * ``population``: one ``hdetach.PopulationLSTM`` of K members, all threads;
 * ``one after another``: K ``hdetach.LSTM``s, each step in turn, all threads;
-* ``parallel processes``: K ``hdetach.LSTM``s shared out over one process per core
-  (one thread each), all processes stepping at once.
+* ``parallel processes`` (CPU only): K ``hdetach.LSTM``s shared out over one process
+  per core (one thread each), all processes stepping at once.
 
 Throughput is member-steps per second; the three take turns, round after round, and
 each reports its median round.
@@ -30,15 +30,15 @@ import hdetach
 _WORKER: dict = {}
 
 
-def _lone_models(count: int, shape: tuple, p: float, seed: int) -> list:
+def _lone_models(count: int, shape: tuple, p: float, seed: int, device: str = "cpu") -> list:
     """``count`` (model, input, output gradient) triples for the shape (T, B, I, H)."""
     steps, batch, input_size, hidden = shape
     torch.manual_seed(seed)
     return [
         (
-            hdetach.LSTM(input_size, hidden, p_detach=p, backend="fused"),
-            torch.randn(steps, batch, input_size),
-            torch.randn(steps, batch, hidden),
+            hdetach.LSTM(input_size, hidden, p_detach=p, device=device),
+            torch.randn(steps, batch, input_size, device=device),
+            torch.randn(steps, batch, hidden, device=device),
         )
         for _ in range(count)
     ]
@@ -58,12 +58,12 @@ def _worker_step(_: int) -> None:
     _step_each(_WORKER["models"])
 
 
-def _population(members: int, shape: tuple, p: float) -> Callable[[], None]:
+def _population(members: int, shape: tuple, p: float, device: str) -> Callable[[], None]:
     steps, batch, input_size, hidden = shape
     torch.manual_seed(0)
-    population = hdetach.PopulationLSTM(members, input_size, hidden, p_detach=p, backend="fused")
-    x = torch.randn(members, steps, batch, input_size)
-    grad = torch.randn(members, steps, batch, hidden)
+    population = hdetach.PopulationLSTM(members, input_size, hidden, p_detach=p, device=device)
+    x = torch.randn(members, steps, batch, input_size, device=device)
+    grad = torch.randn(members, steps, batch, hidden, device=device)
     return lambda: population(x)[0].backward(grad)
 
 
@@ -86,25 +86,33 @@ def _parallel(members: int, shape: tuple, p: float, cores: int):
 
 
 def population_rows(
-    shape_name: str, shape: tuple, sizes: list[int], p: float, repeats: int
+    shape_name: str, shape: tuple, sizes: list[int], p: float, repeats: int, device: str = "cpu"
 ) -> list[dict]:
-    """One row per (K, implementation): median ms per round of K member-steps."""
+    """One row per (K, implementation): median ms per round of K member-steps. The
+    models use the default backend ("auto": fused, or triton with HDETACH_TRITON_AUTO=1)."""
     cores = os.cpu_count() or 1
+    cuda = torch.device(device).type == "cuda"
     rows = []
     for members in sizes:
-        lone = _lone_models(members, shape, p, 0)
-        parallel, pools = _parallel(members, shape, p, cores)
+        lone = _lone_models(members, shape, p, 0, device)
         runs = {
-            "population": _population(members, shape, p),
+            "population": _population(members, shape, p, device),
             "one after another": lambda lone=lone: _step_each(lone),
-            f"parallel processes ({cores} x 1 thread)": parallel,
         }
+        pools = []
+        if not cuda:
+            parallel, pools = _parallel(members, shape, p, cores)
+            runs[f"parallel processes ({cores} x 1 thread)"] = parallel
         times: dict[str, list[float]] = {name: [] for name in runs}
         try:
             for round_ in range(repeats + 1):  # round 0 warms up
                 for name, step in runs.items():
+                    if cuda:
+                        torch.cuda.synchronize()
                     start = time.perf_counter()
                     step()
+                    if cuda:
+                        torch.cuda.synchronize()
                     if round_:
                         times[name].append((time.perf_counter() - start) * 1e3)
         finally:
@@ -143,4 +151,13 @@ def format_population_table(rows: list[dict], shapes: dict) -> str:
             f"| {row['shape']} {shapes[row['shape']]} | {row['K']} | {row['impl']} "
             f"| {row['ms']:.0f} | {row['member_steps_per_s']:.1f} | {speedup} |"
         )
+    for row in rows:
+        if row["shape"] == "pmnist" and row["impl"] == "population":
+            batch = shapes["pmnist"][1]
+            epoch_s = 60000 / batch * row["ms"] / 1e3  # the LSTM's forward and backward only
+            lines.append(
+                f"\npixel MNIST, a population of {row['K']}: one epoch of 60,000 images "
+                f"(forward and backward of the LSTM) {epoch_s / 60:.1f} min; 200 epochs "
+                f"{200 * epoch_s / 3600:.1f} h"
+            )
     return "\n".join(lines)
