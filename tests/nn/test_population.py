@@ -117,6 +117,23 @@ def test_members_are_independent():
         assert all(w.grad is None or not w.grad.any() for w in pop.member(k).parameters())
 
 
+def test_each_parameter_gets_a_gradient_of_its_own():
+    """Clipping scales gradients in place: no two parameters may share a gradient tensor."""
+    pop = _population("fused", p_detach=0.5, num_layers=2)
+    out, _ = pop(torch.randn(K, T, B, IN, dtype=F64))
+    out.sum().backward()
+    grads = [p.grad for p in pop.parameters()]
+    for i, a in enumerate(grads):
+        for b in grads[i + 1 :]:
+            assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or (
+                a.storage_offset() != b.storage_offset()
+            )
+    member = pop.member(0)
+    before = member.bias_hh_l0.grad.clone()
+    member.bias_ih_l0.grad.mul_(0.5)
+    torch.testing.assert_close(member.bias_hh_l0.grad, before)
+
+
 def test_member_is_a_plain_lstm_sharing_the_weights_and_from_members_shares_them_back():
     pop = _population("auto", p_detach=[0, 0.25, 0.5])
     member = pop.member(1)

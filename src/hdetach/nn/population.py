@@ -178,7 +178,7 @@ class PopulationLSTM(nn.Module):
         for m in self.members:  # as torch.nn.LSTM.forward: parametrizations, functional_call
             m._update_flat_weights()
         per_state = len(first._flat_weights) // first._num_states
-        stacked = [torch.stack(ws) for ws in zip(*(m._flat_weights for m in self.members))]
+        stacked = [_stack(ws) for ws in zip(*(m._flat_weights for m in self.members))]
         entries = [stacked[k * per_state : (k + 1) * per_state] for k in range(first._num_states)]
         with torch.autocast(x.device.type, enabled=False):  # computes in the input's dtype
             output, (h_n, c_n) = lstm(
@@ -269,6 +269,17 @@ class PopulationLSTM(nn.Module):
             )
             for s in range(self.members[0]._num_states)
         ]
+
+
+def _stack(tensors: Sequence[Tensor]) -> Tensor:
+    """The members' tensors stacked, (K, ...). A stacked bias's gradient is cloned on its
+    way back: the backends use b_ih + b_hh, whose two stacks would otherwise hand each
+    member views of one tensor as the gradients of both its biases (and in-place clipping
+    would scale it twice)."""
+    stacked = torch.stack(list(tensors))
+    if stacked.requires_grad and stacked.dim() == 2:
+        stacked.register_hook(torch.clone)
+    return stacked
 
 
 def _per_member(p_detach: float | Sequence[float], members: int) -> list[float]:
