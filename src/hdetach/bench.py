@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import hdetach
+from hdetach.ops.products import add_outer_, block_product, product
 
 # name -> (steps, batch, input, hidden)
 SHAPES = {
@@ -68,30 +69,32 @@ class AuthorsLoop(nn.Module):
 
 
 def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
-    """Only the matrix products of one forward+backward at p = 0, into preallocated outputs."""
+    """Only the matrix products of one forward+backward at p = 0, into preallocated outputs,
+    on the fused backend's product kernels (``ops/products.py``: oneDNN on a CPU)."""
 
     def rand(*shape):
         return torch.randn(*shape, device=device, dtype=dtype)
 
     w_ih, w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
+    w_hh_back, w_ih_back = rand(hidden, 4 * hidden), rand(input_size, 4 * hidden)
     x, all_dz, all_h = (
-        rand(steps * batch, input_size),
-        rand(steps * batch, 4 * hidden),
-        rand(steps * batch, hidden),
+        rand(steps, batch, input_size),
+        rand(steps, batch, 4 * hidden),
+        rand(steps, batch, hidden),
     )
     h, z, dh = rand(batch, hidden), rand(batch, 4 * hidden), rand(batch, hidden)
-    gates_x, d_x = rand(steps * batch, 4 * hidden), rand(steps * batch, input_size)
+    gates_x, d_x = rand(steps, batch, 4 * hidden), rand(steps, batch, input_size)
     d_w_ih, d_w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
 
     def run() -> None:
-        torch.mm(x, w_ih.t(), out=gates_x)
+        block_product(x, w_ih, out=gates_x)
         for _ in range(steps):
-            torch.mm(h, w_hh.t(), out=z)
+            product(h, w_hh, out=z, add=z)
         for _ in range(steps):
-            torch.mm(z, w_hh, out=dh)
-        torch.mm(all_dz.t(), all_h, out=d_w_hh)
-        torch.mm(all_dz.t(), x, out=d_w_ih)
-        torch.mm(all_dz, w_ih, out=d_x)
+            product(z, w_hh_back, out=dh)
+        add_outer_(d_w_hh, all_dz, all_h)
+        add_outer_(d_w_ih, all_dz, x)
+        block_product(all_dz, w_ih_back, out=d_x)
 
     return run
 
