@@ -36,7 +36,8 @@ from triton.testing import do_bench
 import hdetach
 from hdetach.bench import AuthorsLoop
 from hdetach.ops.reference import reference_lstm_recurrence
-from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS, triton_lstm_recurrence
+from hdetach.ops.triton_loader import triton_backend
+from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS
 
 DEVICE = "cuda"
 ACCURACY_SHAPE = (784, 100, 100)  # pixel MNIST: (steps, batch, hidden)
@@ -159,10 +160,11 @@ def _accuracy_lines() -> list[str]:
         "| triton input_precision | worst relative error |",
         "|---|---:|",
     ]
+    recurrence = triton_backend(torch.device(DEVICE)).triton_lstm_recurrence
     for precision in FLOAT32_PRECISIONS:
 
         def fn(*args: torch.Tensor, precision: str = precision):
-            return triton_lstm_recurrence(*args, mask, "h", input_precision=precision)
+            return recurrence(*args, mask, "h", input_precision=precision)
 
         lines.append(f"| {precision} | {_worst_error(results(fn, torch.float32), expected):.1e} |")
     return [*lines, ""]

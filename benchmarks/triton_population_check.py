@@ -124,12 +124,13 @@ def population_check(
     from triton.testing import do_bench
 
     from hdetach.functional import lstm_recurrence
-    from hdetach.ops.triton_lstm import triton_lstm_recurrence
+    from hdetach.ops.triton_loader import triton_backend
 
     def fused(*args):
         return lstm_recurrence(*args[:4], detach_mask=args[4], backend="fused")
 
     problem = _problem(members, steps, batch, hidden, p_detach, seed)
+    triton_lstm_recurrence = triton_backend(torch.device("cuda")).triton_lstm_recurrence
     population = _population_step(problem, triton_lstm_recurrence)
     singles = {"triton": _single_steps(problem, triton_lstm_recurrence)}
     singles["fused"] = _single_steps(problem, fused)

@@ -103,13 +103,14 @@ def test_weights_and_inputs_must_share_dtype_and_device():
 def test_triton_settings_are_read_at_each_call(monkeypatch):
     pytest.importorskip("triton")
     from hdetach.ops.triton_loader import triton_backend
+    from hdetach.ops.triton_lstm import split_hidden_from_environment
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    module = triton_backend(torch.device("cuda"))  # the GPU build (imports; compiles nothing)
-    assert not module.INTERPRETED
+    backend = triton_backend(torch.device("cuda"))  # the GPU build (imports; compiles nothing)
+    assert not backend.interpreted
     monkeypatch.delenv("HDETACH_TRITON_SPLIT_HIDDEN", raising=False)
-    assert not module.split_hidden_from_environment()
+    assert not split_hidden_from_environment()
     monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")
-    assert module.split_hidden_from_environment()
+    assert split_hidden_from_environment()
     monkeypatch.setenv("HDETACH_TRITON_AUTO", "0")
     assert not functional.triton_in_auto()

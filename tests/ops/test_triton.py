@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ pytest.importorskip("triton")
 
 from hdetach.functional import lstm_recurrence, select_backend  # noqa: E402
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
-from hdetach.ops.triton_loader import triton_backend  # noqa: E402
+from hdetach.ops.triton_loader import TritonBackend, triton_backend  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -34,7 +33,7 @@ def _index_any_shape(self) -> int:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    """``hdetach.ops.triton_lstm`` built for Triton's CPU interpreter.
+    """The triton backend with its kernels built for Triton's CPU interpreter.
 
     ``TRITON_INTERPRET=1`` is set only while the fixture is alive; the backend's loader
     then serves CPU tensors with its interpreter build (nothing is reloaded).
@@ -53,7 +52,7 @@ def interpreted():
 
     patch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
     module = triton_backend(torch.device("cpu"))
-    assert module.INTERPRETED
+    assert module.interpreted
     yield module
     patch.undo()
 
@@ -121,7 +120,7 @@ def _relative_errors(actual: list[torch.Tensor], expected: list[torch.Tensor]) -
         ("step", "c", True),
     ],
 )
-def test_interpreted_matches_reference(interpreted: ModuleType, scope, path, packed):
+def test_interpreted_matches_reference(interpreted: TritonBackend, scope, path, packed):
     steps, batch, hidden = 5, 20, 24  # 2 batch tiles of 16, 2 blocks of 16 hidden units
     inputs, loss_weights = _problem(steps, batch, hidden, seed=1)
     mask = _masks(steps, batch, scope, p=0.5, seed=2)
@@ -141,7 +140,7 @@ def test_interpreted_matches_reference(interpreted: ModuleType, scope, path, pac
     assert max(errors.values()) < 1e-5, errors
 
 
-def test_interpreted_float16_and_default_tiles(interpreted: ModuleType):
+def test_interpreted_float16_and_default_tiles(interpreted: TritonBackend):
     """16-bit operands (the bfloat16 code path) with the default tile sizes."""
     steps, batch, hidden = 4, 6, 16
     inputs, loss_weights = _problem(steps, batch, hidden, seed=3)
@@ -160,7 +159,7 @@ def test_interpreted_float16_and_default_tiles(interpreted: ModuleType):
     assert max(errors.values()) < 1e-2, errors
 
 
-def test_interpreted_through_functional_api(interpreted: ModuleType):
+def test_interpreted_through_functional_api(interpreted: TritonBackend):
     """``backend="triton"`` dispatches to the kernels; gradients only from ``out``."""
     steps, batch, hidden = 3, 5, 16
     (gates_x, h0, c0, weight_hh), _ = _problem(steps, batch, hidden, seed=5)
@@ -178,7 +177,7 @@ def test_interpreted_through_functional_api(interpreted: ModuleType):
         torch.testing.assert_close(grad, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_interpreted_inference_saves_nothing(interpreted: ModuleType):
+def test_interpreted_inference_saves_nothing(interpreted: TritonBackend):
     """Under no_grad the forward skips the saved activations and still matches."""
     (gates_x, h0, c0, weight_hh), _ = _problem(3, 4, 16, seed=7)
     args = [x.float() for x in (gates_x, h0, c0, weight_hh)]
@@ -189,7 +188,7 @@ def test_interpreted_inference_saves_nothing(interpreted: ModuleType):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 
-def test_refuses_what_its_kernels_do_not_cover(interpreted: ModuleType):
+def test_refuses_what_its_kernels_do_not_cover(interpreted: TritonBackend):
     """float64 and a projection are not covered: a clear error, and "auto" picks fused."""
     (gates_x, h0, c0, weight_hh), _ = _problem(3, 4, 8, seed=8)
     with pytest.raises(ValueError, match='backend="triton" cannot run this call: .*float64'):
@@ -226,15 +225,16 @@ _COMPILE_FOR_SM90 = """
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from hdetach.ops import triton_lstm as m
+from hdetach.ops import triton_kernels as kernels
+from hdetach.ops.triton_lstm import _config
 
 FP32 = {"h_state_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr"}
 INTS = {"lengths_ptr": "*i32", "flags_ptr": "*i32", "mask_ptr": "*u8"}
-UNSPLIT = m._config(100, 100, torch.device("cpu"))
+UNSPLIT = _config(100, 100, torch.device("cpu"))
 SPLIT = dict(UNSPLIT, BLOCK_N=32, SPLIT=4, SHARED_CACHE=".cg", num_warps=4)
 for kernel, options in (
-    (m._lstm_forward_kernel, {"PACKED": True, "SAVE": True}),
-    (m._lstm_backward_kernel, {"PACKED": True, "HAS_MASK": True, "DETACH_H": True}),
+    (kernels.lstm_forward_kernel, {"PACKED": True, "SAVE": True}),
+    (kernels.lstm_backward_kernel, {"PACKED": True, "HAS_MASK": True, "DETACH_H": True}),
 ):
     for dtype, precision in (("fp32", "tf32x3"), ("bf16", "tf32")):
         for config in (UNSPLIT, SPLIT):

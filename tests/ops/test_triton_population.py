@@ -8,7 +8,7 @@ rows and weights, and the float64 reference run member by member.
 
 from __future__ import annotations
 
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +19,8 @@ import test_triton  # noqa: E402
 from test_triton import NAMES, _problem, _relative_errors, _run  # noqa: E402
 
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
+from hdetach.ops.triton_loader import TritonBackend  # noqa: E402
+from hdetach.ops.triton_lstm import _config  # noqa: E402
 
 interpreted = test_triton.interpreted  # the backend built for the interpreter (a fixture)
 
@@ -87,7 +89,7 @@ def _member_results(results: list[torch.Tensor], k: int, batch: int) -> list[tor
     ],
 )
 def test_population_matches_members_and_reference(
-    interpreted: ModuleType, members, batch, hidden, scope, path, config
+    interpreted: TritonBackend, members, batch, hidden, scope, path, config
 ):
     steps = 5
     inputs, loss_weights = _population(members, steps, batch, hidden, seed=20)
@@ -118,7 +120,7 @@ def test_population_matches_members_and_reference(
         assert max(errors.values()) < 1e-5, (k, errors)
 
 
-def test_members_are_independent(interpreted: ModuleType):
+def test_members_are_independent(interpreted: TritonBackend):
     """Member 0's loss gives every other member exactly zero gradient, and changing
     another member's weights leaves member 0's outputs exactly as they were."""
     members, steps, batch, hidden = 3, 4, 2, 16
@@ -176,25 +178,24 @@ def _bad_inputs(case: str):
         ("mask of one member", r"detach_mask must have shape \(3,\) or \(3, 6\)"),
     ],
 )
-def test_population_refuses_bad_input(interpreted: ModuleType, case, message):
+def test_population_refuses_bad_input(interpreted: TritonBackend, case, message):
     with pytest.raises(ValueError, match=message):
         interpreted.triton_lstm_recurrence(*_bad_inputs(case))
 
 
-def test_split_hidden_keeps_every_member_resident(interpreted: ModuleType, monkeypatch):
+def test_split_hidden_keeps_every_member_resident(monkeypatch):
     """Programs that meet at a barrier must all be resident at once: with members the
     split shrinks so that members * tiles * SPLIT programs fit on the SMs."""
     sms = SimpleNamespace(multi_processor_count=132)  # an H100
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: sms)
     cuda = torch.device("cuda")
-    config = interpreted._config
-    assert config(128, 100, cuda, True)["SPLIT"] == 4  # 7 tiles x 4
-    assert config(128, 100, cuda, True, members=4)["SPLIT"] == 4  # 28 tiles x 4 = 112
-    assert config(128, 100, cuda, True, members=5)["SPLIT"] == 2  # 35 tiles x 2 = 70
-    assert config(128, 100, cuda, True, members=10)["SPLIT"] == 1  # 70 tiles x 2 > 132
+    assert _config(128, 100, cuda, True)["SPLIT"] == 4  # 7 tiles x 4
+    assert _config(128, 100, cuda, True, members=4)["SPLIT"] == 4  # 28 tiles x 4 = 112
+    assert _config(128, 100, cuda, True, members=5)["SPLIT"] == 2  # 35 tiles x 2 = 70
+    assert _config(128, 100, cuda, True, members=10)["SPLIT"] == 1  # 70 tiles x 2 > 132
 
 
-def test_population_module_on_triton_equals_fused(interpreted: ModuleType):
+def test_population_module_on_triton_equals_fused(interpreted: TritonBackend):
     """``hdetach.PopulationLSTM(backend="triton")`` end to end (input projection, per-member
     masks drawn from each member's generator) against the fused backend's results."""
     import copy
