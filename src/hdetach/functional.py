@@ -16,7 +16,6 @@ fused and triton backends batch the members' matrix products; "reference" and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -31,14 +30,14 @@ from hdetach.ops.checks import (
     check_recurrence,
     check_same_dtype_and_device,
 )
+from hdetach.ops.dispatch import BACKENDS, select_backend
 from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
-from hdetach.ops.members import by_member, members_of, rows_linear
+from hdetach.ops.members import members_of, rows_linear
 from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
-from hdetach.ops.triton_loader import triton_backend, triton_unsupported_reason
+from hdetach.ops.triton_loader import triton_backend
 
-BACKENDS = ("auto", "native", "fused", "triton", "reference")
 DETACH_PATHS = ("h", "c")
 
 _check_choice = check_choice  # the module and the cell validate their options with it
@@ -52,62 +51,6 @@ __all__ = [
     "reverse_sequences",
     "select_backend",
 ]
-
-
-def triton_in_auto() -> bool:
-    """Whether ``"auto"`` may pick the triton kernels: environment ``HDETACH_TRITON_AUTO=1``.
-
-    Read at each call. Off by default until ``benchmarks/gpu_check.sh`` has shown the
-    kernels correct and faster than ``"fused"`` on a GPU.
-    """
-    return os.environ.get("HDETACH_TRITON_AUTO", "0") == "1"
-
-
-def select_backend(
-    backend: str,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    steps: int,
-    batch: int,
-    hidden_size: int,
-    detached: bool,
-    proj_size: int = 0,
-    members: int = 1,
-) -> str:
-    """The implementation that runs a call: "native", "fused", "triton" or "reference".
-
-    ``detached``: some detach mask is given; ``batch``: all rows, shared by ``members``
-    LSTMs in a population.
-    An explicit backend is returned as given, or refused with the reason where it cannot
-    run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
-    or ``proj_size > 0``). ``"auto"`` resolves as follows:
-
-    1. Nothing detached: ``"native"``, on every device, training or not. torch's own
-       kernel (cuDNN, oneDNN) gives the same result and was faster than ``"fused"`` in
-       every measured CPU shape (``benchmarks/native-vs-fused-cpu.md``: fused/native
-       forward+backward 1.07x to 13x, T in {100, 784}, B in 1..256, H in 32..512).
-    2. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
-       apply, else ``"fused"``.
-    """
-    check_choice("backend", backend, BACKENDS)
-    if backend == "native" and detached:
-        raise ValueError(
-            'backend="native" runs torch\'s own LSTM kernel, which cannot detach: use "auto" '
-            'or "fused" with a detach mask'
-        )
-    sizes = (device, dtype, steps, batch, hidden_size, proj_size)
-    if backend == "triton":
-        reason = triton_unsupported_reason(*sizes, members=members)
-        if reason is not None:
-            raise ValueError(f'backend="triton" cannot run this call: {reason}')
-    if backend != "auto":
-        return backend
-    if not detached:
-        return "native"
-    if triton_in_auto() and triton_unsupported_reason(*sizes, members=members) is None:
-        return "triton"
-    return "fused"
 
 
 def lstm_recurrence(
@@ -236,7 +179,7 @@ def lstm_layer(
         weights = [
             [w for w in (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) if w is not None]
         ]
-        out, (h_n, c_n) = _native(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
+        out, (h_n, c_n) = native_lstm(x, (h0[None], c0[None]), weights, False, 0.0, False, sizes)
         return out, h_n[0], c_n[0]
     bias = None if bias_ih is None else bias_ih + bias_hh
     layer = (x, h0, c0, weight_ih, weight_hh, bias, weight_hr, detach_mask, detach_path, sizes)
@@ -257,27 +200,6 @@ def _select_for_layers(backend, x, weight_hh, weight_hr, masks) -> str:
         proj_size=0 if weight_hr is None else weight_hr.shape[-2],
         members=members_of(weight_hh),
     )
-
-
-def _native(input, hx, weights, bidirectional, dropout, training, sizes):
-    """``native_lstm``; for a population, once per member (torch's kernel has no member
-    dimension) on the member's rows and weights, the results put back in place."""
-    members = members_of(weights[0][1])
-    options = (bidirectional, dropout, training, sizes)
-    if members == 1:
-        return native_lstm(input, hx, weights, *options)
-    parts = [
-        native_lstm(
-            by_member(input, members)[:, k],
-            tuple(by_member(state, members)[:, k] for state in hx),
-            [[w[k] for w in entry] for entry in weights],
-            *options,
-        )
-        for k in range(members)
-    ]
-    output = torch.cat([out for out, _ in parts], dim=1)
-    h_n, c_n = (torch.cat([state[i] for _, state in parts], dim=1) for i in (0, 1))
-    return output, (h_n, c_n)
 
 
 def _run_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, mask, path, sizes, backend: str):
@@ -421,7 +343,7 @@ def lstm(
     backend = _select_for_layers(backend, input, entries[0][1], entries[0][4], masks)
     if backend == "native":
         weights = [[w for w in entry if w is not None] for entry in entries]
-        return _native(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
+        return native_lstm(input, tuple(hx), weights, bidirectional, dropout, training, sizes)
     h0, c0 = hx
     h_n, c_n = [], []
     layer_input = input

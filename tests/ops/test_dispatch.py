@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from hdetach import functional
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
+from hdetach.ops import dispatch
 
 
 def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
@@ -45,7 +45,7 @@ def test_auto_with_detach_is_fused_unless_triton_enabled(monkeypatch):
     monkeypatch.setenv("HDETACH_TRITON_AUTO", "1")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert choose(detached=True) == "fused"  # the kernels do not apply to CPU tensors
-    assert functional.triton_in_auto()
+    assert dispatch.triton_in_auto()
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -113,4 +113,4 @@ def test_triton_settings_are_read_at_each_call(monkeypatch):
     monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")
     assert split_hidden_from_environment()
     monkeypatch.setenv("HDETACH_TRITON_AUTO", "0")
-    assert not functional.triton_in_auto()
+    assert not dispatch.triton_in_auto()

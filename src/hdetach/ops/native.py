@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from hdetach.ops.members import by_member, members_of
 from hdetach.ops.packed import sequence_lengths
 
 
@@ -27,8 +28,29 @@ def native_lstm(
 
     Arguments validated as in :func:`hdetach.functional.lstm`; ``weights`` holds each
     layer and direction's tensors in ``torch.nn.LSTM._flat_weights`` order, and ``sizes``
-    the packed layout (non-increasing per-step batch sizes) or None.
+    the packed layout (non-increasing per-step batch sizes) or None. For a population
+    (weights with a leading member dimension) the kernel, which has none, runs once per
+    member on the member's rows and weights, and the results are put back in place.
     """
+    members = members_of(weights[0][1])
+    options = (bidirectional, dropout, training, sizes)
+    if members == 1:
+        return _native_lstm(input, hx, weights, *options)
+    parts = [
+        _native_lstm(
+            by_member(input, members)[:, k],
+            tuple(by_member(state, members)[:, k] for state in hx),
+            [[w[k] for w in entry] for entry in weights],
+            *options,
+        )
+        for k in range(members)
+    ]
+    output = torch.cat([out for out, _ in parts], dim=1)
+    h_n, c_n = (torch.cat([state[i] for _, state in parts], dim=1) for i in (0, 1))
+    return output, (h_n, c_n)
+
+
+def _native_lstm(input, hx, weights, bidirectional, dropout, training, sizes):
     flat = [w for entry in weights for w in entry]
     has_biases = len(weights[0]) >= 4
     layers = len(weights) // (2 if bidirectional else 1)
