@@ -18,6 +18,7 @@ from typing import Any
 from hdetach.config import Config
 from hdetach.interrupt import StopRequest
 from hdetach.sweep.engines import Outcome, RunFn, Task, local_engine, plan, ray_engine, run_one
+from hdetach.sweep.populations import population_engine
 
 
 @dataclass
@@ -46,8 +47,10 @@ def run_sweep(
     address: str | None = None,
     progress: bool | None = None,
     fn: RunFn = run_one,
+    members: int | None = None,
 ) -> SweepResult:
-    """Run every run not done yet; read the summaries of those that are."""
+    """Run every run not done yet; read the summaries of those that are. ``engine``:
+    "local", "ray" or "population" (``jobs`` populations of at most ``members`` runs)."""
     from tqdm import tqdm
 
     result = SweepResult()
@@ -76,7 +79,11 @@ def run_sweep(
             bar.set_postfix(running=running[0], failed=len(result.failed))
             return task
 
-        outcomes = _engine(engine, next_task, jobs, address, lambda: stop.requested, fn)
+        stopping = lambda: stop.requested  # noqa: E731
+        if engine == "population":
+            outcomes = population_engine(next_task, jobs, members, stopping)
+        else:
+            outcomes = _engine(engine, next_task, jobs, address, stopping, fn)
         for name, summary, error in outcomes:
             running[0] -= 1
             _record(result, name, summary, error, stop.requested, say)
