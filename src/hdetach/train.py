@@ -12,6 +12,8 @@ A run writes one directory::
 Resuming from ``last.pt`` restores every generator, so an interrupted run ends with
 exactly the same metrics as one that was never interrupted (same machine and threads).
 The loop reads training metrics off the device only at evaluations and progress updates.
+It trains one run, or several in lockstep whose gradients one joint pass computes (a
+population, ``hdetach.population``): everything else is each run's own.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def _run_steps(
         active = [t for t in active if t.divergence is None]
     for t in active:
         run = t.run
-        between_evaluations = run.step % run.cfg.eval_every and run.step != run.cfg.total_steps
+        between_evaluations = run.step % run.cfg.eval_every != 0 and run.step != run.cfg.total_steps
         if between_evaluations and not t.diverged():
             save_checkpoint(run.state_dict(), run.dir / "last.pt")  # the stop's step boundary
 
