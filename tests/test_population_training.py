@@ -166,6 +166,7 @@ def test_an_interrupted_population_resumes_together_or_alone_to_the_same_results
         ([dict(), dict(backend="reference")], "members must share --backend"),
         ([dict(), dict(track_gradients=5)], "population training does not track gradients"),
         ([dict(task="caption")], "population training takes the sequence tasks"),
+        ([dict(task="caption", n_val=None)], "population training takes the sequence tasks"),
     ],
 )
 def test_members_that_cannot_train_together_are_refused_before_any_work(tmp_path, members, message):

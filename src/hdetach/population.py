@@ -109,6 +109,9 @@ def train_population(
     Every member is checked before any work (``check_members``). A member that diverges
     stops alone; Ctrl-C stops every member at a step boundary with its checkpoint.
     """
+    for member in members:
+        if isinstance(member, Config):
+            check_member(member)  # before resolve(), which a caption config may not pass
     starts = [
         run_config(None, m) if isinstance(m, (str, Path)) else run_config(m, None) for m in members
     ]
