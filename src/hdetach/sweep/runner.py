@@ -79,11 +79,7 @@ def run_sweep(
             bar.set_postfix(running=running[0], failed=len(result.failed))
             return task
 
-        stopping = lambda: stop.requested  # noqa: E731
-        if engine == "population":
-            outcomes = population_engine(next_task, jobs, members, stopping)
-        else:
-            outcomes = _engine(engine, next_task, jobs, address, stopping, fn)
+        outcomes = _engine(engine, next_task, jobs, address, lambda: stop.requested, fn, members)
         for name, summary, error in outcomes:
             running[0] -= 1
             _record(result, name, summary, error, stop.requested, say)
@@ -124,7 +120,10 @@ def _engine(
     address: str | None,
     stopping: Callable[[], bool],
     fn: RunFn,
+    members: int | None,
 ) -> Iterator[Outcome]:
+    if engine == "population":  # trains its own way: fn is for the run-by-run engines
+        return population_engine(next_task, jobs, members, stopping)
     if engine == "ray":
         return ray_engine(next_task, address, stopping, fn)
     return local_engine(next_task, jobs, fn)
