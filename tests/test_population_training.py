@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import TINY_COPY, interrupt_at, run_cli
 
+from hdetach import train as train_module
 from hdetach.config import Config, ConfigError
 from hdetach.population import train_population
 from hdetach.sweep import Grid
@@ -119,7 +120,12 @@ def test_clipping_one_member_leaves_the_others_alone(tmp_path):
     assert _record(dirs[0])["metrics"] != _record(dirs[1])["metrics"]
 
 
-def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path, capsys):
+@pytest.mark.parametrize("every_step", [True, False], ids=["cpu-check", "gpu-check"])
+def test_a_diverging_member_stops_alone_and_the_others_go_on(
+    tmp_path, capsys, monkeypatch, every_step
+):
+    # Where checking costs a device sync (GPU), the loop checks at evaluations only.
+    monkeypatch.setattr(train_module, "checks_every_step", lambda device: every_step)
     members = [*MEMBERS[:2], dict(seed=2, optimizer="sgd", lr=1e36, clip="none")]
     dirs = [tmp_path / "population" / str(k) for k in range(len(members))]
     summaries = train_population([_cfg(d, **m) for d, m in zip(dirs, members)])
