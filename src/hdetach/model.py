@@ -37,6 +37,10 @@ class SequenceModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
+        return self.read_out(out)
+
+    def read_out(self, out: torch.Tensor) -> torch.Tensor:
+        """The head applied to the LSTM's output (B, L, hidden_size), where ``readout`` says."""
         return self.head(out if self.readout == "all" else out[:, -1])
 
 

@@ -3,6 +3,7 @@ created fresh or restored from a checkpoint; plus the watch for non-finite value
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ class Run:
     best: dict[str, Any] = field(default_factory=lambda: {"value": None, "step": None})
     # training metric sums (0-d float64 tensors on the device) since the last evaluation
     sums: dict[str, Any] = field(default_factory=lambda: {"n": 0})
+    # the random state a checkpoint saves: every global generator's, unless the run draws
+    # from generators of its own (a population member)
+    rng_source: Callable[[], dict[str, Any]] = rng_state
 
     def clip_gradients(self) -> torch.Tensor:
         return clip_gradients(list(self.model.parameters()), self.cfg.clip, self.cfg.clip_value)
@@ -144,7 +148,7 @@ class Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": rng_state(),
+            "rng": self.rng_source(),
             "step": self.step,
             "best": self.best,
             "sums": {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.sums.items()},
@@ -163,28 +167,43 @@ class Run:
 
 def open_run(cfg: Config | None, resume: str | Path | None) -> Run:
     """A fresh run from ``cfg`` (its directory created) or the one saved in ``resume``."""
-    ckpt = None
-    if resume is not None:
-        path = Path(resume) / "last.pt"
-        if not path.is_file():
-            raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
-        ckpt = load_checkpoint(path)
-        cfg = config_of(ckpt, path)
-    else:
+    cfg, ckpt = run_config(cfg, resume)
+    return build_run(cfg, ckpt, Path(resume or cfg.run_dir))
+
+
+def run_config(
+    cfg: Config | None, resume: str | Path | None
+) -> tuple[Config, dict[str, Any] | None]:
+    """The resolved config of a fresh run, or the saved config and checkpoint of the run
+    in ``resume``; checked, nothing created."""
+    if resume is None:
         cfg = resolve(cfg or Config())
         if (Path(cfg.run_dir) / "last.pt").exists():
             raise ConfigError(f"--run-dir {cfg.run_dir} already holds a run; use --resume")
+        return cfg, None
+    path = Path(resume) / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
+    ckpt = load_checkpoint(path)
+    return config_of(ckpt, path), ckpt
+
+
+def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
+    """The run of ``run_config``'s answer: seeded and built, restored from ``ckpt`` when
+    given, else its directory created with its config.json."""
     task = make_task(cfg)
     seed_everything(cfg.seed)
     model = task.make_model(cfg).to(cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
-    run = Run(cfg, Path(resume or cfg.run_dir), task, model, optimizer, train_sampler(task, cfg))
+    run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
     if ckpt is not None:
         try:
             run.load_state_dict(ckpt)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             reason = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: does not fit its own config ({reason})") from None
+            raise CheckpointError(
+                f"{run_dir / 'last.pt'}: does not fit its own config ({reason})"
+            ) from None
         _truncate_metrics(run.dir / "metrics.jsonl", run.step)
     else:
         try:

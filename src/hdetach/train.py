@@ -12,14 +12,18 @@ A run writes one directory::
 Resuming from ``last.pt`` restores every generator, so an interrupted run ends with
 exactly the same metrics as one that was never interrupted (same machine and threads).
 The loop reads training metrics off the device only at evaluations and progress updates.
+It trains one run, or several in lockstep whose gradients one joint pass computes (a
+population, ``hdetach.population``): everything else is each run's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,27 +118,72 @@ def train(
     "diverged" (a non-finite loss or gradient; checkpoints keep the last good state).
     """
     run = open_run(cfg, resume)
-    cfg = run.cfg
-    if cfg.track_gradients:
+    if run.cfg.track_gradients:
         from hdetach.analysis.tracking import GradientTracker
 
-        callbacks = (*callbacks, GradientTracker(cfg.track_gradients))
-    desc = f"{cfg.task} p={cfg.p_detach:g}"
-    with (
-        RunLog(run.dir, cfg.total_steps, run.step, desc, progress) as log,
-        StopRequest(
-            "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-            second_aborts=True,
-        ) as stop,
-    ):
-        if resume is not None:
-            log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
-        elif run.step == 0:
-            log.config(cfg.to_dict())
-        divergence = _run_steps(run, log, stop, callbacks)
-    if divergence is not None:
-        return _diverged(run, divergence)
-    if run.step < cfg.total_steps:
+        callbacks = (*callbacks, GradientTracker(run.cfg.track_gradients))
+    (summary,) = train_runs([run], [resume is not None], forward_backward, progress, callbacks)
+    return summary
+
+
+# The joint forward and backward pass of the runs being trained together: each run's
+# gradients (clipped), and per run its loss and metrics (on the device) and batch size.
+StepResult = tuple[torch.Tensor, dict[str, Any], int]
+ForwardBackward = Callable[[list[Run], Sequence[Callback]], list[StepResult]]
+
+
+@dataclass
+class Trainee:
+    """A run being trained: its state, where it reports, and its watch for non-finite
+    values (``divergence``: the first one found; the run stops there)."""
+
+    run: Run
+    log: RunLog
+    watch: DivergenceWatch
+    divergence: Divergence | None = None
+
+    def diverged(self) -> bool:
+        """Read the watch (one device sync); True if the run has diverged."""
+        self.divergence = self.watch.check()
+        return self.divergence is not None
+
+
+def train_runs(
+    runs: list[Run],
+    resumed: Sequence[bool],
+    step: ForwardBackward,
+    progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> list[dict[str, Any]]:
+    """Train runs that share their schedule (steps, evaluations) in lockstep, ``step``
+    computing their gradients together; each run's summary, as ``train`` returns it."""
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(
+            StopRequest(
+                "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+                second_aborts=True,
+            )
+        )
+        trainees = []
+        for run, was_saved in zip(runs, resumed):
+            cfg = run.cfg
+            desc = f"{cfg.task} p={cfg.p_detach:g}"
+            log = stack.enter_context(RunLog(run.dir, cfg.total_steps, run.step, desc, progress))
+            if was_saved:
+                log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
+            elif run.step == 0:
+                log.config(cfg.to_dict())
+            trainees.append(Trainee(run, log, DivergenceWatch(run.step, cfg.device)))
+        _run_steps(trainees, stop, callbacks, step)
+    return [_outcome(t) for t in trainees]
+
+
+def _outcome(t: Trainee) -> dict[str, Any]:
+    """The summary of a run whose training stopped: diverged, interrupted or finished."""
+    run = t.run
+    if t.divergence is not None:
+        return _diverged(run, t.divergence)
+    if run.step < run.cfg.total_steps:
         print(
             f"stopped at step {run.step}; continue with: hdetach train --resume {run.dir}",
             file=sys.stderr,
@@ -144,53 +193,67 @@ def train(
 
 
 def _run_steps(
-    run: Run, log: RunLog, stop: StopRequest, callbacks: Sequence[Callback]
-) -> Divergence | None:
-    """Step until the end, an interrupt or a divergence (returned)."""
-    cfg = run.cfg
-    watch = DivergenceWatch(run.step, cfg.device)
-    every_step = checks_every_step(cfg.device)
-    run.model.train()
-    while run.step < cfg.total_steps and not stop.requested:
-        loss, metrics, n_seqs = _forward_backward(run, callbacks)
-        watch.update(loss, metrics["grad_norm"])
-        if every_step and (bad := watch.check()):
-            return bad
-        run.optimizer.step()
-        run.step += 1
-        run.accumulate(metrics)
-        log.count(n_seqs)
-        at_eval = run.step % cfg.eval_every == 0 or run.step == cfg.total_steps
-        if at_eval or log.due():  # at most about once a second: these read the device
-            if bad := watch.check():
-                return bad
-            if at_eval:
-                _evaluate_and_save(run, log, callbacks)
-            else:
-                log.progress(run.step, run.task.metric, run.train_means)
-    if run.step % cfg.eval_every != 0 and run.step != cfg.total_steps:
-        # Stopped between evaluations: save the state at this step boundary.
-        if bad := watch.check():
-            return bad
-        save_checkpoint(run.state_dict(), run.dir / "last.pt")
-    return None
+    trainees: list[Trainee], stop: StopRequest, callbacks: Sequence[Callback], step: ForwardBackward
+) -> None:
+    """Step until the end or an interrupt; a run that diverges stops there, alone."""
+    every_step = checks_every_step(trainees[0].run.cfg.device)
+    for t in trainees:
+        t.run.model.train()
+    active = list(trainees)
+    while active and active[0].run.step < active[0].run.cfg.total_steps and not stop.requested:
+        results = step([t.run for t in active], callbacks)
+        for t, (loss, metrics, n_seqs) in zip(active, results):
+            t.watch.update(loss, metrics["grad_norm"])
+            if not (every_step and t.diverged()):
+                _apply(t, metrics, n_seqs, callbacks)
+        active = [t for t in active if t.divergence is None]
+    for t in active:
+        run = t.run
+        between_evaluations = run.step % run.cfg.eval_every != 0 and run.step != run.cfg.total_steps
+        if between_evaluations and not t.diverged():
+            save_checkpoint(run.state_dict(), run.dir / "last.pt")  # the stop's step boundary
 
 
-def _forward_backward(
-    run: Run, callbacks: Sequence[Callback]
-) -> tuple[torch.Tensor, dict[str, Any], int]:
-    """One minibatch's gradients (clipped); its loss, metrics and size. The loss and
-    metrics stay on the device."""
+def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence[Callback]) -> None:
+    """Apply a run's step and count it; evaluate or show progress when due."""
+    run, log = t.run, t.log
+    run.optimizer.step()
+    run.step += 1
+    run.accumulate(metrics)
+    log.count(n_seqs)
+    at_eval = run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
+    # at most about once a second: these read the device
+    if (at_eval or log.due()) and not t.diverged():
+        if at_eval:
+            _evaluate_and_save(run, log, callbacks)
+        else:
+            log.progress(run.step, run.task.metric, run.train_means)
+
+
+def training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set the detach probability of the run's epoch; its next minibatch, on its device."""
     cfg = run.cfg
     run.model.lstm.p_detach = p_at_epoch(cfg, run.step // cfg.steps_per_epoch)
     x, y = run.task.batch("train", run.sampler.next())
-    loss, metrics = run.task.loss_and_metrics(run.model(x.to(cfg.device)), y.to(cfg.device))
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    return x.to(cfg.device), y.to(cfg.device)
+
+
+def after_backward(run: Run, callbacks: Sequence[Callback]) -> torch.Tensor:
+    """The callbacks, then the run's own gradient clipping; the norm before clipping."""
     for cb in callbacks:
         cb.after_backward(run)
-    metrics["grad_norm"] = run.clip_gradients()
-    return loss.detach(), metrics, len(y)
+    return run.clip_gradients()
+
+
+def forward_backward(runs: list[Run], callbacks: Sequence[Callback]) -> list[StepResult]:
+    """One minibatch's gradients (clipped) of a single run."""
+    (run,) = runs
+    x, y = training_batch(run)
+    loss, metrics = run.task.loss_and_metrics(run.model(x), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["grad_norm"] = after_backward(run, callbacks)
+    return [(loss.detach(), metrics, len(y))]
 
 
 def _evaluate_and_save(run: Run, log: RunLog, callbacks: Sequence[Callback]) -> None:

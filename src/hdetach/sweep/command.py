@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hdetach.config import CHOICES, TASKS, Config, ConfigError, add_dataclass_options
+from hdetach.population import check_member
 from hdetach.sweep.engines import layout
 from hdetach.sweep.grid import Grid, load_toml, parse_axis, parse_seeds, prepare
 from hdetach.sweep.runner import run_sweep
@@ -16,6 +17,7 @@ EXAMPLES = """examples:
   hdetach sweep copy --T 50 --epochs 10 --grid clip=norm,none --seeds 0,1,2 --out runs/clip
   hdetach sweep study.toml                   # task, seeds, out, [base] and [grid] from a file
   hdetach sweep study.toml --engine ray --address auto
+  hdetach sweep study.toml --engine population --threads 2   # the runs as one batched population
   hdetach report runs/s1 --threshold 0.99    # the statistics of the sweep
 
 A study file:
@@ -54,9 +56,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list 0,3,7 (default 1)")
     p.add_argument("--out", help="the sweep folder (required unless the file has out)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="default local")
-    p.add_argument("--jobs", type=int, help="local: runs at once (default: the cores)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local processes, Ray, or populations trained as one batched computation "
+        "(default local)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="local: runs at once (default: the cores); population: populations at once",
+    )
     p.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
+    p.add_argument(
+        "--members",
+        type=int,
+        help="population: at most this many runs per population (default: all that can)",
+    )
     p.add_argument("--address", help="ray: the cluster (default: a local Ray)")
     p.add_argument("--retries", type=int, default=1, help="retries of a failed run (default 1)")
     p.add_argument(
@@ -68,7 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_command)
 
 
-_OWN = ("spec", "grid", "seeds", "out", "engine", "jobs", "threads", "address", "retries")
+ENGINES = ("local", "ray", "population")
+_OWN = (
+    "spec", "grid", "seeds", "out", "engine", "jobs", "threads", "address", "retries", "members",
+)  # fmt: skip
 
 
 def grid_from_args(a: argparse.Namespace) -> tuple[Grid, Path]:
@@ -99,15 +119,27 @@ def grid_from_args(a: argparse.Namespace) -> tuple[Grid, Path]:
 
 def _command(a: argparse.Namespace) -> None:
     grid, out = grid_from_args(a)
-    for name in ("jobs", "threads"):
+    for name in ("jobs", "threads", "members"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             raise ConfigError(f"--{name} must be >= 1; got {getattr(a, name)}")
     if a.retries < 0:
         raise ConfigError(f"--retries must be >= 0; got {a.retries}")
+    if a.members is not None and a.engine != "population":
+        raise ConfigError("--members is for --engine population")
+    if a.engine == "population":
+        for cfg in grid.runs(out).values():
+            check_member(cfg)
     runs = prepare(out, grid)  # every config checked before any work
-    jobs, threads = layout(len(runs), a.jobs, a.threads)
-    print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {jobs} at once, {threads} threads each)")
-    result = run_sweep(runs, a.engine, jobs, threads, a.retries, a.address, a.progress)
+    if a.engine == "population":  # by default one population (per kind of run)
+        jobs, threads = layout(-(-len(runs) // (a.members or len(runs))), a.jobs, a.threads)
+        at_once = f"populations of up to {a.members or len(runs)} runs, {jobs} at once"
+    else:
+        jobs, threads = layout(len(runs), a.jobs, a.threads)
+        at_once = f"{jobs} at once"
+    print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {at_once}, {threads} threads each)")
+    result = run_sweep(
+        runs, a.engine, jobs, threads, a.retries, a.address, a.progress, members=a.members
+    )
     print(
         f"{len(result.summaries)} done, {len(result.failed)} failed, "
         f"{len(result.interrupted)} interrupted of {len(runs)}; statistics: hdetach report {out}"

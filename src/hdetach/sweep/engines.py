@@ -2,7 +2,8 @@
 
 Both call ``run_one`` (or a function like it) with the run's config and its thread count
 and hand back ``(name, summary)`` or ``(name, error text)``; the run's files are written to
-its folder by the ordinary training loop, which neither engine changes.
+its folder by the ordinary training loop, which neither engine changes. (The population
+engine, ``sweep.populations``, trains several runs per process on the same pool.)
 """
 
 from __future__ import annotations
@@ -73,8 +74,13 @@ def _attempt(fn: RunFn, name: str, cfg: Config, threads: int) -> Outcome:
     try:
         return name, fn(cfg, threads), None
     except Exception as e:  # a failed run is reported and retried, never fatal to the sweep
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return name, None, f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
+        return name, None, error_text(e)
+
+
+def error_text(e: Exception) -> str:
+    """An exception in one line: its type, message and where it was raised."""
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
 
 
 def _ignore_sigint() -> None:
@@ -83,7 +89,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _pool(jobs: int) -> ProcessPoolExecutor:
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
 
 
@@ -91,28 +97,50 @@ def local_engine(next_task: NextTask, jobs: int, fn: RunFn = run_one) -> Iterato
     """Run tasks in ``jobs`` spawned processes, asking for a task only when a process is
     free (so none starts after a stop). A process that dies fails its runs; the pool is
     replaced."""
-    pool, pending = _pool(jobs), {}
+
+    def next_job() -> list[Task] | None:
+        task = next_task()
+        return None if task is None else [task]
+
+    return pool_engine(next_job, jobs, _attempt_each, fn)
+
+
+def _attempt_each(fn: RunFn, tasks: list[Task]) -> list[Outcome]:
+    return [_attempt(fn, *task) for task in tasks]
+
+
+# A job: tasks that one worker process takes on together; run by an attempt function,
+# attempt(fn, tasks) -> one outcome per task (importable: it runs in the workers).
+NextJob = Callable[[], "list[Task] | None"]
+
+
+def pool_engine(
+    next_job: NextJob, jobs: int, attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any
+) -> Iterator[Outcome]:
+    """Run jobs in ``jobs`` spawned processes, asking for a job only when a process is
+    free. A process that dies fails its jobs' runs; the pool is replaced."""
+    pool, pending = worker_pool(jobs), {}
     try:
         while True:
-            while len(pending) < jobs and (task := next_task()) is not None:
-                pending[pool.submit(_attempt, fn, *task)] = task[0]
+            while len(pending) < jobs and (job := next_job()) is not None:
+                pending[pool.submit(attempt, fn, job)] = [name for name, _, _ in job]
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             broken = False
             for future in done:
-                name = pending.pop(future)
+                names = pending.pop(future)
                 try:
-                    yield future.result()
+                    yield from future.result()
                 except BrokenProcessPool:
                     broken = True
-                    yield name, None, "the worker process died"
+                    yield from ((name, None, "the worker process died") for name in names)
             if broken:
-                for name in pending.values():
-                    yield name, None, "the worker process died"
+                for names in pending.values():
+                    yield from ((name, None, "the worker process died") for name in names)
                 pending.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = _pool(jobs)
+                pool = worker_pool(jobs)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

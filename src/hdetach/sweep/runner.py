@@ -18,6 +18,7 @@ from typing import Any
 from hdetach.config import Config
 from hdetach.interrupt import StopRequest
 from hdetach.sweep.engines import Outcome, RunFn, Task, local_engine, plan, ray_engine, run_one
+from hdetach.sweep.populations import population_engine
 
 
 @dataclass
@@ -46,8 +47,10 @@ def run_sweep(
     address: str | None = None,
     progress: bool | None = None,
     fn: RunFn = run_one,
+    members: int | None = None,
 ) -> SweepResult:
-    """Run every run not done yet; read the summaries of those that are."""
+    """Run every run not done yet; read the summaries of those that are. ``engine``:
+    "local", "ray" or "population" (``jobs`` populations of at most ``members`` runs)."""
     from tqdm import tqdm
 
     result = SweepResult()
@@ -76,7 +79,7 @@ def run_sweep(
             bar.set_postfix(running=running[0], failed=len(result.failed))
             return task
 
-        outcomes = _engine(engine, next_task, jobs, address, lambda: stop.requested, fn)
+        outcomes = _engine(engine, next_task, jobs, address, lambda: stop.requested, fn, members)
         for name, summary, error in outcomes:
             running[0] -= 1
             _record(result, name, summary, error, stop.requested, say)
@@ -117,7 +120,10 @@ def _engine(
     address: str | None,
     stopping: Callable[[], bool],
     fn: RunFn,
+    members: int | None,
 ) -> Iterator[Outcome]:
+    if engine == "population":  # trains its own way: fn is for the run-by-run engines
+        return population_engine(next_task, jobs, members, stopping)
     if engine == "ray":
         return ray_engine(next_task, address, stopping, fn)
     return local_engine(next_task, jobs, fn)
