@@ -203,18 +203,5 @@ class PopulationStep:
         # Members share no parameter: each one's gradient is exactly that of its own loss.
         torch.stack(losses).sum().backward()
         for run, (_, metrics, _) in zip(runs, results):
-            _own_gradients(run.model)
             metrics["grad_norm"] = after_backward(run, callbacks)
         return results
-
-
-def _own_gradients(model: torch.nn.Module) -> None:
-    """Give every parameter a gradient tensor of its own. Through the stacked weights,
-    a member's two LSTM biases can receive one tensor as both their gradients (each is
-    the gradient of their sum), which in-place clipping would then scale twice."""
-    seen = set()
-    for p in model.parameters():
-        if p.grad is not None:
-            if p.grad.data_ptr() in seen:
-                p.grad = p.grad.clone()
-            seen.add(p.grad.data_ptr())

@@ -58,4 +58,7 @@ def rows_sum(d: Tensor, members: int) -> Tensor:
     """d (..., N, G) summed over steps and rows: (G,), or (K, G) per member (a bias gradient)."""
     if members == 1:
         return d.flatten(0, -2).sum(0)
-    return by_member(d.reshape(-1, *d.shape[-2:]).sum(0), members).sum(1)  # steps first: fast
+    # Each member's rows summed as one model's would be (same shape, same order), so a
+    # population member's bias gradient is bitwise its lone twin's.
+    per_member = by_member(d, members)
+    return torch.stack([per_member[..., k, :, :].flatten(0, -2).sum(0) for k in range(members)])
