@@ -72,15 +72,7 @@ def check_members(cfgs: Sequence[Config], steps: Sequence[int]) -> None:
     if not cfgs:
         raise ConfigError("a population needs at least one member")
     for cfg in cfgs:
-        if cfg.task not in TASKS:
-            raise ConfigError(
-                f"population training takes the sequence tasks ({', '.join(TASKS)}); got {cfg.task}"
-            )
-        if cfg.track_gradients:
-            raise ConfigError(
-                "population training does not track gradients; drop --track-gradients "
-                "or train the run alone"
-            )
+        check_member(cfg)
     first = shared_settings(cfgs[0])
     for k, cfg in enumerate(cfgs[1:], start=1):
         for name, value in shared_settings(cfg).items():
