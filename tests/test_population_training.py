@@ -89,6 +89,14 @@ def test_each_member_equals_the_same_run_trained_alone(tmp_path):
     assert len({json.dumps(_record(d)["summary"]) for d in dirs}) == 3
 
 
+def test_each_member_is_bitwise_the_run_trained_alone(tmp_path):
+    members = [MEMBERS[0], MEMBERS[1], dict(seed=2, p_detach=0.25, lr=1e-2, clip_value=0.5)]
+    dirs = [tmp_path / "population" / str(k) for k in range(len(members))]
+    train_population([_cfg(d, **m) for d, m in zip(dirs, members)])
+    for member, twin in zip(dirs, _lone_twins(tmp_path, members)):
+        assert _record(member) == _record(twin)
+
+
 def test_clipping_one_member_leaves_the_others_alone(tmp_path):
     members = [
         dict(seed=0, p_detach=0.5, clip="value", clip_value=1e-4),  # every step clipped

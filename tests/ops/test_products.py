@@ -109,3 +109,22 @@ def test_fused_float32_on_onednn_equals_mkl_and_float64(monkeypatch, proj_size):
     for name, onednn, mkl, f64 in zip(names, *results.values()):
         torch.testing.assert_close(onednn.double(), f64, rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(mkl.double(), f64, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_population_float32_on_onednn_equals_float64(monkeypatch):
+    """A population's fused path in float32 (per-member oneDNN products) against float64."""
+    monkeypatch.setenv("HDETACH_ONEDNN", "1")
+    torch.manual_seed(0)
+    population = hdetach.PopulationLSTM(3, 4, 7, num_layers=2, proj_size=3, backend="fused")
+    x = torch.randn(3, 9, 2, 4)
+    mask = torch.rand(3, 2, 9, 2) < 0.5
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        model = population.to(dtype)
+        model.zero_grad()
+        out, (h_n, c_n) = model(x.to(dtype), detach_mask=mask)
+        (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, *(p.grad.clone() for p in model.parameters())])
+    names = ["out", "h_n", "c_n", *(name for name, _ in population.named_parameters())]
+    for name, f32, f64 in zip(names, *results):
+        torch.testing.assert_close(f32.double(), f64, rtol=1e-4, atol=1e-5, msg=name)

@@ -33,9 +33,9 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.differentiable import differentiable_backward
 from hdetach.ops.fused_backward import fused_backward
-from hdetach.ops.members import rows_linear
+from hdetach.ops.members import members_of, rows_linear
 from hdetach.ops.packed import rows_at, steps_of
-from hdetach.ops.products import accumulated, block_product, product
+from hdetach.ops.products import block_product, product, sigmoid_of_sum_
 from hdetach.ops.reference import reference_lstm_recurrence
 
 CHUNK_BYTES = 4 * 2**20
@@ -73,7 +73,9 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
     """
     steps, batch, _ = x.shape
     hidden = c0.shape[1]
-    bounds = _chunks(steps, batch * 4 * hidden * x.element_size())
+    # Chunks of the steps one member alone would take, so that a population member's
+    # per-chunk products are its lone twin's.
+    bounds = _chunks(steps, batch // members_of(w_hh) * 4 * hidden * x.element_size())
     like = {"dtype": x.dtype, "device": x.device}
     new = torch.zeros if batch_sizes is not None else torch.empty
     out = new(steps, batch, h0.shape[1], **like)
@@ -129,7 +131,7 @@ def _chunk_steps(start, sizes, buffers, out, state, final, w_hh_doubled, w_hr, b
         n = z[k].shape[0]
         if n < batch:
             h, c = h[:n], c[:n]
-        torch.sigmoid(accumulated(h, w_hh_doubled, z[k]), out=z[k])
+        sigmoid_of_sum_(z[k], h, w_hh_doubled)
         g[k].mul_(two).sub_(one)
         torch.mul(f[k], c, out=c_[k])
         c_[k].addcmul_(i[k], g[k])

@@ -77,54 +77,53 @@ def product(a: Tensor, weight: Tensor, *, out: Tensor, add: Tensor | None = None
     return out
 
 
-def accumulated(a: Tensor, weight: Tensor, add: Tensor) -> Tensor:
-    """add + a @ weight^T, with ``add`` (N, Y) free to be overwritten: a new tensor from
-    oneDNN for one model (saving the copy into ``add``), else ``add`` accumulated in place."""
-    if weight.dim() == 2 and uses_onednn(a):
-        return _onednn(a, weight, add=add)
-    return product(a, weight, out=add, add=add)
+def sigmoid_of_sum_(z: Tensor, a: Tensor, weight: Tensor) -> None:
+    """z = sigmoid(z + a @ weight^T), in place: a step's gates. On oneDNN the sigmoid reads
+    the product's fresh tensor (per member for a population) instead of a copy of it."""
+    if not uses_onednn(a):
+        product(a, weight, out=z, add=z).sigmoid_()
+    elif weight.dim() == 2:
+        torch.sigmoid(_onednn(a, weight, add=z), out=z)
+    else:
+        rows = a.shape[0] // weight.shape[0]
+        for k in range(weight.shape[0]):
+            part = slice(k * rows, (k + 1) * rows)
+            torch.sigmoid(_onednn(a[part], weight[k], add=z[part]), out=z[part])
 
 
 def block_product(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
     """out = bias + a @ weight^T for a block of steps: a (S, N, X), out (S, N, Y), bias
-    (Y,) or (K, Y). One product over all rows for one model; step by step for a population
-    (a member's rows are contiguous within a step, not across steps)."""
-    if weight.dim() == 2:
-        flat_a, flat_out = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
-        if uses_onednn(a):
-            flat_out.copy_(_onednn(flat_a, weight, bias))
-        elif bias is None:
-            torch.mm(flat_a, weight.t(), out=flat_out)
-        else:
-            torch.addmm(bias, flat_a, weight.t(), out=flat_out)
+    (Y,) or (K, Y). For a population, member by member, each as one model's block."""
+    if weight.dim() == 3:
+        rows = a.shape[1] // weight.shape[0]
+        for k in range(weight.shape[0]):
+            part = slice(k * rows, (k + 1) * rows)
+            result = torch.empty(a.shape[0], rows, weight.shape[1], dtype=a.dtype, device=a.device)
+            block_product(a[:, part], weight[k], out=result, bias=None if bias is None else bias[k])
+            out[:, part] = result
         return
-    members, rows = weight.shape[0], a.shape[1] // weight.shape[0]
-    add = (
-        None
-        if bias is None
-        else bias.unsqueeze(1).expand(members, rows, -1).reshape(-1, bias.shape[-1])
-    )
-    for a_t, out_t in zip(a, out):
-        product(a_t, weight, out=out_t, add=add)
+    flat_a, flat_out = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
+    if uses_onednn(a):
+        flat_out.copy_(_onednn(flat_a, weight, bias))
+    elif bias is None:
+        torch.mm(flat_a, weight.t(), out=flat_out)
+    else:
+        torch.addmm(bias, flat_a, weight.t(), out=flat_out)
 
 
 def add_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
     """acc += sum over steps and rows of d^T v, in place: d (..., N, G), v (..., N, X),
-    acc (G, X), or (K, G, X) for a population (then each member's own rows)."""
-    if acc.dim() == 2:
-        flat_d, flat_v = d.reshape(-1, d.shape[-1]), v.reshape(-1, v.shape[-1])
-        if uses_onednn(acc):
-            acc += _onednn(flat_d.t(), flat_v.t())
-        else:
-            acc.addmm_(flat_d.t(), flat_v)
+    acc (G, X), or (K, G, X) for a population: member by member, each member's rows
+    gathered into one matrix (a small copy) so that its product is one model's, the same
+    shapes in the same order as when it trains alone."""
+    if acc.dim() == 3:
+        rows = d.shape[-2] // acc.shape[0]
+        for k in range(acc.shape[0]):
+            part = slice(k * rows, (k + 1) * rows)
+            add_outer_(acc[k], d[..., part, :], v[..., part, :])
         return
-    # One product per step (and member): a member's rows are contiguous within a step,
-    # while gathering them over all steps would copy both operands.
-    members = acc.shape[0]
-    for d_t, v_t in zip(d.reshape(-1, *d.shape[-2:]), v.reshape(-1, *v.shape[-2:])):
-        d_k, v_k = d_t.unflatten(0, (members, -1)), v_t.unflatten(0, (members, -1))
-        if uses_onednn(acc):
-            for k in range(members):
-                acc[k] += _onednn(d_k[k].t(), v_k[k].t())
-        else:
-            acc.baddbmm_(d_k.transpose(1, 2), v_k)
+    flat_d, flat_v = d.reshape(-1, d.shape[-1]), v.reshape(-1, v.shape[-1])
+    if uses_onednn(acc):
+        acc += _onednn(flat_d.t(), flat_v.t())
+    else:
+        acc.addmm_(flat_d.t(), flat_v)
