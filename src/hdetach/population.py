@@ -6,10 +6,11 @@ computation over the members' own modules) and one backward pass of the sum of t
 members' losses; members share no parameter, so each gets exactly its own gradient.
 Everything else is the ordinary training loop's, per member: minibatches, clipping,
 divergence, optimizer step, evaluations, checkpoints, summary. Each member writes an
-ordinary run directory, and its results equal those of the same run trained alone, up
-to float rounding: member k draws its detach masks from a generator of its own that
-starts where its lone twin's global generator would, and its checkpoint saves that
-generator as the global one, so ``hdetach train --resume`` continues it alone.
+ordinary run directory, and its results are those of the same run trained alone (on the
+CPU, bitwise, with the same threads: the fused backend does each member's products in
+its lone twin's shapes and order): member k draws its detach masks from a generator of
+its own that starts where its lone twin's global generator would, and its checkpoint
+saves that generator as the global one, so ``hdetach train --resume`` continues it alone.
 """
 
 from __future__ import annotations
