@@ -76,6 +76,18 @@ def test_load_and_split():
 
 
 @needs_mnist
+def test_metrics_stay_on_the_device_as_tensors():
+    """The loop reads metrics off the device only when it logs: no float per step."""
+    task = MNISTTask(MNIST_DIR, None, 10, 10, 10)
+    out = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]], requires_grad=True)
+    loss, metrics = task.loss_and_metrics(out, torch.tensor([1, 2]))
+    assert loss.requires_grad
+    for name, value in metrics.items():
+        assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
+    assert metrics["acc"].item() == 0.5
+
+
+@needs_mnist
 def test_permuted_mnist_uses_its_own_fixed_permutation():
     assert torch.equal(pixel_permutation(0), pixel_permutation(0))
     assert not torch.equal(pixel_permutation(0), pixel_permutation(1))

@@ -204,5 +204,5 @@ class MNISTTask(Task):
 
     def loss_and_metrics(self, out, y):
         loss = F.cross_entropy(out, y)
-        acc = (out.argmax(-1) == y).float().mean().item()
-        return loss, {"loss": loss.item(), "acc": acc}
+        acc = (out.argmax(-1) == y).float().mean()
+        return loss, {"loss": loss.detach(), "acc": acc}  # on the device: read when logging
