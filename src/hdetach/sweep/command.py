@@ -136,7 +136,8 @@ def _command(a: argparse.Namespace) -> None:
     else:
         jobs, threads = layout(len(runs), a.jobs, a.threads)
         at_once = f"{jobs} at once"
-    print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {at_once}, {threads} threads each)")
+    each = f"{threads} thread{'s' if threads != 1 else ''} each"
+    print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {at_once}, {each})")
     result = run_sweep(
         runs, a.engine, jobs, threads, a.retries, a.address, a.progress, members=a.members
     )
