@@ -46,13 +46,13 @@ def test_population_bench_compares_the_three_ways_at_each_k(monkeypatch, capsys)
     text = capsys.readouterr().out
     assert "p_detach 0.5" in text
     rows = [line for line in text.splitlines() if line.startswith("| tiny (5, 3, 2, 4) |")]
-    assert len(rows) == 2 * 3
+    assert len(rows) == 2 * 4
     for k in (1, 3):
         impls = [r.split("|")[3].strip() for r in rows if r.split("|")[2].strip() == str(k)]
-        assert impls[0] == "population" and impls[1] == "one after another"
-        assert impls[2].startswith("parallel processes")
-    speedups = [r.split("|")[6].strip() for r in rows if "| population |" in r]
-    assert len(speedups) == 2 and all(s.endswith("x") and float(s[:-1]) > 0 for s in speedups)
+        assert impls[:3] == ["population, batched", "population, auto", "one after another"]
+        assert impls[3].startswith("parallel processes")
+    speedups = [r.split("|")[6].strip() for r in rows if "| population," in r]
+    assert len(speedups) == 4 and all(s.endswith("x") and float(s[:-1]) > 0 for s in speedups)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,12 @@
 For each shape and K, one training step's forward and backward (loss: a fixed random
 projection of the outputs; h-detach at ``--p``, each member its own masks) of:
 
-* ``population``: one ``hdetach.PopulationLSTM`` of K members, all threads;
+* ``population, batched``: one ``hdetach.PopulationLSTM`` of K members on the fused
+  backend (triton with ``HDETACH_TRITON_AUTO=1``), all threads;
+* ``population, auto``: the same with ``backend="auto"`` (on a CPU: the members in turn);
 * ``one after another``: K ``hdetach.LSTM``s, each step in turn, all threads;
-* ``parallel processes`` (CPU only): K ``hdetach.LSTM``s shared out over one process
-  per core (one thread each), all processes stepping at once.
+* ``parallel processes`` (CPU only): K ``hdetach.LSTM``s shared out over as many
+  one-thread processes as the others use threads, all processes stepping at once.
 
 Throughput is member-steps per second; the three take turns, round after round, and
 each reports its median round.
@@ -26,6 +28,9 @@ import torch
 
 import hdetach
 
+# The batched population's backend: "fused", or "triton" where HDETACH_TRITON_AUTO=1 and
+# the kernels apply (CUDA); "auto" on a CPU runs the members one after another.
+BATCHED = "triton" if os.environ.get("HDETACH_TRITON_AUTO") == "1" else "fused"
 # Filled in each worker process of the "parallel processes" row by _start_worker.
 _WORKER: dict = {}
 
@@ -58,10 +63,14 @@ def _worker_step(_: int) -> None:
     _step_each(_WORKER["models"])
 
 
-def _population(members: int, shape: tuple, p: float, device: str) -> Callable[[], None]:
+def _population(
+    members: int, shape: tuple, p: float, device: str, backend: str
+) -> Callable[[], None]:
     steps, batch, input_size, hidden = shape
     torch.manual_seed(0)
-    population = hdetach.PopulationLSTM(members, input_size, hidden, p_detach=p, device=device)
+    population = hdetach.PopulationLSTM(
+        members, input_size, hidden, p_detach=p, device=device, backend=backend
+    )
     x = torch.randn(members, steps, batch, input_size, device=device)
     grad = torch.randn(members, steps, batch, hidden, device=device)
     return lambda: population(x)[0].backward(grad)
@@ -90,13 +99,14 @@ def population_rows(
 ) -> list[dict]:
     """One row per (K, implementation): median ms per round of K member-steps. The
     models use the default backend ("auto": fused, or triton with HDETACH_TRITON_AUTO=1)."""
-    cores = os.cpu_count() or 1
+    cores = torch.get_num_threads()  # every row gets the same cores: threads, or processes
     cuda = torch.device(device).type == "cuda"
     rows = []
     for members in sizes:
         lone = _lone_models(members, shape, p, 0, device)
         runs = {
-            "population": _population(members, shape, p, device),
+            "population, batched": _population(members, shape, p, device, BATCHED),
+            "population, auto": _population(members, shape, p, device, "auto"),
             "one after another": lambda lone=lone: _step_each(lone),
         }
         pools = []
@@ -144,15 +154,17 @@ def format_population_table(rows: list[dict], shapes: dict) -> str:
     for row in rows:
         same = [r for r in rows if (r["shape"], r["K"]) == (row["shape"], row["K"])]
         speedup = ""
-        if row["impl"] == "population":
-            best = max(r["member_steps_per_s"] for r in same if r["impl"] != "population")
+        if row["impl"].startswith("population"):
+            best = max(
+                r["member_steps_per_s"] for r in same if not r["impl"].startswith("population")
+            )
             speedup = f"{row['member_steps_per_s'] / best:.2f}x"
         lines.append(
             f"| {row['shape']} {shapes[row['shape']]} | {row['K']} | {row['impl']} "
             f"| {row['ms']:.0f} | {row['member_steps_per_s']:.1f} | {speedup} |"
         )
     for row in rows:
-        if row["shape"] == "pmnist" and row["impl"] == "population":
+        if row["shape"] == "pmnist" and row["impl"] == "population, batched":
             batch = shapes["pmnist"][1]
             epoch_s = 60000 / batch * row["ms"] / 1e3  # the LSTM's forward and backward only
             lines.append(

@@ -108,6 +108,22 @@ def test_drawn_masks_are_each_members_own_draws_from_its_generator():
             torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
+def test_auto_on_a_cpu_runs_the_members_in_turn_with_the_batched_results():
+    pop = _population("auto", p_detach=[0.0, 0.5, 0.9], num_layers=2)
+    batched = copy.deepcopy(pop)
+    for m in batched.members:
+        m.backend = "fused"
+    x = torch.randn(K, T, B, IN, dtype=F64)
+    results = []
+    for model in (pop, batched):
+        model.generators = [torch.Generator().manual_seed(k) for k in range(K)]
+        out, (h_n, c_n) = model(x)
+        (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, *(p.grad for p in model.parameters())])
+    names = ["out", "h_n", "c_n", *(name for name, _ in pop.named_parameters())]
+    assert_all_close(results[0], results[1], names)
+
+
 def test_members_are_independent():
     pop = _population("fused", p_detach=0.5)
     out, _ = pop(torch.randn(K, T, B, IN, dtype=F64))

@@ -82,7 +82,7 @@ def test_metrics_stay_on_the_device_as_tensors():
     out = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]], requires_grad=True)
     loss, metrics = task.loss_and_metrics(out, torch.tensor([1, 2]))
     assert loss.requires_grad
-    for name, value in metrics.items():
+    for value in metrics.values():
         assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
     assert metrics["acc"].item() == 0.5
 

@@ -163,33 +163,79 @@ class PopulationLSTM(nn.Module):
         steps, rows = x.shape[:2]
         batch = rows // members
         h0, c0 = self._initial_state(hx, batch, x)
-        masks = self._masks(detach_mask, steps, batch, x.device)
-        backend = select_backend(
-            first.backend,
-            device=x.device,
-            dtype=x.dtype,
-            steps=steps,
-            batch=rows,
-            hidden_size=first.hidden_size,
-            detached=masks is not None,
-            proj_size=first.proj_size,
-            members=members,
-        )
+        per_member = self._member_masks(detach_mask, steps, batch, x.device)
         for m in self.members:  # as torch.nn.LSTM.forward: parametrizations, functional_call
             m._update_flat_weights()
-        per_state = len(first._flat_weights) // first._num_states
-        stacked = [_stack(ws) for ws in zip(*(m._flat_weights for m in self.members))]
-        entries = [stacked[k * per_state : (k + 1) * per_state] for k in range(first._num_states)]
         with torch.autocast(x.device.type, enabled=False):  # computes in the input's dtype
-            output, (h_n, c_n) = lstm(
-                x, (h0, c0), entries, bidirectional=first.bidirectional, dropout=first.dropout,
-                training=self.training, detach_masks=masks, detach_path=first.detach_path,
-                backend=backend,
-            )  # fmt: skip
+            if first.backend == "auto" and x.device.type == "cpu":
+                output, (h_n, c_n) = self._in_turn(x, h0, c0, per_member)
+            else:
+                masks = _combined(per_member, steps, batch, x.device)
+                output, (h_n, c_n) = self._batched(x, h0, c0, masks)
         output = output.unflatten(1, (members, batch)).movedim(1, 0)  # (K, T, B, D * P)
         if first.batch_first:
             output = output.transpose(1, 2)
         h_n, c_n = (s.unflatten(1, (members, batch)).movedim(1, 0) for s in (h_n, c_n))
+        return output, (h_n, c_n)
+
+    def _entries(self, weights: Sequence[Tensor]) -> list[list[Tensor]]:
+        """``functional.lstm``'s weights: per layer and direction, from flat ``weights``."""
+        first = self.members[0]
+        per_state = len(weights) // first._num_states
+        return [
+            list(weights[k * per_state : (k + 1) * per_state]) for k in range(first._num_states)
+        ]
+
+    def _options(self) -> dict:
+        first = self.members[0]
+        return dict(
+            bidirectional=first.bidirectional,
+            dropout=first.dropout,
+            training=self.training,
+            detach_path=first.detach_path,
+        )
+
+    def _batched(self, x: Tensor, h0: Tensor, c0: Tensor, masks: list[Tensor] | None):
+        """All members as one computation: weights stacked (K, ...), rows in member blocks."""
+        first, rows = self.members[0], x.shape[1]
+        backend = select_backend(
+            first.backend,
+            device=x.device,
+            dtype=x.dtype,
+            steps=x.shape[0],
+            batch=rows,
+            hidden_size=first.hidden_size,
+            detached=masks is not None,
+            proj_size=first.proj_size,
+            members=len(self.members),
+        )
+        stacked = [_stack(ws) for ws in zip(*(m._flat_weights for m in self.members))]
+        return lstm(
+            x, (h0, c0), self._entries(stacked), detach_masks=masks, backend=backend,
+            **self._options(),
+        )  # fmt: skip
+
+    def _in_turn(self, x: Tensor, h0: Tensor, c0: Tensor, per_member: list):
+        """Each member on its own rows, one after another, as it would run alone: what
+        ``"auto"`` does on a CPU, where it was faster than the batched computation
+        (``benchmarks/``: a batched step's larger working set leaves the CPU's caches)."""
+        batch = x.shape[1] // len(self.members)
+        results = []
+        for k, member in enumerate(self.members):
+            part = slice(k * batch, (k + 1) * batch)
+            x_k, masks = x[:, part], per_member[k]
+            results.append(
+                lstm(
+                    x_k,
+                    (h0[:, part], c0[:, part]),
+                    self._entries(member._flat_weights),
+                    detach_masks=masks,
+                    backend=member._backend_for(x_k, masks),
+                    **self._options(),
+                )  # fmt: skip
+            )
+        output = torch.cat([out for out, _ in results], dim=1)
+        h_n, c_n = (torch.cat([state[i] for _, state in results], dim=1) for i in (0, 1))
         return output, (h_n, c_n)
 
     def _time_major(self, input: Tensor) -> Tensor:
@@ -231,10 +277,10 @@ class PopulationLSTM(nn.Module):
             states.append(state.movedim(0, 1).flatten(1, 2))
         return states[0], states[1]
 
-    def _masks(
+    def _member_masks(
         self, detach_mask: Tensor | None, steps: int, batch: int, device: torch.device
-    ) -> list[Tensor] | None:
-        """One (T, K * B) mask per layer and direction, or None when no member detaches."""
+    ) -> list[list[Tensor] | None]:
+        """Per member: its masks per layer and direction, each (T,) or (T, B), or None."""
         members = len(self.members)
         if detach_mask is not None and (
             not isinstance(detach_mask, Tensor) or detach_mask.shape[:1] != (members,)
@@ -244,7 +290,7 @@ class PopulationLSTM(nn.Module):
         generators = self.generators or [None] * members
         if len(generators) != members:
             raise ValueError(f"generators must hold one generator per member ({members})")
-        per_member = [
+        return [
             m._detach_masks(
                 None if detach_mask is None else detach_mask[k],
                 steps,
@@ -256,19 +302,26 @@ class PopulationLSTM(nn.Module):
             )  # fmt: skip
             for k, m in enumerate(self.members)
         ]
-        if all(masks is None for masks in per_member):
-            return None
-        none = torch.zeros(steps, batch, dtype=torch.bool, device=device)
-        return [
-            torch.cat(
-                [
-                    none if masks is None else masks[s].reshape(steps, -1).expand(steps, batch)
-                    for masks in per_member
-                ],
-                dim=1,
-            )
-            for s in range(self.members[0]._num_states)
-        ]
+
+
+def _combined(
+    per_member: list[list[Tensor] | None], steps: int, batch: int, device: torch.device
+) -> list[Tensor] | None:
+    """One (T, K * B) mask per layer and direction, or None when no member detaches."""
+    if all(masks is None for masks in per_member):
+        return None
+    states = len(next(masks for masks in per_member if masks is not None))
+    none = torch.zeros(steps, batch, dtype=torch.bool, device=device)
+    return [
+        torch.cat(
+            [
+                none if masks is None else masks[s].reshape(steps, -1).expand(steps, batch)
+                for masks in per_member
+            ],
+            dim=1,
+        )
+        for s in range(states)
+    ]
 
 
 def _stack(tensors: Sequence[Tensor]) -> Tensor:
