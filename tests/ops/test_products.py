@@ -27,6 +27,21 @@ def kernel(request, monkeypatch):
     return request.param
 
 
+def test_auto_uses_onednn_on_one_thread_only(monkeypatch):
+    monkeypatch.delenv("HDETACH_ONEDNN", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert uses_onednn(torch.ones(1))
+        assert not uses_onednn(torch.ones(1, dtype=torch.float64))
+        torch.set_num_threads(2)
+        assert not uses_onednn(torch.ones(1))
+        monkeypatch.setenv("HDETACH_ONEDNN", "1")
+        assert uses_onednn(torch.ones(1))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _randn(*shape):
     return torch.randn(*shape, generator=_randn.gen)
 

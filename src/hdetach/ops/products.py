@@ -4,12 +4,15 @@ Every product here is ``a @ weight^T`` with the weight in ``torch.nn.Linear``'s 
 (Y, X) for one model, (K, Y, X) for a population (member k's rows, the k-th block of
 B rows, meet ``weight[k]``; see ``members.py``).
 
-On the CPU, float32 products run on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the
-kernel torch.compile uses for CPU linear layers) rather than ``torch.mm`` (MKL): on the
-AMD EPYC of ``benchmarks/``, MKL's product of one recurrent step (100 x 128 by 128 x
-512) runs at about 105 GFLOP/s and oneDNN's at about 190 (``forward_recompute.py``
-prints both). Elsewhere (CUDA, other dtypes, a torch without oneDNN) and with
-``HDETACH_ONEDNN=0`` (read at each call) the products are torch's mm, addmm and bmm.
+On a CPU running one thread (each process of a sweep), float32 products run on oneDNN
+(``torch.ops.mkldnn._linear_pointwise``, the kernel torch.compile uses for CPU linear
+layers) rather than ``torch.mm`` (MKL): on the AMD EPYC of ``benchmarks/``, on one
+thread, MKL's product of one recurrent step (100 x 128 by 128 x 512) runs at about 105
+GFLOP/s and oneDNN's at about 190, and the fused backend's forward+backward is 1.10x
+to 1.24x faster with oneDNN; on two threads MKL's products scale better and the two are
+even (0.92x to 0.98x; ``benchmarks/onednn_vs_mkl.py``). ``HDETACH_ONEDNN`` (read at each
+call): unset or ``auto`` as said, ``1`` oneDNN on any thread count, ``0`` never. Elsewhere
+(CUDA, other dtypes, a torch without oneDNN) the products are torch's mm, addmm and bmm.
 """
 
 from __future__ import annotations
@@ -32,12 +35,10 @@ ONEDNN_LINEAR = _onednn_linear_available()  # once: torch.compile must not trace
 
 def uses_onednn(a: Tensor) -> bool:
     """Whether products with ``a`` run on oneDNN (see the module docstring)."""
-    return (
-        a.device.type == "cpu"
-        and a.dtype == torch.float32
-        and os.environ.get("HDETACH_ONEDNN", "1") != "0"
-        and ONEDNN_LINEAR
-    )
+    setting = os.environ.get("HDETACH_ONEDNN", "auto")
+    if setting == "0" or not (a.device.type == "cpu" and a.dtype == torch.float32):
+        return False
+    return ONEDNN_LINEAR and (setting == "1" or torch.get_num_threads() == 1)
 
 
 def _onednn(a: Tensor, weight: Tensor, bias: Tensor | None = None, add: Tensor | None = None):
