@@ -1,13 +1,14 @@
 """hdetach demo: a small study through the sweep engine, rerunnable, with an honest verdict."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from helpers import run_cli
 
 from hdetach.analysis.tracking import late_ratio
-from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid
+from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
 from hdetach.demo_verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.stats import compare
 
@@ -156,3 +157,24 @@ def test_the_balance_verdict_compares_log_ratios_and_claims_no_more():
     assert said.startswith("Gradient balance: h keeps the h path smaller")
     assert "Mann-Whitney p = 0.0022" in said
     assert balance_verdict(low, high, "h").startswith("Gradient balance: vanilla keeps")
+
+
+def test_print_transfer_compares_every_h_detach_group_with_vanilla(capsys):
+    def runs(accs):
+        return [SimpleNamespace(transfer={"T": [20, 50], "acc": a}) for a in accs]
+
+    vanilla = [[0.10, 0.12], [0.12, 0.13], [0.14, 0.11], [0.11, 0.12], [0.13, 0.14]]
+    high = [[0.50, 0.40], [0.60, 0.45], [0.55, 0.50], [0.70, 0.42], [0.65, 0.48]]
+    groups = {"vanilla": runs(vanilla), "h1": runs(high), "h2": runs(vanilla[::-1])}
+    groups["h2"].append(SimpleNamespace(transfer={"T": [20, 100], "acc": [0.9, 0.9]}))
+    print_transfer(groups, ["h1", "h2"], [20, 50])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == ["| model | T=20 | T=50 |", "|---|---|---|"]
+    assert lines[4] == "| vanilla | 0.120 ± 0.016 | 0.124 ± 0.011 |"
+    assert lines[5] == "| h1 | 0.600 ± 0.079 | 0.450 ± 0.041 |"
+    assert lines[6] == "| h2 | 0.120 ± 0.016 | 0.124 ± 0.011 |"  # the other-T run left out
+    per_T = {T: ([a[i] for a in vanilla], [a[i] for a in high]) for i, T in enumerate([20, 50])}
+    assert lines[7] == "T=20: " + verdict(*per_T[20], "h1", "accuracy at T=20")
+    assert lines[9] == transfer_verdict(per_T, "h1")
+    assert lines[9].startswith("Transfer: h1 transfers better than vanilla at every T")
+    assert lines[12].startswith("Transfer: within noise at every T tested (20, 50)")

@@ -163,7 +163,7 @@ def _command(a: argparse.Namespace) -> None:
         f"{(time.time() - t0) / 60:.1f} min"
     )
     _print_own_T(groups, label, base["T"])
-    _print_transfer(groups, label, Ts)
+    print_transfer(groups, [label], Ts)
     _print_balance(groups, label)
     plots = "  ".join(f"{k}: {written[k]}" for k in ("curves", "transfer") if k in written)
     print(f"{plots}  report: {written['table']}  (chance is 0.125)")
@@ -184,9 +184,10 @@ def _print_own_T(groups: dict[str, list], label: str, T: int) -> None:
     print(verdict(stats["vanilla"].best, stats[label].best, label, f"best val acc at T={T}"))
 
 
-def _print_transfer(groups: dict[str, list], label: str, Ts: list[int]) -> None:
-    """Transfer accuracy per model and T (mean ± std over seeds), the comparison at each T
-    and the headline over all of them."""
+def print_transfer(groups: dict[str, list], labels: list[str], Ts: list[int]) -> None:
+    """Transfer accuracy per model and T (mean ± std over seeds) of the runs' transfer.json
+    files; then each h-detach group of ``labels`` against "vanilla": the comparison at each
+    T and the headline over all of them. ``groups``: label -> runs, one per seed."""
     from hdetach.stats import Spread
 
     accs = {
@@ -194,7 +195,7 @@ def _print_transfer(groups: dict[str, list], label: str, Ts: list[int]) -> None:
             [r.transfer["acc"][i] for r in groups[name] if r.transfer and r.transfer["T"] == Ts]
             for i in range(len(Ts))
         ]
-        for name in ("vanilla", label)
+        for name in ("vanilla", *labels)
     }
     print("\ntransfer: accuracy of each run's best model at longer T, mean ± std over seeds")
     print("| model | " + " | ".join(f"T={T}" for T in Ts) + " |\n|---|" + "---|" * len(Ts))
@@ -202,10 +203,11 @@ def _print_transfer(groups: dict[str, list], label: str, Ts: list[int]) -> None:
         cells = [Spread.of(values) for values in per_T]
         shown = ["-" if s is None else f"{s.mean:.3f} ± {s.std:.3f}" for s in cells]
         print(f"| {name} | " + " | ".join(shown) + " |")
-    per_T = {T: (accs["vanilla"][i], accs[label][i]) for i, T in enumerate(Ts)}
-    for T, (van, hd) in per_T.items():
-        print(f"T={T}: " + verdict(van, hd, label, f"accuracy at T={T}"))
-    print(transfer_verdict(per_T, label))
+    for label in labels:
+        per_T = {T: (accs["vanilla"][i], accs[label][i]) for i, T in enumerate(Ts)}
+        for T, (van, hd) in per_T.items():
+            print(f"T={T}: " + verdict(van, hd, label, f"accuracy at T={T}"))
+        print(transfer_verdict(per_T, label))
 
 
 def _print_balance(groups: dict[str, list], label: str) -> None:
