@@ -15,4 +15,7 @@ for T in 10 20; do
         hdetach transfer "$run" --T $((2 * T)) $((5 * T)) $((10 * T))
     done
     hdetach report "$OUT/copy-long-T$T" --threshold 0.5 --out "$OUT/copy-long-T$T/report"
+    # (added after the study ran: the same command was run by hand on its folders)
+    python "$(dirname "$0")/compare_transfer.py" "$OUT/copy-long-T$T" \
+        > "$OUT/copy-long-T$T/transfer-compare.txt"
 done
