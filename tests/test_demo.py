@@ -1,12 +1,15 @@
 """hdetach demo: a small study through the sweep engine, rerunnable, with an honest verdict."""
 
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from helpers import run_cli
 
 from hdetach.analysis.tracking import late_ratio
-from hdetach.demo import DEMO, DEMO_SEEDS, balance_verdict, demo_grid, verdict
+from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
+from hdetach.demo_verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.stats import compare
 
 
@@ -23,26 +26,71 @@ def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(
             assert summary["status"] == "finished"
             best[p].append(summary["best_val"])
             assert json.loads((run / "config.json").read_text())["p_detach"] == p
-    rows = [x for x in stdout.splitlines() if x.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["vanilla", "h-detach p=0.5"]
+    lines = stdout.splitlines()
+    own = lines.index(
+        "| model | seeds | diverged | best val acc at T=5, mean ± std | median [min, max] |"
+    )
+    assert [r.split("|")[1].strip() for r in lines[own + 2 : own + 4]] == [
+        "vanilla",
+        "h-detach p=0.5",
+    ]
     # the printed verdict is the one the numbers give, and never more
-    (said,) = [x for x in stdout.splitlines() if "minus vanilla" in x]
-    assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5")
+    said = lines[own + 4]
+    assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5", "best val acc at T=5")
     assert said.startswith("Within noise") == compare(best[0.5], best[0.0]).within_noise
     assert (out / "curves.png").is_file() and (out / "report.md").is_file()
     # the gradient balance of every run was tracked, and its comparison is the one printed
     late = {p: [late_ratio(out / f"p_detach={p!r},seed={s}") for s in (0, 1)] for p in best}
     assert all(r is not None and r > 0 for rs in late.values() for r in rs)
     assert balance_verdict(late[0.0], late[0.5], "h-detach p=0.5") in stdout
+    _check_transfer(out, lines, best)
 
-    mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+    mtimes = {
+        p: p.stat().st_mtime for p in [*out.rglob("summary.json"), *out.rglob("transfer.json")]
+    }
     code, again, err = run_cli(argv, capsys)
     assert code == 0 and "4 of 4 runs already done" in err
-    assert [x for x in again.splitlines() if "minus vanilla" in x] == [said]
-    assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+    assert "(200 fresh sequences per T): 0 to evaluate" in again
+    assert again.splitlines()[own + 4 :] == lines[own + 4 :]  # the same tables and verdicts
+    assert mtimes == {p: p.stat().st_mtime for p in mtimes}
+
+    # a transfer.json made on other test sequences is not reused: only that run is redone
+    stale = out / "p_detach=0.5,seed=1" / "transfer.json"
+    record = json.loads(stale.read_text())
+    stale.write_text(json.dumps({**record, "n": 100, "acc": [1.0, 1.0, 1.0]}))
+    code, third, err = run_cli(argv, capsys)
+    assert code == 0 and "0 fresh sequences per T): 1 to evaluate" in third
+    assert json.loads(stale.read_text()) == record and "p_detach=0.5,seed=1: accuracy" in err
+    assert third.splitlines()[own + 4 :] == lines[own + 4 :]
 
     code, _, err = run_cli(["demo", "--out", str(out)], capsys)
     assert code == 2 and "holds a sweep with other settings" in err and err.count("\n") == 1
+
+
+def _check_transfer(out, lines, best):
+    """Every run's best model was evaluated at 2T, 5T, 10T; the printed transfer table,
+    per-T verdicts and headline are those of its transfer.json files."""
+    Ts = [10, 25, 50]
+    acc = {p: [] for p in best}
+    for p in best:
+        for seed in (0, 1):
+            record = json.loads((out / f"p_detach={p!r},seed={seed}" / "transfer.json").read_text())
+            summary = json.loads((out / f"p_detach={p!r},seed={seed}" / "summary.json").read_text())
+            assert (record["T"], record["n"], record["train_T"]) == (Ts, 200, 5)
+            assert record["step"] == summary["best_step"] and len(record["acc"]) == 3
+            acc[p].append(record["acc"])
+    head = lines.index("| model | T=10 | T=25 | T=50 |")
+    for row, p in zip(lines[head + 2 : head + 4], best, strict=True):
+        per_T = np.array(acc[p]).T  # (T, seed)
+        cells = [f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" for a in per_T]
+        assert row == f"| {'vanilla' if p == 0 else 'h-detach p=0.5'} | " + " | ".join(cells) + " |"
+    per_T = {T: ([a[i] for a in acc[0.0]], [a[i] for a in acc[0.5]]) for i, T in enumerate(Ts)}
+    for i, T in enumerate(Ts):
+        expected = verdict(*per_T[T], "h-detach p=0.5", f"accuracy at T={T}")
+        assert lines[head + 4 + i] == f"T={T}: {expected}"
+    assert lines[head + 7] == transfer_verdict(per_T, "h-detach p=0.5")
+    assert (out / "transfer.png").is_file()
+    assert "Transfer copying accuracy by T" in (out / "report.md").read_text()
 
 
 def test_the_verdict_never_claims_more_than_the_numbers():
@@ -53,6 +101,27 @@ def test_the_verdict_never_claims_more_than_the_numbers():
     assert said.startswith("h is better in this setting (h minus vanilla: +0.682")
     assert "Mann-Whitney p = 0.0022, 6 vs 6 seeds" in said
     assert verdict([0.1], [0.9, 0.8], "h").startswith("Too few finished seeds")
+    said = verdict([0.1, 0.2], [0.8, 0.9], "h", "accuracy at T=20")
+    assert "h minus vanilla: +0.700 in mean accuracy at T=20" in said
+
+
+def test_the_transfer_headline_says_per_T_what_the_comparisons_say():
+    low, high = [0.1, 0.12, 0.15, 0.2, 0.18, 0.11], [0.8, 0.9, 0.85, 0.7, 0.75, 0.95]
+    noise = [0.09, 0.21, 0.13, 0.16, 0.12, 0.19]
+    said = transfer_verdict({20: (low, high), 50: (low, high)}, "h")
+    assert said.startswith("Transfer: h transfers better than vanilla at every T tested (20, 50)")
+    said = transfer_verdict({20: (high, low), 50: (high, low)}, "h")
+    assert said.startswith("Transfer: vanilla transfers better than h at every T tested (20, 50)")
+    said = transfer_verdict({20: (low, noise), 50: (noise, low)}, "h")
+    assert said.startswith("Transfer: within noise at every T tested (20, 50)")
+    said = transfer_verdict({20: (low, high), 50: (low, noise), 100: (high, low)}, "h")
+    assert said == (
+        "Transfer, each T judged on its own: h better at T = 20; vanilla better at T = 100; "
+        "within noise at T = 50."
+    )
+    # 5 vs 5 fully separated reaches p = 0.008; 2 vs 2 never leaves the noise
+    assert transfer_verdict({20: ([0.1, 0.2], [0.8, 0.9])}, "h").startswith("Transfer: within")
+    assert transfer_verdict({20: ([0.1], [0.8, 0.9])}, "h").startswith("Too few seeds")
 
 
 def test_the_demo_setting_is_the_grid_it_runs(tmp_path):
@@ -88,3 +157,24 @@ def test_the_balance_verdict_compares_log_ratios_and_claims_no_more():
     assert said.startswith("Gradient balance: h keeps the h path smaller")
     assert "Mann-Whitney p = 0.0022" in said
     assert balance_verdict(low, high, "h").startswith("Gradient balance: vanilla keeps")
+
+
+def test_print_transfer_compares_every_h_detach_group_with_vanilla(capsys):
+    def runs(accs):
+        return [SimpleNamespace(transfer={"T": [20, 50], "acc": a}) for a in accs]
+
+    vanilla = [[0.10, 0.12], [0.12, 0.13], [0.14, 0.11], [0.11, 0.12], [0.13, 0.14]]
+    high = [[0.50, 0.40], [0.60, 0.45], [0.55, 0.50], [0.70, 0.42], [0.65, 0.48]]
+    groups = {"vanilla": runs(vanilla), "h1": runs(high), "h2": runs(vanilla[::-1])}
+    groups["h2"].append(SimpleNamespace(transfer={"T": [20, 100], "acc": [0.9, 0.9]}))
+    print_transfer(groups, ["h1", "h2"], [20, 50])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == ["| model | T=20 | T=50 |", "|---|---|---|"]
+    assert lines[4] == "| vanilla | 0.120 ± 0.016 | 0.124 ± 0.011 |"
+    assert lines[5] == "| h1 | 0.600 ± 0.079 | 0.450 ± 0.041 |"
+    assert lines[6] == "| h2 | 0.120 ± 0.016 | 0.124 ± 0.011 |"  # the other-T run left out
+    per_T = {T: ([a[i] for a in vanilla], [a[i] for a in high]) for i, T in enumerate([20, 50])}
+    assert lines[7] == "T=20: " + verdict(*per_T[20], "h1", "accuracy at T=20")
+    assert lines[9] == transfer_verdict(per_T, "h1")
+    assert lines[9].startswith("Transfer: h1 transfers better than vanilla at every T")
+    assert lines[12].startswith("Transfer: within noise at every T tested (20, 50)")

@@ -1,0 +1,15 @@
+"""Transfer comparisons of a copying study, from its runs' transfer.json files: the
+demo's transfer table and verdicts, for every h-detach group against vanilla.
+
+    PYTHONPATH=src python results/studies/compare_transfer.py STUDY_DIR
+"""
+
+import sys
+
+from hdetach.demo import print_transfer
+from hdetach.report import find_runs, group_runs
+from hdetach.study import one_run_per_seed
+
+groups = one_run_per_seed(group_runs(find_runs(sys.argv[1:])))
+Ts = next(r.transfer["T"] for runs in groups.values() for r in runs if r.transfer)
+print_transfer(groups, [label for label in groups if label != "vanilla"], Ts)
