@@ -13,11 +13,11 @@ and the matrix products' speed with MKL (torch.mm) and oneDNN, which explains th
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 
+from hdetach.bench import median_ms_in_turns
 from hdetach.ops import fused
 from hdetach.ops.products import block_product
 
@@ -70,17 +70,8 @@ def gemm_gflops(rows: int, inner: int, cols: int) -> dict[str, float]:
             a, w, None, "none", [], ""
         ),
     }
-    return {name: 2 * rows * inner * cols / _median_ms(fn, 50) / 1e6 for name, fn in runs.items()}
-
-
-def _median_ms(fn, rounds: int) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    ms = median_ms_in_turns(runs, 50, torch.device("cpu"))
+    return {name: 2 * rows * inner * cols / ms[name] / 1e6 for name in runs}
 
 
 def main() -> None:
@@ -107,14 +98,11 @@ def main() -> None:
                 "fused": fused_forward_saving,
                 "recompute": native_then_recompute,
             }
-            times = {k: [] for k in runs}
-            for round_ in range(args.rounds + 1):  # taking turns; round 0 warms up
-                for k, fn in runs.items():
-                    start = time.perf_counter()
-                    fn(x, h0, c0, weights)
-                    if round_:
-                        times[k].append((time.perf_counter() - start) * 1e3)
-            ms = {k: statistics.median(v) for k, v in times.items()}
+            ms = median_ms_in_turns(
+                {k: functools.partial(fn, x, h0, c0, weights) for k, fn in runs.items()},
+                args.rounds,
+                torch.device("cpu"),
+            )
             print(
                 f"| {threads} | {name} {(steps, batch, input_size, hidden)} "
                 f"| {ms['native']:.1f} | {ms['fused']:.1f} | {ms['recompute']:.1f} "

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
 import hdetach
+from hdetach.bench import median_ms_in_turns
 
 SHAPES = {"copy100": (120, 100, 1, 128), "pmnist": (784, 100, 1, 100)}
 
@@ -39,16 +38,16 @@ def main() -> None:
             theirs = torch.nn.LSTM(input_size, hidden)
             x = torch.randn(steps, batch, input_size)
             grad = torch.randn(steps, batch, hidden)
-            rows = {"torch": (theirs, "1"), "mkl": (ours, "0"), "onednn": (ours, "1")}
-            times = {k: [] for k in rows}
-            for round_ in range(args.rounds + 1):  # round 0 warms up
-                for k, (model, kernel) in rows.items():
+
+            def step(model, kernel: str, x=x, grad=grad):
+                def run() -> None:
                     os.environ["HDETACH_ONEDNN"] = kernel
-                    start = time.perf_counter()
                     model(x)[0].backward(grad)
-                    if round_:
-                        times[k].append((time.perf_counter() - start) * 1e3)
-            ms = {k: statistics.median(v) for k, v in times.items()}
+
+                return run
+
+            runs = {"torch": step(theirs, "1"), "mkl": step(ours, "0"), "onednn": step(ours, "1")}
+            ms = median_ms_in_turns(runs, args.rounds, torch.device("cpu"))
             print(
                 f"| {threads} | {name} {(steps, batch, input_size, hidden)} | {ms['torch']:.1f} "
                 f"| {ms['mkl']:.1f} | {ms['onednn']:.1f} | {ms['mkl'] / ms['onednn']:.2f}x "

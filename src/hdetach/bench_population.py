@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 import hdetach
+from hdetach.bench import median_ms_in_turns
 
 # The batched population's backend: "fused", or "triton" where HDETACH_TRITON_AUTO=1 and
 # the kernels apply (CUDA); "auto" on a CPU runs the members one after another.
@@ -113,24 +112,13 @@ def population_rows(
         if not cuda:
             parallel, pools = _parallel(members, shape, p, cores)
             runs[f"parallel processes ({cores} x 1 thread)"] = parallel
-        times: dict[str, list[float]] = {name: [] for name in runs}
         try:
-            for round_ in range(repeats + 1):  # round 0 warms up
-                for name, step in runs.items():
-                    if cuda:
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    step()
-                    if cuda:
-                        torch.cuda.synchronize()
-                    if round_:
-                        times[name].append((time.perf_counter() - start) * 1e3)
+            medians = median_ms_in_turns(runs, repeats, torch.device(device))
         finally:
             for pool in pools:
                 pool.close()
                 pool.join()
-        for name, ms in times.items():
-            median = statistics.median(ms)
+        for name, median in medians.items():
             rows.append(
                 {
                     "shape": shape_name,

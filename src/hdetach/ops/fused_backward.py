@@ -219,7 +219,8 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
     if result["w_hr"] is not None:  # sum_t dh_t^T m_t
         add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
     if result["bias"] is not None:
-        result["bias"] += rows_sum(dz, members_of(result["bias"].unsqueeze(-1)))
+        members = result["bias"].shape[0] if result["bias"].dim() == 2 else 1  # (K, 4H)
+        result["bias"] += rows_sum(dz, members)
     if w_ih is None:
         if result["x"] is not None:
             result["x"][start:end] = dz
