@@ -239,3 +239,16 @@ def test_the_local_and_ray_engines_give_identical_summaries(tmp_path):
     assert {k: s["best_val"] for k, s in remote.summaries.items()} == {
         k: s["best_val"] for k, s in local.summaries.items()
     }
+
+
+def test_threads_beyond_the_free_cores_are_warned_about(monkeypatch):
+    from hdetach.sweep import engines
+
+    monkeypatch.setattr(engines, "cores", lambda: 2)
+    monkeypatch.setattr(engines.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert engines.oversubscription(jobs=2, threads=1) is None
+    assert engines.oversubscription(jobs=1, threads=2) is None
+    assert "2 runs x 2 threads = 4 threads on 2 cores" in engines.oversubscription(2, 2)
+    monkeypatch.setattr(engines.os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # a core busy
+    assert "about 1 busy" in engines.oversubscription(jobs=1, threads=2)
+    assert engines.oversubscription(jobs=4, threads=1) is None  # one thread each: by turns

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hdetach.config import CHOICES, TASKS, Config, ConfigError, add_dataclass_options
 from hdetach.population import check_member
-from hdetach.sweep.engines import layout
+from hdetach.sweep.engines import layout, oversubscription
 from hdetach.sweep.grid import Grid, load_toml, parse_axis, parse_seeds, prepare
 from hdetach.sweep.runner import run_sweep
 
@@ -138,6 +138,8 @@ def _command(a: argparse.Namespace) -> None:
         at_once = f"{jobs} at once"
     each = f"{threads} thread{'s' if threads != 1 else ''} each"
     print(f"sweep: {len(runs)} runs in {out} ({a.engine}, {at_once}, {each})")
+    if a.engine != "ray" and (warning := oversubscription(jobs, threads)):
+        print(warning, file=sys.stderr)
     result = run_sweep(
         runs, a.engine, jobs, threads, a.retries, a.address, a.progress, members=a.members
     )
