@@ -8,7 +8,7 @@ from helpers import run_cli
 
 from hdetach.report import find_runs, group_runs, report
 from hdetach.stats import Spread, compare, group_stats, metric_direction
-from hdetach.study import baselines, lr_p_table, one_run_per_seed
+from hdetach.study import baselines, lr_p_table, one_run_per_seed, transfer_comparisons
 
 
 def fake_run(path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc", task="copy"):
@@ -137,3 +137,28 @@ def test_report_refuses_an_unknown_metric_direction_in_one_line(tmp_path, capsys
     assert code == 2 and "give --direction" in err and err.count("\n") == 1
     code, out, _ = run_cli(["report", str(tmp_path), "--direction", "higher"], capsys)
     assert code == 0 and "## Study: f1" in out
+
+
+def test_transfer_is_compared_with_the_baseline_at_each_T(tmp_path):
+    # At T=20 every h-detach seed beats every vanilla seed (the exact Mann-Whitney p for
+    # 5 vs 5 fully separated is 2 / C(10, 5) = 0.00794); at T=50 the two interleave.
+    vanilla = {20: [0.1, 0.2, 0.3, 0.25, 0.15], 50: [0.1, 0.3, 0.5, 0.7, 0.9]}
+    hdetach = {20: [0.6, 0.7, 0.8, 0.75, 0.65], 50: [0.2, 0.4, 0.6, 0.8, 1.0]}
+    for p, accs in ((0.0, vanilla), (0.5, hdetach)):
+        for seed in range(5):
+            run = tmp_path / f"{p}-{seed}"
+            fake_run(run, [0.5, 0.6], seed=seed, p=p)
+            transfer = {"T": [20, 50], "acc": [accs[20][seed], accs[50][seed]]}
+            (run / "transfer.json").write_text(json.dumps(transfer))
+    groups = one_run_per_seed(group_runs(find_runs([tmp_path])))
+    lines = transfer_comparisons(groups)
+    row20 = next(x for x in lines if x.startswith("| h-detach p=0.5 | vanilla | 20 |"))
+    assert "| +0.5000 |" in row20 and "| 0.00794 | better |" in row20
+    row50 = next(x for x in lines if x.startswith("| h-detach p=0.5 | vanilla | 50 |"))
+    assert "| +0.1000 |" in row50 and "within noise" in row50
+    assert "- transfer, h-detach p=0.5 vs vanilla: better at T=20 (+0.500, p = 0.0079);" in (
+        "\n".join(lines)
+    )
+    for run in tmp_path.glob("*/transfer.json"):
+        run.unlink()
+    assert transfer_comparisons(one_run_per_seed(group_runs(find_runs([tmp_path])))) == []

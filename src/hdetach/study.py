@@ -90,6 +90,7 @@ def study_markdown(
             f"{_cell(Spread.of(g.final))} | {_success(g)} | {_steps(g)} |"
         )
     lines += ["", *_comparisons(groups, per_group, metric, higher)]
+    lines += transfer_comparisons(groups)
     table = lr_p_table(groups, per_group)
     if table:
         lines += ["", f"Success rate ({metric} {reach}) by learning rate and p:", "", table]
@@ -130,6 +131,58 @@ def _comparisons(groups, per_group, metric: str, higher: bool) -> list[str]:
                 f"({c.n_a} vs {c.n_b} seeds, CI excludes 0, p = {c.p:.2g})."
             )
     return lines + ["", *words]
+
+
+def _transfer_accuracies(runs: list) -> dict[int, list[float]]:
+    """T -> the transfer accuracy of each run evaluated at T (its transfer.json)."""
+    per_T: dict[int, list[float]] = {}
+    for run in runs:
+        for T, acc in zip(run.transfer["T"], run.transfer["acc"]) if run.transfer else ():
+            per_T.setdefault(T, []).append(acc)
+    return per_T
+
+
+def transfer_comparisons(groups: dict[str, list]) -> list[str]:
+    """Each group's transfer accuracy against its baseline's at every T both were
+    evaluated at (``hdetach transfer``), compared as the best val metric is; no lines when
+    no pair has transfer results. ``groups``: one run per seed."""
+    table, said = [], []
+    for label, base in baselines(groups).items():
+        ours, theirs = _transfer_accuracies(groups[label]), _transfer_accuracies(groups[base])
+        Ts = sorted(set(ours) & set(theirs))
+        found = {T: compare(ours[T], theirs[T]) for T in Ts}
+        for T, c in found.items():
+            if c is None:
+                table.append(f"| {label} | {base} | {T} | - | - | - | fewer than 2 seeds |")
+            else:
+                table.append(
+                    f"| {label} | {base} | {T} | {c.diff:+.4f} | [{c.low:+.4f}, {c.high:+.4f}] "
+                    f"| {c.p:.3g} | {c.verdict(higher_is_better=True)} |"
+                )
+        clear = [
+            f"{'better' if c.diff > 0 else 'worse'} at T={T} ({c.diff:+.3f}, p = {c.p:.2g})"
+            for T, c in found.items()
+            if c is not None and not c.within_noise
+        ]
+        if Ts:
+            said.append(
+                f"- transfer, {label} vs {base}: "
+                + ("; ".join(clear) if clear else f"within noise at every T ({Ts[0]} to {Ts[-1]})")
+                + "; each T judged on its own."
+            )
+    if not table:
+        return []
+    return [
+        "",
+        "Transfer (each run's best model at longer T) against the baseline: difference of "
+        f"the mean accuracy, {CONFIDENCE:.0%} bootstrap CI, Mann-Whitney U p.",
+        "",
+        "| configuration | baseline | T | difference | 95% CI | p | verdict |",
+        "|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        *said,
+    ]
 
 
 def _grid(groups: dict[str, list]) -> tuple[list, list] | None:
