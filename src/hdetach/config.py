@@ -238,6 +238,15 @@ def add_dataclass_options(
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata or f.name in skip:
             continue
+        if hints[f.name] is bool:  # a switch, off by default
+            parser.add_argument(
+                flag(f.name),
+                dest=f.name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata["help"],
+            )
+            continue
         stated = default_text(cls, f)
         parser.add_argument(
             flag(f.name),

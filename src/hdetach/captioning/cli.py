@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from hdetach.captioning.models import MODELS
-from hdetach.config import ConfigError
+from hdetach.captioning.task import CaptionOptions
+from hdetach.config import ConfigError, add_dataclass_options, flag
 
 EXAMPLES = """examples (the paper's COCO experiment; see docs/captioning.md):
   hdetach caption features ~/coco --images-root ~/coco/images --fp16
@@ -24,7 +25,14 @@ on generated data, every step in minutes on a CPU:
 """
 
 # The authors' training protocol: Adam 1e-4, 10 images x 5 captions, clipping by value 0.1.
-TRAIN_DEFAULTS = dict(lr=1e-4, batch_size=10, clip_value=0.1, epochs=30, hidden_size=512)
+TRAINING = {  # option: (default, help)
+    "hidden_size": (512, "LSTM units"),
+    "batch_size": (10, "images per minibatch"),
+    "epochs": (30, "training epochs"),
+    "seed": (0, "seeds every generator"),
+    "lr": (1e-4, "Adam learning rate"),
+    "clip_value": (0.1, "gradients clipped to [-v, v]"),
+}
 DEFAULT_P = {"showtell": 0.25, "attend": 0.4}  # the paper's best per model
 
 
@@ -151,44 +159,16 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run (no other options)"
     )
-    p.add_argument(
-        "--model",
-        choices=MODELS,
-        default="showtell",
-        help="showtell or attend (Show, Attend & Tell)",
-    )
+    add_dataclass_options(p, CaptionOptions, {"model": MODELS})
     p.add_argument(
         "--p-detach",
         type=float,
         help="h-detach probability; 0: baseline (default showtell 0.25, attend 0.4)",
     )
-    p.add_argument("--features", help="the feature store (default DATA_DIR/features)")
-    for name, default, what in (
-        ("embed-size", 512, "word embedding size"),
-        ("hidden-size", 512, "LSTM units"),
-        ("attention-size", 512, "attention layer size"),
-        ("min-count", 5, "a word is in the vocabulary when seen more than this many times"),
-        ("max-words", 16, "captions cut to this many words"),
-        ("captions-per-image", 5, "captions per image in a minibatch"),
-        ("batch-size", 10, "images per minibatch"),
-        ("epochs", 30, "training epochs"),
-        ("val-beam", 1, "beam size of the validation decoding (1: greedy)"),
-        ("seed", 0, "seeds every generator"),
-    ):
-        p.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
-    for name, default, what in (
-        ("dropout", 0.5, "dropout"),
-        ("lr", 1e-4, "Adam learning rate"),
-        ("clip-value", 0.1, "gradients clipped to [-v, v]"),
-    ):
+    for name, (default, what) in TRAINING.items():
         p.add_argument(
-            f"--{name}", type=float, default=default, help=f"{what} (default {default:g})"
+            flag(name), type=type(default), default=default, help=f"{what} (default {default:g})"
         )
-    p.add_argument(
-        "--standardize",
-        action="store_true",
-        help="features to zero mean, unit variance per channel (training-set statistics)",
-    )
     p.add_argument("--train-images", type=int, help="use the first N training images (default all)")
     p.add_argument(
         "--val-images", type=int, help="validate on the first N val images (default all)"
@@ -213,24 +193,14 @@ def _add_train(sub) -> None:
 
 def caption_config(a: argparse.Namespace):
     """The training loop's Config of a captioning run from ``hdetach caption train``'s options."""
-    from dataclasses import asdict
+    from dataclasses import asdict, fields
 
     from hdetach.captioning.data import read_karpathy
-    from hdetach.captioning.task import SPLIT_FILE, CaptionOptions
+    from hdetach.captioning.task import SPLIT_FILE
     from hdetach.config import Config
 
-    opts = CaptionOptions(
-        a.model,
-        a.features,
-        a.embed_size,
-        a.attention_size,
-        a.dropout,
-        a.min_count,
-        a.max_words,
-        a.captions_per_image,
-        a.val_beam,
-        a.standardize,
-    )
+    given = {f.name: getattr(a, f.name) for f in fields(CaptionOptions) if hasattr(a, f.name)}
+    opts = CaptionOptions(**given)
     for name in ("embed_size", "attention_size", "max_words", "captions_per_image", "val_beam"):
         if getattr(opts, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(opts, name)}")
@@ -239,9 +209,9 @@ def caption_config(a: argparse.Namespace):
     images = read_karpathy(Path(a.data_dir) / SPLIT_FILE)
     n = {s: sum(im.split == s for im in images) for s in ("train", "val", "test")}
     n_train, n_val = a.train_images or n["train"], a.val_images or n["val"]
-    p = DEFAULT_P[a.model] if a.p_detach is None else a.p_detach
+    p = DEFAULT_P[opts.model] if a.p_detach is None else a.p_detach
     detach = "vanilla" if p == 0 else f"p{p:g}"
-    name = f"caption-{a.model}-{detach}-s{a.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"caption-{opts.model}-{detach}-s{a.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Config(
         task="caption",
         data_dir=a.data_dir,

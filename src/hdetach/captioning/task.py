@@ -35,20 +35,27 @@ from hdetach.tasks import Task
 SPLIT_FILE = "dataset_coco.json"
 
 
+def _opt(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class CaptionOptions:
-    """The captioning settings of a run (stored in its config as ``task_options``)."""
+    """The captioning settings of a run (stored in its config as ``task_options``); each
+    field is also an option of ``hdetach caption train``."""
 
-    model: str = "showtell"
-    features: str | None = None  # the feature store (default DATA_DIR/features)
-    embed_size: int = 512
-    attention_size: int = 512
-    dropout: float = 0.5
-    min_count: int = MIN_COUNT
-    max_words: int = MAX_WORDS
-    captions_per_image: int = 5
-    val_beam: int = 1  # decoding for validation CIDEr (1: greedy)
-    standardize: bool = False  # features to zero mean, unit variance per channel (train stats)
+    model: str = _opt("showtell", "showtell or attend (Show, Attend & Tell)")
+    features: str | None = _opt(None, "the feature store (default DATA_DIR/features)")
+    embed_size: int = _opt(512, "word embedding size")
+    attention_size: int = _opt(512, "attention layer size")
+    dropout: float = _opt(0.5, "dropout")
+    min_count: int = _opt(MIN_COUNT, "a word is in the vocabulary when seen more than this often")
+    max_words: int = _opt(MAX_WORDS, "captions cut to this many words")
+    captions_per_image: int = _opt(5, "captions per image in a minibatch")
+    val_beam: int = _opt(1, "beam size of the validation decoding (1: greedy)")
+    standardize: bool = _opt(
+        False, "features to zero mean, unit variance per channel (training-set statistics)"
+    )
 
 
 @dataclass
