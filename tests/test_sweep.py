@@ -228,17 +228,53 @@ def test_the_local_and_ray_engines_give_identical_summaries(tmp_path):
         engine: Grid("copy", TINY, {"p_detach": [0.0, 0.5]}, [0, 1]).runs(tmp_path / engine)
         for engine in ("local", "ray")
     }
+    runs["shipped"] = Grid("copy", TINY, {"p_detach": [0.0, 0.5]}, [0, 1]).runs(tmp_path / "s")
     local = run_sweep(runs["local"], "local", jobs=2, progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(runs["ray"], "ray", progress=False)
+        # the run folders on the driver's disk alone, shipped to the workers and back
+        shipped = run_sweep(runs["shipped"], "ray", progress=False, ship=True)
     finally:
         ray.shutdown()
     assert len(local.summaries) == 4 and not local.failed and not remote.failed
     assert _summaries(tmp_path / "local") == _summaries(tmp_path / "ray")
-    assert {k: s["best_val"] for k, s in remote.summaries.items()} == {
-        k: s["best_val"] for k, s in local.summaries.items()
+    assert _summaries(tmp_path / "local") == _summaries(tmp_path / "s")
+    for result in (remote, shipped):
+        assert {k: s["best_val"] for k, s in result.summaries.items()} == {
+            k: s["best_val"] for k, s in local.summaries.items()
+        }
+    for name, cfg in runs["shipped"].items():
+        assert shipped.summaries[name]["run_dir"] == cfg.run_dir
+        assert (Path(cfg.run_dir) / "last.pt").is_file()
+
+
+def test_a_shipped_run_resumes_from_the_folder_the_driver_received(tmp_path, monkeypatch):
+    # --ray-files driver, without Ray: a worker trains in a folder of its own; the driver
+    # keeps what comes back, and a later attempt resumes from it.
+    from helpers import interrupt_at
+
+    from hdetach.sweep.engines import attempt_shipped, pack, receive, run_one
+
+    runs = {
+        where: Grid("copy", TINY, {}, [0]).runs(tmp_path / where) for where in ("here", "shipped")
     }
+    (straight,) = [run_one(cfg, 1) for cfg in runs["here"].values()]
+    ((name, cfg),) = runs["shipped"].items()
+    interrupt_at(monkeypatch, call=25)
+    outcome = receive(cfg, *attempt_shipped(run_one, name, cfg, 1, None))
+    monkeypatch.undo()
+    run_dir = Path(cfg.run_dir)
+    assert outcome[1]["status"] == "interrupted" and (run_dir / "last.pt").is_file()
+    assert not (run_dir / "summary.json").exists()
+    _, summary, error = receive(cfg, *attempt_shipped(run_one, name, cfg, 1, pack(run_dir)))
+    assert error is None and "resuming" in (run_dir / "train.log").read_text()
+    assert summary["run_dir"] == cfg.run_dir
+    assert json.loads((run_dir / "config.json").read_text())["run_dir"] == cfg.run_dir
+    assert {k: v for k, v in summary.items() if k != "run_dir"} == {
+        k: v for k, v in straight.items() if k != "run_dir"
+    }
+    assert _summaries(tmp_path / "shipped") == _summaries(tmp_path / "here")
 
 
 def test_threads_beyond_the_free_cores_are_warned_about(monkeypatch):

@@ -75,6 +75,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="population: at most this many runs per population (default: all that can)",
     )
     p.add_argument("--address", help="ray: the cluster (default: a local Ray)")
+    p.add_argument(
+        "--ray-files",
+        choices=("shared", "driver"),
+        default="shared",
+        help="ray: run folders on a disk every node shares, or on the driver's alone, "
+        "shipped to each worker and back (default shared)",
+    )
     p.add_argument("--retries", type=int, default=1, help="retries of a failed run (default 1)")
     p.add_argument(
         "--progress",
@@ -87,7 +94,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 ENGINES = ("local", "ray", "population")
 _OWN = (
-    "spec", "grid", "seeds", "out", "engine", "jobs", "threads", "address", "retries", "members",
+    "spec", "grid", "seeds", "out", "engine", "jobs", "threads", "address", "ray_files",
+    "retries", "members",
 )  # fmt: skip
 
 
@@ -126,6 +134,8 @@ def _command(a: argparse.Namespace) -> None:
         raise ConfigError(f"--retries must be >= 0; got {a.retries}")
     if a.members is not None and a.engine != "population":
         raise ConfigError("--members is for --engine population")
+    if a.ray_files != "shared" and a.engine != "ray":
+        raise ConfigError("--ray-files is for --engine ray")
     if a.engine == "population":
         for cfg in grid.runs(out).values():
             check_member(cfg)
@@ -141,7 +151,15 @@ def _command(a: argparse.Namespace) -> None:
     if a.engine != "ray" and (warning := oversubscription(jobs, threads)):
         print(warning, file=sys.stderr)
     result = run_sweep(
-        runs, a.engine, jobs, threads, a.retries, a.address, a.progress, members=a.members
+        runs,
+        a.engine,
+        jobs,
+        threads,
+        a.retries,
+        a.address,
+        a.progress,
+        members=a.members,
+        ship=a.ray_files == "driver",
     )
     print(
         f"{len(result.summaries)} done, {len(result.failed)} failed, "

@@ -9,9 +9,13 @@ engine, ``sweep.populations``, trains several runs per process on the same pool.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import json
 import os
 import signal
+import tarfile
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -75,6 +79,54 @@ def _attempt(fn: RunFn, name: str, cfg: Config, threads: int) -> Outcome:
         return name, fn(cfg, threads), None
     except Exception as e:  # a failed run is reported and retried, never fatal to the sweep
         return name, None, error_text(e)
+
+
+def pack(folder: Path) -> bytes | None:
+    """A run folder as gzipped tar bytes; None when it does not exist (yet)."""
+    if not folder.is_dir():
+        return None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, folder: Path) -> None:
+    """Write a packed run folder into ``folder`` (its files replace those there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and escapes
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)
+
+
+def attempt_shipped(
+    fn: RunFn, name: str, cfg: Config, threads: int, sent: bytes | None
+) -> tuple[Outcome, bytes | None]:
+    """``_attempt`` in a folder of the worker's own, for workers that do not see the
+    driver's disk: the driver's copy of the run folder (``sent``, to resume it) is unpacked
+    there first, and the folder goes back packed, to be ``receive``d."""
+    with tempfile.TemporaryDirectory(prefix="hdetach-run-") as tmp:
+        here = Path(tmp) / "run"
+        if sent is not None:
+            unpack(sent, here)
+        outcome = _attempt(fn, name, dataclasses.replace(cfg, run_dir=str(here)), threads)
+        return outcome, pack(here)
+
+
+def receive(cfg: Config, outcome: Outcome, packed: bytes | None) -> Outcome:
+    """Unpack a folder that ``attempt_shipped`` sent back into the run's own folder; its
+    config, summary and outcome then name that folder, not the worker's."""
+    run_dir = Path(cfg.run_dir)
+    if packed is not None:
+        unpack(packed, run_dir)
+    for file in (run_dir / "config.json", run_dir / "summary.json"):
+        if file.is_file():
+            data = json.loads(file.read_text())
+            file.write_text(json.dumps({**data, "run_dir": str(run_dir)}, indent=2))
+    name, summary, error = outcome
+    return name, None if summary is None else {**summary, "run_dir": str(run_dir)}, error
 
 
 def error_text(e: Exception) -> str:
@@ -146,25 +198,33 @@ def pool_engine(
 
 
 def ray_engine(
-    next_task: NextTask, address: str | None, stopping: Callable[[], bool], fn: RunFn = run_one
+    next_task: NextTask,
+    address: str | None,
+    stopping: Callable[[], bool],
+    fn: RunFn = run_one,
+    ship: bool = False,
 ) -> Iterator[Outcome]:
     """Run tasks as Ray tasks (one CPU per thread) on the cluster at ``address`` (or the
-    Ray already initialised in this process); every node must see the sweep's out folder.
-    Ray schedules them as CPUs free up. On a stop, in-flight runs are cancelled: they
-    resume from their last evaluation's checkpoint."""
+    Ray already initialised in this process). Ray schedules them as CPUs free up. The
+    run folders live on a disk every node sees, or with ``ship`` on the driver's alone:
+    each run then trains in a folder of its worker's, shipped there and back
+    (``attempt_shipped``). On a stop, in-flight runs are cancelled: they resume from their
+    last evaluation's checkpoint (shipped: from the folder the driver last received)."""
     try:
         import ray
     except ModuleNotFoundError:
         raise ConfigError("--engine ray needs Ray: pip install 'hdetach[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    remote = ray.remote(max_retries=0)(_attempt)
-    refs: dict[Any, str] = {}
+    remote = ray.remote(max_retries=0)(attempt_shipped if ship else _attempt)
+    refs: dict[Any, tuple[str, Config]] = {}
     try:
         while True:
             while (task := next_task()) is not None:
                 name, cfg, threads = task
-                refs[remote.options(num_cpus=threads).remote(fn, name, cfg, threads)] = name
+                sent = (pack(Path(cfg.run_dir)),) if ship else ()
+                ref = remote.options(num_cpus=threads).remote(fn, name, cfg, threads, *sent)
+                refs[ref] = name, cfg
             if not refs:
                 return
             done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
@@ -172,11 +232,13 @@ def ray_engine(
                 for ref in refs:
                     ray.cancel(ref)
             for ref in done:
-                name = refs.pop(ref)
+                name, cfg = refs.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    got = ray.get(ref)
                 except ray.exceptions.RayError as e:
                     yield name, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+                    continue
+                yield receive(cfg, *got) if ship else got
     finally:
         for ref in refs:
             ray.cancel(ref)

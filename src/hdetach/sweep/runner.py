@@ -48,9 +48,11 @@ def run_sweep(
     progress: bool | None = None,
     fn: RunFn = run_one,
     members: int | None = None,
+    ship: bool = False,
 ) -> SweepResult:
     """Run every run not done yet; read the summaries of those that are. ``engine``:
-    "local", "ray" or "population" (``jobs`` populations of at most ``members`` runs)."""
+    "local", "ray" or "population" (``jobs`` populations of at most ``members`` runs);
+    ``ship``: Ray workers train in folders of their own, shipped to and from the driver."""
     from tqdm import tqdm
 
     result = SweepResult()
@@ -79,7 +81,9 @@ def run_sweep(
             bar.set_postfix(running=running[0], failed=len(result.failed))
             return task
 
-        outcomes = _engine(engine, next_task, jobs, address, lambda: stop.requested, fn, members)
+        outcomes = _engine(
+            engine, next_task, jobs, address, lambda: stop.requested, fn, members, ship
+        )
         for name, summary, error in outcomes:
             running[0] -= 1
             _record(result, name, summary, error, stop.requested, say)
@@ -121,9 +125,10 @@ def _engine(
     stopping: Callable[[], bool],
     fn: RunFn,
     members: int | None,
+    ship: bool,
 ) -> Iterator[Outcome]:
     if engine == "population":  # trains its own way: fn is for the run-by-run engines
         return population_engine(next_task, jobs, members, stopping)
     if engine == "ray":
-        return ray_engine(next_task, address, stopping, fn)
+        return ray_engine(next_task, address, stopping, fn, ship)
     return local_engine(next_task, jobs, fn)
