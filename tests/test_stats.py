@@ -162,3 +162,26 @@ def test_transfer_is_compared_with_the_baseline_at_each_T(tmp_path):
     for run in tmp_path.glob("*/transfer.json"):
         run.unlink()
     assert transfer_comparisons(one_run_per_seed(group_runs(find_runs([tmp_path])))) == []
+
+
+def test_another_baseline_is_named_by_option_and_value(tmp_path, capsys):
+    # c-detach against h-detach, both at p = 0.5: no p_detach = 0 group, so by default no
+    # comparison; --baseline detach_path=h compares c with h (3 vs 3 seeds, fully
+    # separated: p = 2 / C(6, 3) = 0.1, within noise whatever the difference).
+    for path, best in (("h", [0.9, 0.8, 0.7]), ("c", [0.2, 0.1, 0.15])):
+        for seed, value in enumerate(best):
+            run = tmp_path / f"{path}{seed}"
+            fake_run(run, [0.1, value], seed=seed, p=0.5)
+            cfg = json.loads((run / "config.json").read_text())
+            (run / "config.json").write_text(json.dumps({**cfg, "detach_path": path}))
+    code, out, err = run_cli(["report", str(tmp_path), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0 and "No comparisons: no p_detach = 0 group" in out, err
+    argv = ["report", str(tmp_path), "--out", str(tmp_path / "r"), "--baseline", "detach-path=h"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "Against the baseline (detach_path = h, all else equal)" in out
+    assert "| detach_path=c | detach_path=h | -0.6500 |" in out
+    assert "| 0.1 | within noise (p = 0.1) |" in out
+    for bad in ("detach_path", "colour=red", "seed=0", "=h"):
+        code, _, err = run_cli(["report", str(tmp_path), "--baseline", bad], capsys)
+        assert code == 2 and "--baseline takes OPTION=VALUE" in err and err.count("\n") == 1

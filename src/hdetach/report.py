@@ -7,6 +7,7 @@ across seeds with a min-max band.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -47,6 +48,10 @@ class Run:
     @property
     def diverged(self) -> bool:
         return bool(self.summary) and self.summary.get("status") == "diverged"
+
+
+# (option, value): the configurations others are compared with, all else equal.
+Baseline = tuple[str, Any]
 
 
 class NotARun(ValueError):
@@ -277,15 +282,17 @@ def report(
     out_dir: str | Path,
     threshold: float | None = None,
     direction: str | None = None,
+    baseline: Baseline | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
     any run tracked its gradients) and report.md; with several seeds per configuration (or
     a ``threshold``) also the study statistics (and success.png over lr x p).
     ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
-    says)."""
+    says); ``baseline``: (option, value) of the configurations each other is compared with
+    (default: p_detach 0)."""
     from hdetach.analysis.tracking import plot_gradient_balance
     from hdetach.stats import metric_direction
-    from hdetach.study import one_run_per_seed, study_section
+    from hdetach.study import VANILLA, one_run_per_seed, study_section
 
     runs = find_runs(paths)
     groups = one_run_per_seed(group_runs(runs))
@@ -301,7 +308,9 @@ def report(
     if threshold is not None or any(len(g) > 1 for g in groups.values()):
         metric = _metric(runs)
         higher = metric_direction(metric) if direction is None else direction == "higher"
-        section, files = study_section(groups, metric, threshold, higher, out_dir)
+        section, files = study_section(
+            groups, metric, threshold, higher, out_dir, baseline or VANILLA
+        )
         text += "\n" + section
         written.update(files)
     md = out_dir / "report.md"
@@ -333,16 +342,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("higher", "lower"),
         help="which way the metric is better (default: the task's)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="OPTION=VALUE",
+        help="compare each configuration with the one equal in all else but OPTION, which "
+        "has VALUE (default p_detach=0; e.g. detach_path=h, clip=norm)",
+    )
     p.set_defaults(run=_command)
 
 
 def _command(a: argparse.Namespace) -> None:
     from hdetach.config import ConfigError
 
+    baseline = None if a.baseline is None else parse_baseline(a.baseline)
     try:
-        written = report(a.run_dirs, a.out or a.run_dirs[0], a.threshold, a.direction)
+        written = report(a.run_dirs, a.out or a.run_dirs[0], a.threshold, a.direction, baseline)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     print(written["table"].read_text())
     for kind, path in written.items():
         print(f"wrote {kind}: {path}")
+
+
+def parse_baseline(text: str) -> Baseline:
+    """``--baseline OPTION=VALUE``: a run option (as ``train`` names it, _ or -) and a value,
+    read as JSON where it is a number (``0``, ``1e-3``), else as text (``h``, ``none``)."""
+    from hdetach.config import Config, ConfigError
+
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-").replace("-", "_")
+    options = {f.name for f in dataclasses.fields(Config)} - NOT_CONFIG
+    if not sep or not raw or key not in options:
+        raise ConfigError(
+            f"--baseline takes OPTION=VALUE with OPTION a run option (e.g. p_detach=0, "
+            f"detach_path=h); got {text!r}"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value

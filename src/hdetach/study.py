@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hdetach.report import NOT_CONFIG, varying_options
+from hdetach.report import NOT_CONFIG, Baseline, varying_options
 from hdetach.stats import (
     CONFIDENCE,
     GroupStats,
@@ -26,16 +26,22 @@ def _setting(config: dict[str, Any], without: tuple[str, ...] = ()) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in NOT_CONFIG | set(without)})
 
 
-def baselines(groups: dict[str, list]) -> dict[str, str]:
-    """Label -> the label of its baseline: the p_detach = 0 group equal in all else."""
-    vanilla = {
-        _setting(runs[0].config, ("p_detach",)): label
+# What each configuration is compared with by default: nothing detached, all else equal.
+VANILLA: Baseline = ("p_detach", 0)
+
+
+def baselines(groups: dict[str, list], baseline: Baseline = VANILLA) -> dict[str, str]:
+    """Label -> the label of its baseline: the group whose option ``baseline[0]`` has the
+    value ``baseline[1]`` and that is equal in all else."""
+    key, value = baseline
+    anchors = {
+        _setting(runs[0].config, (key,)): label
         for label, runs in groups.items()
-        if runs[0].config.get("p_detach") == 0
+        if runs[0].config.get(key) == value
     }
     found = {}
     for label, runs in groups.items():
-        base = vanilla.get(_setting(runs[0].config, ("p_detach",)))
+        base = anchors.get(_setting(runs[0].config, (key,)))
         if base is not None and base != label:
             found[label] = base
     return found
@@ -72,6 +78,7 @@ def study_markdown(
     metric: str,
     threshold: float | None,
     higher: bool,
+    baseline: Baseline = VANILLA,
 ) -> str:
     """The study tables in Markdown, with the comparisons said in words. ``groups``: one
     run per seed; ``per_group``: their ``group_stats``."""
@@ -89,20 +96,21 @@ def study_markdown(
             f"| {label} | {g.seeds} | {g.diverged} | {_cell(best)} | {_range(best)} | "
             f"{_cell(Spread.of(g.final))} | {_success(g)} | {_steps(g)} |"
         )
-    lines += ["", *_comparisons(groups, per_group, metric, higher)]
-    lines += transfer_comparisons(groups)
+    lines += ["", *_comparisons(groups, per_group, metric, higher, baseline)]
+    lines += transfer_comparisons(groups, baseline)
     table = lr_p_table(groups, per_group)
     if table:
         lines += ["", f"Success rate ({metric} {reach}) by learning rate and p:", "", table]
     return "\n".join(lines) + "\n"
 
 
-def _comparisons(groups, per_group, metric: str, higher: bool) -> list[str]:
-    pairs = baselines(groups)
+def _comparisons(groups, per_group, metric: str, higher: bool, baseline: Baseline) -> list[str]:
+    pairs = baselines(groups, baseline)
+    said = f"{baseline[0]} = {baseline[1]}"
     if not pairs:
-        return ["No comparisons: no p_detach = 0 group equal in all other options."]
+        return [f"No comparisons: no {said} group equal in all other options."]
     lines = [
-        f"Against the baseline (p_detach = 0, all else equal): difference of the mean best "
+        f"Against the baseline ({said}, all else equal): difference of the mean best "
         f"val {metric}, {CONFIDENCE:.0%} bootstrap CI (percentile), Mann-Whitney U p "
         "(two-sided); finished runs only.",
         "",
@@ -142,12 +150,12 @@ def _transfer_accuracies(runs: list) -> dict[int, list[float]]:
     return per_T
 
 
-def transfer_comparisons(groups: dict[str, list]) -> list[str]:
+def transfer_comparisons(groups: dict[str, list], baseline: Baseline = VANILLA) -> list[str]:
     """Each group's transfer accuracy against its baseline's at every T both were
     evaluated at (``hdetach transfer``), compared as the best val metric is; no lines when
     no pair has transfer results. ``groups``: one run per seed."""
     table, said = [], []
-    for label, base in baselines(groups).items():
+    for label, base in baselines(groups, baseline).items():
         ours, theirs = _transfer_accuracies(groups[label]), _transfer_accuracies(groups[base])
         Ts = sorted(set(ours) & set(theirs))
         found = {T: compare(ours[T], theirs[T]) for T in Ts}
@@ -246,11 +254,17 @@ def plot_success_heatmap(
 
 
 def study_section(
-    groups: dict[str, list], metric: str, threshold: float | None, higher: bool, out_dir: Path
+    groups: dict[str, list],
+    metric: str,
+    threshold: float | None,
+    higher: bool,
+    out_dir: Path,
+    baseline: Baseline = VANILLA,
 ) -> tuple[str, dict[str, Path]]:
     """The study's Markdown and the files it wrote (the lr x p heat map, when it applies).
-    ``groups``: one run per seed."""
+    ``groups``: one run per seed; ``baseline``: (option, value) of the configurations the
+    others are compared with."""
     per_group = {label: group_stats(runs, threshold, higher) for label, runs in groups.items()}
-    text = study_markdown(groups, per_group, metric, threshold, higher)
+    text = study_markdown(groups, per_group, metric, threshold, higher, baseline)
     heatmap = plot_success_heatmap(groups, per_group, out_dir / "success.png")
     return text, {"success": heatmap} if heatmap else {}
