@@ -1,5 +1,6 @@
 """The study section of ``hdetach report``: per-configuration statistics over distinct
-seeds, comparisons against the vanilla baseline, and the learning-rate x p success table.
+seeds, comparisons against a baseline (by default vanilla, all else equal) at the
+run's own T and in transfer, and the learning-rate x p success table.
 """
 
 from __future__ import annotations
