@@ -185,6 +185,20 @@ def test_compiled_module_with_a_mask_matches_eager():
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 
+def test_torch_compile_traces_the_op_without_breaking_its_graph():
+    # The buffer pool, the oneDNN choice and the functorch check stay out of the trace, and
+    # the backward that reads the detach mask on the host gives way to the traceable one.
+    lstm = hdetach.LSTM(3, 5, p_detach=0.5)
+    x = torch.randn(7, 2, 3)
+
+    def loss(x):
+        out, (h, c) = lstm(x)
+        return out.sum() + c.sum()
+
+    explained = torch._dynamo.explain(loss)(x)
+    assert explained.break_reasons == [], [str(b.reason)[:200] for b in explained.break_reasons]
+
+
 class CellLoop(nn.Module):
     def __init__(self, cell):
         super().__init__()

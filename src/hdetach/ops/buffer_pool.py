@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
@@ -25,7 +26,10 @@ DEFAULT_LIMIT_BYTES = 2**30
 
 
 def _poolable(tensor: Tensor) -> bool:
-    """Plain CPU tensors only: one made under a torch.func transform belongs to it."""
+    """Plain CPU tensors only: one made under a torch.func transform belongs to it, and
+    none while torch.compile traces (its graph owns its memory)."""
+    if torch.compiler.is_compiling():
+        return False
     return tensor.device.type == "cpu" and not is_functorch_wrapped_tensor(tensor)
 
 

@@ -193,9 +193,16 @@ class _FusedLSTM(torch.autograd.Function):
         inputs = (x, h0, c0, w_ih, w_hh, bias, w_hr)
         needs = ctx.needs_input_grad[:7]
         mask_and_layout = (detach_mask, ctx.detach_path, ctx.batch_sizes)
-        if torch.is_grad_enabled() or ctx.activations is None or _wrapped(d_out, d_h_n, d_c_n, x):
+        if (
+            torch.is_grad_enabled()
+            or ctx.activations is None
+            or torch.compiler.is_compiling()
+            or _wrapped(d_out, d_h_n, d_c_n, x)
+        ):
             # Double backward (create_graph=True) or a torch.func transform: the in-place
             # kernels of the fast backward are not differentiable (see differentiable.py).
+            # torch.compile: the fast backward reads the detach mask on the host, which
+            # would break its graph; the differentiable one traces whole.
             grads = differentiable_backward(inputs, needs, (d_out, d_h_n, d_c_n), *mask_and_layout)
         else:
             grads = fused_backward(
@@ -205,7 +212,10 @@ class _FusedLSTM(torch.autograd.Function):
 
 
 def _wrapped(*tensors: Tensor | None) -> bool:
-    """Whether any tensor belongs to a torch.func transform (grad, vmap)."""
+    """Whether any tensor belongs to a torch.func transform (grad, vmap). While torch.compile
+    traces, none does: the tensors it sees are its own stand-ins."""
+    if torch.compiler.is_compiling():
+        return False
     return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
 
 

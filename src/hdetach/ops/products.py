@@ -34,7 +34,10 @@ ONEDNN_LINEAR = _onednn_linear_available()  # once: torch.compile must not trace
 
 
 def uses_onednn(a: Tensor) -> bool:
-    """Whether products with ``a`` run on oneDNN (see the module docstring)."""
+    """Whether products with ``a`` run on oneDNN (see the module docstring); never while
+    torch.compile traces: the compiler picks its own kernels."""
+    if torch.compiler.is_compiling():
+        return False
     setting = os.environ.get("HDETACH_ONEDNN", "auto")
     if setting == "0" or not (a.device.type == "cpu" and a.dtype == torch.float32):
         return False
