@@ -9,3 +9,7 @@ hdetach sweep copy --T 10 --input-encoding onehot --hidden-size 128 --lr 3e-3 --
 for run in "$OUT"/copy-h128-T10/p_detach=*; do hdetach transfer "$run" --T 20 50 100; done
 hdetach report "$OUT/copy-h128-T10" --threshold 0.9 --out "$OUT/copy-h128-T10/report"
 PYTHONPATH=src python results/studies/compare_transfer.py "$OUT/copy-h128-T10"
+# Extended on 2026-11-27 (09:01 to 09:27 UTC) to p_detach 0 / 0.25 / 0.5 by chain A of
+# results/studies/run-h128.sh (the same options, --grid p_detach=0,0.25,0.5 --seeds 5
+# --jobs 1; the ten earlier runs were skipped as done), then every run's transfer and the
+# report again (report/ here).
