@@ -91,6 +91,7 @@ def test_the_command_refuses_bad_input_in_one_line_before_any_work(tmp_path, cap
         ([*TINY_ARGS, "--seeds", "two"], "--seeds takes a count or a comma list"),
         (["speech", "--out", str(out)], "sweep needs a TASK"),
         ([*TINY_ARGS[:1], "--jobs", "0"], "--jobs must be >= 1"),
+        ([*TINY_ARGS[:1], "--ray-files", "driver"], "--ray-files is for --engine ray"),
     ]:
         code, _, err = run_cli(["sweep", *argv, "--out", str(out)], capsys)
         assert code == 2 and message in err and err.count("\n") == 1, err
