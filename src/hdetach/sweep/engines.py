@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hdetach.config import Config, ConfigError
-from hdetach.runfiles import finite_or_none
+from hdetach.runfiles import finite_or_none, write_json
 
 LOG = "train.log"  # the run's own output lines, in its folder
 
@@ -123,8 +123,7 @@ def receive(cfg: Config, outcome: Outcome, packed: bytes | None) -> Outcome:
         unpack(packed, run_dir)
     for file in (run_dir / "config.json", run_dir / "summary.json"):
         if file.is_file():
-            data = json.loads(file.read_text())
-            file.write_text(json.dumps({**data, "run_dir": str(run_dir)}, indent=2))
+            write_json(file, {**json.loads(file.read_text()), "run_dir": str(run_dir)})
     name, summary, error = outcome
     return name, None if summary is None else {**summary, "run_dir": str(run_dir)}, error
 
