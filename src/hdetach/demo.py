@@ -188,15 +188,10 @@ def print_transfer(groups: dict[str, list], labels: list[str], Ts: list[int]) ->
     """Transfer accuracy per model and T (mean ± std over seeds) of the runs' transfer.json
     files; then each h-detach group of ``labels`` against "vanilla": the comparison at each
     T and the headline over all of them. ``groups``: label -> runs, one per seed."""
+    from hdetach.report import transfer_accuracies
     from hdetach.stats import Spread
 
-    accs = {
-        name: [
-            [r.transfer["acc"][i] for r in groups[name] if r.transfer and r.transfer["T"] == Ts]
-            for i in range(len(Ts))
-        ]
-        for name in ("vanilla", *labels)
-    }
+    accs = {name: transfer_accuracies(groups[name], Ts) for name in ("vanilla", *labels)}
     print("\ntransfer: accuracy of each run's best model at longer T, mean ± std over seeds")
     print("| model | " + " | ".join(f"T={T}" for T in Ts) + " |\n|---|" + "---|" * len(Ts))
     for name, per_T in accs.items():

@@ -214,6 +214,19 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     return out
 
 
+def transfer_lengths(groups: dict[str, list[Run]]) -> list[int] | None:
+    """The lengths T the first run with transfer results was evaluated at (None: no run
+    was); runs evaluated at another list of T are not compared with it."""
+    found = (r.transfer["T"] for runs in groups.values() for r in runs if r.transfer)
+    return next(found, None)
+
+
+def transfer_accuracies(runs: list[Run], Ts: list[int]) -> list[list[float]]:
+    """Per T of ``Ts``, the transfer accuracy of each run evaluated at exactly ``Ts``."""
+    done = [r for r in runs if r.transfer and r.transfer["T"] == Ts]
+    return [[r.transfer["acc"][i] for r in done] for i in range(len(Ts))]
+
+
 def _metric(runs: list[Run]) -> str:
     return next((r.metric for r in runs if r.metric), "metric")
 
@@ -260,8 +273,8 @@ def markdown_table(groups: dict[str, list[Run]]) -> str:
         table += "".join(f"\n- {r.path} at step {r.summary['steps']}" for r in diverged)
     with_transfer = {k: [r for r in v if r.transfer] for k, v in groups.items()}
     with_transfer = {k: v for k, v in with_transfer.items() if v}
-    if with_transfer:
-        Ts = next(iter(with_transfer.values()))[0].transfer["T"]
+    Ts = transfer_lengths(groups)
+    if Ts is not None:
         table += (
             "\n\nTransfer copying accuracy by T:\n\n| configuration | "
             + " | ".join(f"T={T}" for T in Ts)
@@ -269,10 +282,7 @@ def markdown_table(groups: dict[str, list[Run]]) -> str:
             + "---|" * len(Ts)
         )
         for label, runs in with_transfer.items():
-            cols = [
-                _stat([r.transfer["acc"][i] for r in runs if r.transfer["T"] == Ts])
-                for i in range(len(Ts))
-            ]
+            cols = [_stat(accs) for accs in transfer_accuracies(runs, Ts)]
             table += f"\n| {label} | " + " | ".join(cols) + " |"
     return table + "\n"
 

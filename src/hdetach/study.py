@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from hdetach.report import NOT_CONFIG, Baseline, varying_options
+from hdetach.report import (
+    NOT_CONFIG,
+    Baseline,
+    transfer_accuracies,
+    transfer_lengths,
+    varying_options,
+)
 from hdetach.stats import (
     CONFIDENCE,
     GroupStats,
@@ -142,24 +148,21 @@ def _comparisons(groups, per_group, metric: str, higher: bool, baseline: Baselin
     return lines + ["", *words]
 
 
-def _transfer_accuracies(runs: list) -> dict[int, list[float]]:
-    """T -> the transfer accuracy of each run evaluated at T (its transfer.json)."""
-    per_T: dict[int, list[float]] = {}
-    for run in runs:
-        for T, acc in zip(run.transfer["T"], run.transfer["acc"]) if run.transfer else ():
-            per_T.setdefault(T, []).append(acc)
-    return per_T
-
-
 def transfer_comparisons(groups: dict[str, list], baseline: Baseline = VANILLA) -> list[str]:
-    """Each group's transfer accuracy against its baseline's at every T both were
-    evaluated at (``hdetach transfer``), compared as the best val metric is; no lines when
-    no pair has transfer results. ``groups``: one run per seed."""
+    """Each group's transfer accuracy against its baseline's at every T (of the runs
+    evaluated at the report's lengths, ``transfer_lengths``) both have results for,
+    compared as the best val metric is; no lines when no pair has transfer results.
+    ``groups``: one run per seed."""
     table, said = [], []
+    lengths = transfer_lengths(groups) or []
     for label, base in baselines(groups, baseline).items():
-        ours, theirs = _transfer_accuracies(groups[label]), _transfer_accuracies(groups[base])
-        Ts = sorted(set(ours) & set(theirs))
-        found = {T: compare(ours[T], theirs[T]) for T in Ts}
+        pairs = zip(
+            transfer_accuracies(groups[label], lengths), transfer_accuracies(groups[base], lengths)
+        )
+        found = {
+            T: compare(ours, theirs) for T, (ours, theirs) in zip(lengths, pairs) if ours and theirs
+        }
+        Ts = list(found)
         for T, c in found.items():
             if c is None:
                 table.append(f"| {label} | {base} | {T} | - | - | - | fewer than 2 seeds |")
