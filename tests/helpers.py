@@ -152,6 +152,25 @@ def interrupt_at(monkeypatch, call: int) -> None:
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
 
 
+def signal_sweep_at_checkpoint(argv: list, env: dict, run_dir, sig) -> tuple[int, str]:
+    """Start the sweep ``argv`` in its own process group, send ``sig`` to the whole group
+    (as a terminal does) once ``run_dir`` has its first checkpoint; (return code, stderr)."""
+    import os
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run_dir / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
 # Copying-task configs small enough to train in a fraction of a second (one thread).
 TINY_COPY = dict(
     task="copy",

@@ -8,12 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_COPY, interrupt_at, run_cli
+from helpers import TINY_COPY, interrupt_at, run_cli, signal_sweep_at_checkpoint
 
 from hdetach import train as train_module
 from hdetach.config import Config, ConfigError
@@ -244,17 +243,9 @@ def test_an_interrupted_population_sweep_resumes_to_the_same_summaries(tmp_path)
         sys.executable, "-m", "hdetach", "sweep", *SWEEP_ARGS, "--epochs", "10",
         "--out", str(out), "--engine", "population",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        argv, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     first = out / "p_detach=0.0,lr=0.001,seed=0"
-    deadline = time.time() + 120
-    while not (first / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGINT)  # as from a terminal: the sweep and its worker
-    _, err = proc.communicate()
-    assert proc.returncode == 130 and "run the same command again to continue" in err
+    code, err = signal_sweep_at_checkpoint(argv, env, first, signal.SIGINT)
+    assert code == 130 and "run the same command again to continue" in err
     assert err.count(": interrupted") == 4 and not list(out.glob("*/summary.json"))
 
     again = subprocess.run(argv, env=env, capture_output=True, text=True)

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, signal_sweep_at_checkpoint
 
 from hdetach.config import ConfigError
 from hdetach.sweep import Grid, run_sweep
@@ -164,18 +163,10 @@ def test_an_interrupted_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(
     # The sweep and its worker get the signal (as from a terminal: the whole process
     # group) while the second run is midway.
     out = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        _sweep_cmd(out), env=_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     second = out / "p_detach=0.5,seed=0"
-    deadline = time.time() + 120
-    while not (second / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, sig)
-    _, err = proc.communicate()
+    code, err = signal_sweep_at_checkpoint(_sweep_cmd(out), _env(), second, sig)
     if sig == signal.SIGINT:  # a clean stop: the run checkpointed, the sweep says how to go on
-        assert proc.returncode == 130 and "run the same command again to continue" in err
+        assert code == 130 and "run the same command again to continue" in err
         assert "p_detach=0.5,seed=0: interrupted" in err
     assert (out / "p_detach=0.0,seed=0" / "summary.json").is_file()
     assert (second / "last.pt").is_file() and not (second / "summary.json").exists()
