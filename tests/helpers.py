@@ -123,7 +123,7 @@ def oracle_lstm_projected(
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``hdetach`` with ``argv`` in this process -> (exit code, stdout, stderr)."""
-    from hdetach.cli import main
+    from hdetach.experiments.cli import main
 
     try:
         main(argv)
@@ -139,7 +139,7 @@ def interrupt_at(monkeypatch, call: int) -> None:
     import os
     import signal
 
-    from hdetach.tasks import copying
+    from hdetach.experiments.tasks import copying
 
     original, calls = copying.CopyingTask.batch, [0]
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from hdetach.sweep.engines import run_one
+from hdetach.experiments.sweep.engines import run_one
 
 
 def fails_first_attempt(cfg, threads):

@@ -1,14 +1,14 @@
 import json
 import os
 import signal
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import SMALLEST_COPY, interrupt_at
 from helpers import run_cli as run
+
+from hdetach.experiments import cli
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -72,7 +72,7 @@ def test_train_transfer_report_end_to_end(tmp_path, capsys):
 
 
 def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
-    from hdetach.tasks import copying
+    from hdetach.experiments.tasks import copying
 
     original = copying.CopyingTask.batch
 
@@ -134,9 +134,7 @@ def test_data_and_train_mnist(tmp_path, capsys):
 
 def test_bench_delegates_to_core(monkeypatch, capsys):
     seen = []
-    monkeypatch.setitem(
-        sys.modules, "hdetach.bench", types.SimpleNamespace(main=lambda argv: seen.append(argv))
-    )
+    monkeypatch.setattr(cli, "bench_main", lambda argv: seen.append(argv))
     assert run(["bench", "--quick"], capsys)[0] == 0
     assert seen == [["--quick"]]
 
@@ -185,7 +183,7 @@ def test_help_has_examples(cmd, capsys):
 def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
     import dataclasses
 
-    from hdetach.config import TASK_DEFAULTS, Config, flag
+    from hdetach.experiments.config import TASK_DEFAULTS, Config, flag
 
     code, out, _ = run(["train", "--help"], capsys)
     assert code == 0
@@ -206,7 +204,7 @@ def test_option_types_come_from_the_annotations_not_their_spelling():
     import argparse
     import dataclasses
 
-    from hdetach.config import add_dataclass_options
+    from hdetach.experiments.config import add_dataclass_options
 
     @dataclasses.dataclass
     class Options:
@@ -223,7 +221,8 @@ def test_option_types_come_from_the_annotations_not_their_spelling():
 def test_option_choices_are_the_modules_own_lists():
     import argparse
 
-    from hdetach import functional, train
+    from hdetach import functional
+    from hdetach.experiments import train
     from hdetach.nn import lstm
 
     parser = argparse.ArgumentParser()
@@ -254,7 +253,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    from hdetach.session import open_run
+    from hdetach.experiments.session import open_run
 
     assert open_run(None, tmp_path / "r").model.lstm.layer_masks == "independent"
 
@@ -300,7 +299,7 @@ def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from hdetach.train import Config, train
+    from hdetach.experiments.train import Config, train
 
     d = tmp_path_factory.mktemp("cli") / "run"
     train(Config(**SMALLEST_COPY, run_dir=str(d)), progress=False)

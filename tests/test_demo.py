@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-from hdetach.analysis.tracking import late_ratio
-from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
-from hdetach.demo_verdicts import balance_verdict, transfer_verdict, verdict
-from hdetach.stats import compare
+from hdetach.experiments.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
+from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
+from hdetach.experiments.gradients.tracking import late_ratio
+from hdetach.experiments.stats import compare
 
 
 def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(tmp_path, capsys):

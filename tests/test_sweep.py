@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import run_cli, signal_sweep_at_checkpoint
 
-from hdetach.config import ConfigError
-from hdetach.sweep import Grid, run_sweep
-from hdetach.sweep.command import add_parser, grid_from_args
-from hdetach.sweep.grid import parse_axis, parse_seeds
+from hdetach.experiments.config import ConfigError
+from hdetach.experiments.sweep import Grid, run_sweep
+from hdetach.experiments.sweep.command import add_parser, grid_from_args
+from hdetach.experiments.sweep.grid import parse_axis, parse_seeds
 
 TINY = dict(
     T=5,
@@ -113,7 +113,7 @@ def test_a_study_file_gives_the_grid_and_the_command_line_adds_to_it(tmp_path):
 
 
 def test_a_sweep_folder_refuses_other_base_options_and_is_extended_by_new_values(tmp_path, capsys):
-    from hdetach.sweep.grid import RECORD, check_record, write_record
+    from hdetach.experiments.sweep.grid import RECORD, check_record, write_record
 
     grid = Grid("copy", TINY, {"p_detach": [0.0]}, [0])
     write_record(tmp_path, grid)
@@ -246,7 +246,7 @@ def test_a_shipped_run_resumes_from_the_folder_the_driver_received(tmp_path, mon
     # keeps what comes back, and a later attempt resumes from it.
     from helpers import interrupt_at
 
-    from hdetach.sweep.engines import attempt_shipped, pack, receive, run_one
+    from hdetach.experiments.sweep.engines import attempt_shipped, pack, receive, run_one
 
     runs = {
         where: Grid("copy", TINY, {}, [0]).runs(tmp_path / where) for where in ("here", "shipped")
@@ -270,7 +270,7 @@ def test_a_shipped_run_resumes_from_the_folder_the_driver_received(tmp_path, mon
 
 
 def test_threads_beyond_the_free_cores_are_warned_about(monkeypatch):
-    from hdetach.sweep import engines
+    from hdetach.experiments.sweep import engines
 
     monkeypatch.setattr(engines, "cores", lambda: 2)
     monkeypatch.setattr(engines.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
