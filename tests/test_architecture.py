@@ -101,3 +101,25 @@ def test_one_task_registry_knows_every_task_and_its_metric_direction():
     for cls in TASKS.values():
         assert metric_direction(cls.metric) is cls.higher_is_better
     assert metric_direction("cider") is True  # captioning's metric: larger is better
+
+
+# Imported inside functions, and only there: the optional dependencies (extras), and the
+# host code of the triton kernels, which imports triton itself.
+OPTIONAL = ("torchvision", "PIL", "pycocoevalcap", "ray", "triton", "hdetach.ops.triton_lstm")
+
+
+def test_function_local_imports_are_only_for_optional_dependencies():
+    late = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    names = [a.name for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom):
+                    names = [f"{sub.module}.{a.name}" for a in sub.names]
+                else:
+                    continue
+                late += [f"{name}:{sub.lineno} {n}" for n in names if not n.startswith(OPTIONAL)]
+    assert not late, "function-local imports of required modules: " + ", ".join(late)
