@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hdetach.captioning.models import MODELS
 from hdetach.captioning.task import CaptionOptions
-from hdetach.config import ConfigError, add_dataclass_options, flag
+from hdetach.config import ConfigError, add_dataclass_options, check_float32, check_int64, flag
 
 EXAMPLES = """examples (the paper's COCO experiment; see docs/captioning.md):
   hdetach caption features ~/coco --images-root ~/coco/images --fp16
@@ -206,6 +206,10 @@ def caption_config(a: argparse.Namespace):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(opts, name)}")
     if opts.min_count < 0 or not 0 <= opts.dropout < 1:
         raise ConfigError("--min-count must be >= 0 and --dropout in [0, 1)")
+    check_float32("--dropout", opts.dropout)
+    for name in ("embed_size", "attention_size", "max_words", "captions_per_image", "val_beam"):
+        check_int64(flag(name), getattr(opts, name))
+    check_int64("--min-count", opts.min_count)
     images = read_karpathy(Path(a.data_dir) / SPLIT_FILE)
     n = {s: sum(im.split == s for im in images) for s in ("train", "val", "test")}
     n_train, n_val = a.train_images or n["train"], a.val_images or n["val"]

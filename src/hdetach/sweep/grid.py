@@ -83,6 +83,8 @@ class Grid:
         for name in self.base:
             if name in ("run_dir", "seed", "task") or name in self.axes:
                 raise ConfigError(f"{flag(name)}: set by the sweep, not a base option")
+        if not all(map(_is_int, self.seeds)):
+            raise ConfigError(f"--seeds must be ints; got {self.seeds}")
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise ConfigError(f"--seeds must be distinct seeds; got {self.seeds}")
 
@@ -142,7 +144,29 @@ def load_toml(path: Path) -> dict[str, Any]:
             f"sweep file {path}: unknown keys {', '.join(sorted(unknown))} "
             "(expected task, seeds, out, [base], [grid])"
         )
+    _check_file_shapes(path, data)
     return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_file_shapes(path: Path, data: dict[str, Any]) -> None:
+    """The kinds of a sweep file's entries (the values are checked as options later)."""
+    seeds = data.get("seeds", 1)
+    if not (_is_int(seeds) or (isinstance(seeds, list) and all(map(_is_int, seeds)))):
+        raise ConfigError(f"sweep file {path}: seeds must be a count or a list of ints")
+    if _is_int(seeds) and seeds < 1:
+        raise ConfigError(f"sweep file {path}: seeds must be a count >= 1; got {seeds}")
+    if not isinstance(data.get("out", ""), str):
+        raise ConfigError(f"sweep file {path}: out must be a folder name (a string)")
+    for table in ("base", "grid"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"sweep file {path}: {table} must be a table ([{table}])")
+    for name, values in data.get("grid", {}).items():
+        if not isinstance(values, list):
+            raise ConfigError(f"sweep file {path}: [grid] {name} must be a list of values")
 
 
 def prepare(out: Path, grid: Grid) -> dict[str, Config]:
