@@ -204,6 +204,12 @@ def check_int64(option: str, value: int) -> None:
         raise ConfigError(f"{option} must fit int64 (at most {INT64_MAX}); got {value}")
 
 
+def check_threads(threads: int | None) -> None:
+    """Refuse a --threads that torch.set_num_threads (a C int) cannot take."""
+    if threads is not None and not 1 <= threads <= 2**31 - 1:
+        raise ConfigError(f"--threads must be >= 1 and < 2**31; got {threads}")
+
+
 def _check_representable(cfg: Config) -> None:
     """Every numeric option as the tensors that use it can hold it (see FLOAT32_TINY)."""
     hints = typing.get_type_hints(Config)
@@ -262,11 +268,32 @@ def resolve(cfg: Config) -> Config:
     d["total_steps"] = min(d["epochs"] * d["steps_per_epoch"], cfg.max_steps or math.inf)
     if d["device"] == "auto":
         d["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if d["backend"] == "triton":
+        _check_triton(d)
     if d.get("run_dir") is None:
         p = "vanilla" if d["p_detach"] == 0 else f"p{d['p_detach']:g}"
         stamp = time.strftime("%Y%m%d-%H%M%S")
         d["run_dir"] = str(Path("runs") / f"{d['task']}-T{d['T']}-{p}-s{d['seed']}-{stamp}")
     return Config(**d)
+
+
+def _check_triton(d: dict[str, Any]) -> None:
+    """Refuse --backend triton where its kernels cannot run the run's LSTM (the reason is
+    dispatch.select_backend's, which would otherwise raise at the first step)."""
+    from hdetach.ops.dispatch import select_backend
+
+    try:
+        select_backend(
+            "triton",
+            device=torch.device(d["device"]),
+            dtype=torch.float32,
+            steps=d.get("T") or 1,
+            batch=d["batch_size"],
+            hidden_size=d["hidden_size"],
+            detached=d["p_detach"] > 0,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--backend triton: {e}") from None
 
 
 def _default_mnist_dir() -> Path:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from hdetach.captioning.models import MODELS
 from hdetach.captioning.task import CaptionOptions
-from hdetach.config import ConfigError, add_dataclass_options, check_float32, check_int64, flag
+from hdetach.config import (
+    ConfigError,
+    add_dataclass_options,
+    check_float32,
+    check_int64,
+    check_threads,
+    flag,
+)
 
 EXAMPLES = """examples (the paper's COCO experiment; see docs/captioning.md):
   hdetach caption features ~/coco --images-root ~/coco/images --fp16
@@ -246,9 +253,8 @@ def _train(a: argparse.Namespace) -> None:
 
     from hdetach.train import train
 
+    check_threads(a.threads)
     if a.threads is not None:
-        if a.threads < 1:
-            raise ConfigError(f"--threads must be >= 1; got {a.threads}")
         torch.set_num_threads(a.threads)
     if a.resume is not None:
         if a.data_dir is not None:

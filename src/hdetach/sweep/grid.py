@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hdetach.config import Config, ConfigError, flag, option_type, resolve
+from hdetach.config import SEED_MAX, Config, ConfigError, flag, option_type, resolve
 from hdetach.runfiles import write_json
 
 RECORD = "sweep.json"
@@ -114,8 +114,8 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--seeds takes a count or a comma list of ints; got {text!r}") from None
     if len(seeds) == 1 and "," not in text:
-        if seeds[0] < 1:
-            raise ConfigError(f"--seeds must be a count >= 1; got {text}")
+        if not 1 <= seeds[0] <= SEED_MAX + 1:
+            raise ConfigError(f"--seeds must be a count >= 1 and <= 2**32; got {text}")
         return list(range(seeds[0]))
     return seeds
 
@@ -157,8 +157,10 @@ def _check_file_shapes(path: Path, data: dict[str, Any]) -> None:
     seeds = data.get("seeds", 1)
     if not (_is_int(seeds) or (isinstance(seeds, list) and all(map(_is_int, seeds)))):
         raise ConfigError(f"sweep file {path}: seeds must be a count or a list of ints")
-    if _is_int(seeds) and seeds < 1:
-        raise ConfigError(f"sweep file {path}: seeds must be a count >= 1; got {seeds}")
+    if _is_int(seeds) and not 1 <= seeds <= SEED_MAX + 1:
+        raise ConfigError(
+            f"sweep file {path}: seeds must be a count >= 1 and <= 2**32; got {seeds}"
+        )
     if not isinstance(data.get("out", ""), str):
         raise ConfigError(f"sweep file {path}: out must be a folder name (a string)")
     for table in ("base", "grid"):
