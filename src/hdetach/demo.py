@@ -165,8 +165,11 @@ def _command(a: argparse.Namespace) -> None:
     _print_own_T(groups, label, base["T"])
     print_transfer(groups, [label], Ts)
     _print_balance(groups, label)
-    plots = "  ".join(f"{k}: {written[k]}" for k in ("curves", "transfer") if k in written)
-    print(f"{plots}  report: {written['table']}  (chance is 0.125)")
+    from hdetach.tasks.copying import CHANCE
+
+    shown = ("curves", "transfer", "gradients")
+    plots = "  ".join(f"{k}: {written[k]}" for k in shown if k in written)
+    print(f"{plots}  report: {written['table']}  (chance is {CHANCE:.3g})")
 
 
 def _print_own_T(groups: dict[str, list], label: str, T: int) -> None:

@@ -162,10 +162,25 @@ def _pyplot():
     return plt
 
 
+BAND_NOTE = "line: mean over the n seeds; band: their min to max"
+
+
+def _title(ax, title: str, banded: bool, note: str = BAND_NOTE) -> None:
+    """The figure's title, and what its bands are wherever it draws one."""
+    ax.set_title(f"{title}\n{note}" if banded else title, fontsize=10)
+
+
+def _chance_line(ax) -> None:
+    from hdetach.tasks.copying import CHANCE
+
+    ax.axhline(CHANCE, color="gray", ls="--", lw=1, label=f"chance ({CHANCE:.3g})")
+
+
 def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
     """Validation metric against epoch, mean across seeds with a min-max band."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    banded = False
     for label, runs in groups.items():
         runs = [r for r in runs if r.records and not r.diverged]
         if not runs:
@@ -175,11 +190,14 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
         (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
     runs = [r for rs in groups.values() for r in rs]
     if {r.config["task"] for r in runs} == {"copy"}:
-        ax.axhline(1 / 8, color="gray", ls="--", lw=1, label="chance (1/8)")
+        _chance_line(ax)
         Ts = sorted({r.config["T"] for r in runs})
-        ax.set_title(f"copying task, T={', '.join(map(str, Ts))}")
+        _title(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
+    else:
+        _title(ax, ", ".join(sorted({r.config["task"] for r in runs})), banded)
     metric = _metric(runs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
@@ -195,15 +213,27 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    banded, tested, trained = False, set(), set()
     for label, runs in groups.items():
         runs = [r for r in runs if r.transfer]
         if not runs:
             continue
         Ts = runs[0].transfer["T"]
-        mean, lo, hi = _band([r.transfer["acc"] for r in runs if r.transfer["T"] == Ts])
-        (line,) = ax.plot(Ts, mean, marker="o", label=label)
-        ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+        runs = [r for r in runs if r.transfer["T"] == Ts]
+        mean, lo, hi = _band([r.transfer["acc"] for r in runs])
+        (line,) = ax.plot(Ts, mean, marker="o", label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
+        tested.update(Ts)
+        trained.update(r.config["T"] for r in runs)
+    _chance_line(ax)
     ax.set_xscale("log")
+    ticks = sorted(tested)  # the tested T themselves, not the log scale's 2x10^1 ...
+    ax.set_xticks(ticks, [str(T) for T in ticks])
+    ax.minorticks_off()
+    trained_at = ", ".join(map(str, sorted(trained)))
+    _title(ax, f"copying task trained at T={trained_at}: accuracy at longer gaps", banded)
     ax.set_xlabel("T (copy gap at test time)")
     ax.set_ylabel("accuracy on the copied symbols")
     ax.grid(alpha=0.3)

@@ -101,7 +101,7 @@ def plot_gradient_balance(
     """||h-path|| / ||cell-path|| against training steps: per configuration the geometric
     mean over its seeds (the ratio spans decades) and a min-max band. None if no run
     tracked its gradients."""
-    from hdetach.report import _pyplot
+    from hdetach.report import _pyplot, _title
 
     series = {
         label: [s for s in (_ratio_series(d, group) for d in run_dirs) if s[0]]
@@ -112,6 +112,7 @@ def plot_gradient_balance(
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    banded = False
     for label, runs in series.items():
         n = min(len(steps) for steps, _ in runs)  # unfinished runs: the common prefix
         steps = runs[0][0][:n]
@@ -120,10 +121,12 @@ def plot_gradient_balance(
         if len(runs) > 1:
             band = (10 ** logs.min(0), 10 ** logs.max(0))
             ax.fill_between(steps, *band, color=line.get_color(), alpha=0.2)
+            banded = True
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"||h-path|| / ||cell-path||  ({group} weights)")
-    ax.set_title("gradient balance along training (fixed validation batch)")
+    note = "line: geometric mean over the n seeds; band: their min to max"
+    _title(ax, "gradient balance along training (fixed validation batch)", banded, note)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
