@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+import torch
 from helpers import SMALLEST_COPY, run_cli
 
 from hdetach.config import FLOAT32_MAX, Config, ConfigError, flag, resolve
@@ -103,3 +104,34 @@ def test_sweep_file_values_go_through_the_same_checks(tmp_path, capsys, body, me
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "copy", "--threads", str(2**31)], "--threads must be >= 1 and < 2**31"),
+        (["sweep", "copy", "--threads", str(2**31)], "--threads must be >= 1 and < 2**31"),
+        (["sweep", "copy", "--seeds", str(2**40)], "--seeds must be a count >= 1 and <= 2**32"),
+    ],
+)
+def test_thread_and_seed_counts_beyond_what_torch_takes_are_refused(
+    tmp_path, capsys, argv, message
+):
+    where = ["--run-dir" if argv[0] == "train" else "--out", str(tmp_path / "out")]
+    code, _, err = run_cli([*argv, *SMALLEST, *where], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine triton can run")
+def test_triton_backend_where_its_kernels_cannot_run_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    run_dir = tmp_path / "run"
+    argv = ["train", "copy", *SMALLEST, "--backend", "triton", "--run-dir", str(run_dir)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--backend triton: " in err and "CUDA" in err
+    assert not run_dir.exists()
