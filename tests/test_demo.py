@@ -39,6 +39,9 @@ def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(
     assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5", "best val acc at T=5")
     assert said.startswith("Within noise") == compare(best[0.5], best[0.0]).within_noise
     assert (out / "curves.png").is_file() and (out / "report.md").is_file()
+    assert (out / "gradients.png").is_file()
+    figures = [line for line in lines if line.startswith("curves: ")]
+    assert len(figures) == 1 and f"gradients: {out / 'gradients.png'}" in figures[0]
     # the gradient balance of every run was tracked, and its comparison is the one printed
     late = {p: [late_ratio(out / f"p_detach={p!r},seed={s}") for s in (0, 1)] for p in best}
     assert all(r is not None and r > 0 for rs in late.values() for r in rs)

@@ -9,8 +9,7 @@ lstm = hdetach.LSTM(input_size, hidden_size, p_detach=0.25)   # like torch.nn.LS
 model = hdetach.convert(model, p_detach=0.25)                 # or swap inside a model
 population = hdetach.PopulationLSTM(8, input_size, hidden_size, p_detach=[0, 0.25] * 4)
 paths = hdetach.gradient_paths(model, lambda: loss_of(model(x), y))  # cell vs h path
-with torch.serialization.safe_globals([*hdetach.SAFE_GLOBALS, ...]):  # whole pickled models
-    model = torch.load(path, weights_only=True)
+model = torch.load(path, weights_only=True)  # a whole saved model: hdetach's classes are trusted
 """
 
 from hdetach import functional

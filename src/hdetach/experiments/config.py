@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import struct
 import time
 import types
 import typing
@@ -20,6 +21,7 @@ import torch
 
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
+from hdetach.ops.dispatch import select_backend
 from hdetach.settings import mnist_data_dir
 
 TASKS = ("copy", "adding", "mnist", "pmnist")  # hdetach train's
@@ -138,6 +140,20 @@ POSITIVE = (
 )
 
 
+# Where the numbers go: floats into float32 tensors (the run's dtype: the optimizer's step,
+# the clipping threshold, the detach draw), ints into int64 ones (sizes, steps); the seeds
+# also seed NumPy, whose legacy seeding takes 0 to 2**32 - 1.
+FLOAT32_TINY = 2.0**-149  # the smallest positive float32 (subnormal)
+FLOAT32_MAX = float.fromhex("0x1.fffffep+127")
+INT64_MAX = 2**63 - 1
+SEED_MAX = 2**32 - 1
+SEEDS = ("seed", "perm_seed")
+# What an optimizer divides --lr by in its largest step: Adam's first step is
+# lr / (1 - beta1), with torch's beta1 = 0.9 (model.make_optimizer keeps the defaults),
+# computed as torch computes it.
+LR_STEP_DIVISOR = {"adam": 1 - 0.9, "rmsprop": 1.0, "sgd": 1.0}
+
+
 def flag(name: str) -> str:
     """The command-line flag of a Config field."""
     return "--T" if name == "T" else "--" + name.replace("_", "-")
@@ -160,12 +176,66 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{flag(name)} must be finite and > 0; got {value}")
     if cfg.anneal_epochs < 0:
         raise ConfigError(f"--anneal-epochs must be >= 0; got {cfg.anneal_epochs}")
+    _check_representable(cfg)
     if cfg.backend == "native" and cfg.p_detach > 0:
         # torch's own kernel cannot cut the gradient: it is exact only for the plain LSTM.
         raise ConfigError(f"--backend native needs --p-detach 0; got {cfg.p_detach}")
     check_device(cfg.device)
     if cfg.run_dir is not None and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir} is a file, not a directory")
+
+
+def as_float32(value: float) -> float:
+    """``value`` rounded to float32, as a tensor holds it; inf where it overflows."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond FLOAT32_MAX after rounding
+        return math.copysign(math.inf, value)
+
+
+def check_float32(option: str, value: float) -> None:
+    """Refuse a finite ``value`` that float32 turns into inf, or into 0 when it is not 0."""
+    cast = as_float32(value)
+    if math.isfinite(value) and (not math.isfinite(cast) or (cast == 0) != (value == 0)):
+        raise ConfigError(
+            f"{option} must be representable as float32, the run's dtype (0 or between "
+            f"{FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g} in size); got {value}"
+        )
+
+
+def check_int64(option: str, value: int) -> None:
+    """Refuse an int beyond int64, the dtype of the tensors that sizes and steps reach."""
+    if abs(value) > INT64_MAX:
+        raise ConfigError(f"{option} must fit int64 (at most {INT64_MAX}); got {value}")
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a --threads that torch.set_num_threads (a C int) cannot take."""
+    if threads is not None and not 1 <= threads <= 2**31 - 1:
+        raise ConfigError(f"--threads must be >= 1 and < 2**31; got {threads}")
+
+
+def _check_representable(cfg: Config) -> None:
+    """Every numeric option as the tensors that use it can hold it (see FLOAT32_TINY)."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        value, kind = getattr(cfg, f.name), option_type(hints[f.name])
+        if "help" not in f.metadata or value is None or isinstance(value, bool):
+            continue
+        if f.name in SEEDS:
+            if not 0 <= value <= SEED_MAX:
+                raise ConfigError(f"{flag(f.name)} must be in [0, 2**32 - 1]; got {value}")
+        elif kind is float:
+            check_float32(flag(f.name), value)
+        elif kind is int:
+            check_int64(flag(f.name), value)
+    divisor = LR_STEP_DIVISOR[cfg.optimizer]
+    if not math.isfinite(as_float32(cfg.lr / divisor)):
+        raise ConfigError(
+            f"--lr must be at most {FLOAT32_MAX * divisor:.3g} with --optimizer "
+            f"{cfg.optimizer} (its largest step, lr / {divisor:.2g}, must fit float32, the "
+            f"run's dtype); got {cfg.lr}"
+        )
 
 
 def check_device(device: str) -> None:
@@ -203,11 +273,31 @@ def resolve(cfg: Config) -> Config:
     d["total_steps"] = min(d["epochs"] * d["steps_per_epoch"], cfg.max_steps or math.inf)
     if d["device"] == "auto":
         d["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if d["backend"] == "triton":
+        _check_triton(d)
     if d.get("run_dir") is None:
         p = "vanilla" if d["p_detach"] == 0 else f"p{d['p_detach']:g}"
         stamp = time.strftime("%Y%m%d-%H%M%S")
         d["run_dir"] = str(Path("runs") / f"{d['task']}-T{d['T']}-{p}-s{d['seed']}-{stamp}")
     return Config(**d)
+
+
+def _check_triton(d: dict[str, Any]) -> None:
+    """Refuse --backend triton where its kernels cannot run the run's LSTM (the reason is
+    dispatch.select_backend's, which would otherwise raise at the first step)."""
+
+    try:
+        select_backend(
+            "triton",
+            device=torch.device(d["device"]),
+            dtype=torch.float32,
+            steps=d.get("T") or 1,
+            batch=d["batch_size"],
+            hidden_size=d["hidden_size"],
+            detached=d["p_detach"] > 0,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--backend triton: {e}") from None
 
 
 def option_type(hint: Any) -> type:

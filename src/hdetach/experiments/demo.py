@@ -24,6 +24,7 @@ from hdetach.experiments.stats import Spread, group_stats
 from hdetach.experiments.sweep import Grid, run_sweep
 from hdetach.experiments.sweep.engines import layout
 from hdetach.experiments.sweep.grid import prepare
+from hdetach.experiments.tasks.copying import CHANCE
 from hdetach.experiments.transfer import transfer
 
 # The demo's setting: 10 runs of 3000 steps fit a few minutes on a 2-core CPU. At their own
@@ -166,8 +167,10 @@ def _command(a: argparse.Namespace) -> None:
     _print_own_T(groups, label, base["T"])
     print_transfer(groups, [label], Ts)
     _print_balance(groups, label)
-    plots = "  ".join(f"{k}: {written[k]}" for k in ("curves", "transfer") if k in written)
-    print(f"{plots}  report: {written['table']}  (chance is 0.125)")
+
+    shown = ("curves", "transfer", "gradients")
+    plots = "  ".join(f"{k}: {written[k]}" for k in shown if k in written)
+    print(f"{plots}  report: {written['table']}  (chance is {CHANCE:.3g})")
 
 
 def _print_own_T(groups: dict[str, list], label: str, T: int) -> None:

@@ -17,3 +17,11 @@ def subplots(*grid: int, **kwargs: Any) -> tuple[Figure, Any]:
     figure_keys = ("figsize", "dpi", "layout")
     fig = Figure(**{k: kwargs.pop(k) for k in figure_keys if k in kwargs})
     return fig, fig.subplots(*grid, **kwargs)
+
+
+BAND_NOTE = "line: mean over the n seeds; band: their min to max"
+
+
+def title_with_band(ax: Any, title: str, banded: bool, note: str = BAND_NOTE) -> None:
+    """The figure's title, and what its bands are wherever it draws one."""
+    ax.set_title(f"{title}\n{note}" if banded else title, fontsize=10)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.gradients.tracking import plot_gradient_balance
-from hdetach.experiments.plotting import subplots
+from hdetach.experiments.plotting import subplots, title_with_band
 from hdetach.experiments.report_runs import (
     NOT_CONFIG,
     Baseline,
@@ -27,6 +27,7 @@ from hdetach.experiments.report_runs import (
 )
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
 from hdetach.experiments.tasks import metric_direction
+from hdetach.experiments.tasks.copying import CHANCE
 
 
 def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,9 +36,14 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a.mean(0), a.min(0), a.max(0)
 
 
+def _chance_line(ax) -> None:
+    ax.axhline(CHANCE, color="gray", ls="--", lw=1, label=f"chance ({CHANCE:.3g})")
+
+
 def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
     """Validation metric against epoch, mean across seeds with a min-max band."""
     fig, ax = subplots(figsize=(6.4, 4.0))
+    banded = False
     for label, runs in groups.items():
         runs = [r for r in runs if r.records and not r.diverged]
         if not runs:
@@ -47,11 +53,14 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
         (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
     runs = [r for rs in groups.values() for r in rs]
     if {r.config["task"] for r in runs} == {"copy"}:
-        ax.axhline(1 / 8, color="gray", ls="--", lw=1, label="chance (1/8)")
+        _chance_line(ax)
         Ts = sorted({r.config["T"] for r in runs})
-        ax.set_title(f"copying task, T={', '.join(map(str, Ts))}")
+        title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
+    else:
+        title_with_band(ax, ", ".join(sorted({r.config["task"] for r in runs})), banded)
     metric = _metric(runs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
@@ -65,15 +74,27 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
 def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
     fig, ax = subplots(figsize=(6.4, 4.0))
+    banded, tested, trained = False, set(), set()
     for label, runs in groups.items():
         runs = [r for r in runs if r.transfer]
         if not runs:
             continue
         Ts = runs[0].transfer["T"]
-        mean, lo, hi = _band([r.transfer["acc"] for r in runs if r.transfer["T"] == Ts])
-        (line,) = ax.plot(Ts, mean, marker="o", label=label)
-        ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+        runs = [r for r in runs if r.transfer["T"] == Ts]
+        mean, lo, hi = _band([r.transfer["acc"] for r in runs])
+        (line,) = ax.plot(Ts, mean, marker="o", label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
+        tested.update(Ts)
+        trained.update(r.config["T"] for r in runs)
+    _chance_line(ax)
     ax.set_xscale("log")
+    ticks = sorted(tested)  # the tested T themselves, not the log scale's 2x10^1 ...
+    ax.set_xticks(ticks, [str(T) for T in ticks])
+    ax.minorticks_off()
+    trained_at = ", ".join(map(str, sorted(trained)))
+    title_with_band(ax, f"copying task trained at T={trained_at}: accuracy at longer gaps", banded)
     ax.set_xlabel("T (copy gap at test time)")
     ax.set_ylabel("accuracy on the copied symbols")
     ax.grid(alpha=0.3)

@@ -37,6 +37,7 @@ from hdetach.experiments.config import (
     Config,
     ConfigError,
     add_dataclass_options,
+    check_threads,
     flag,
     resolve,
 )
@@ -363,9 +364,8 @@ def _command(a: argparse.Namespace) -> None:
     task, progress, resume, threads = (
         opts.pop(k) for k in ("task", "progress", "resume", "threads")
     )
+    check_threads(threads)
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1; got {threads}")
         torch.set_num_threads(threads)
     if resume is not None:
         if opts or task:

@@ -22,6 +22,9 @@ from hdetach.experiments.config import (
     ConfigError,
     add_dataclass_options,
     check_device,
+    check_float32,
+    check_int64,
+    check_threads,
     flag,
 )
 from hdetach.experiments.train import train
@@ -208,6 +211,10 @@ def caption_config(a: argparse.Namespace):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(opts, name)}")
     if opts.min_count < 0 or not 0 <= opts.dropout < 1:
         raise ConfigError("--min-count must be >= 0 and --dropout in [0, 1)")
+    check_float32("--dropout", opts.dropout)
+    for name in ("embed_size", "attention_size", "max_words", "captions_per_image", "val_beam"):
+        check_int64(flag(name), getattr(opts, name))
+    check_int64("--min-count", opts.min_count)
     images = read_karpathy(Path(a.data_dir) / SPLIT_FILE)
     n = {s: sum(im.split == s for im in images) for s in ("train", "val", "test")}
     n_train, n_val = a.train_images or n["train"], a.val_images or n["val"]
@@ -241,9 +248,8 @@ def caption_config(a: argparse.Namespace):
 
 def _train(a: argparse.Namespace) -> None:
 
+    check_threads(a.threads)
     if a.threads is not None:
-        if a.threads < 1:
-            raise ConfigError(f"--threads must be >= 1; got {a.threads}")
         torch.set_num_threads(a.threads)
     if a.resume is not None:
         if a.data_dir is not None:

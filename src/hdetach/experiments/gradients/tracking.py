@@ -20,7 +20,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from hdetach.analysis.paths import gradient_paths
-from hdetach.experiments.plotting import subplots
+from hdetach.experiments.plotting import subplots, title_with_band
 from hdetach.experiments.session import Callback
 
 TRACKED_GROUPS = ("W_ih", "W_hh", "bias", "lstm", "total")
@@ -110,6 +110,7 @@ def plot_gradient_balance(
     if not series:
         return None
     fig, ax = subplots(figsize=(6.4, 4.0))
+    banded = False
     for label, runs in series.items():
         n = min(len(steps) for steps, _ in runs)  # unfinished runs: the common prefix
         steps = runs[0][0][:n]
@@ -118,10 +119,12 @@ def plot_gradient_balance(
         if len(runs) > 1:
             band = (10 ** logs.min(0), 10 ** logs.max(0))
             ax.fill_between(steps, *band, color=line.get_color(), alpha=0.2)
+            banded = True
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"||h-path|| / ||cell-path||  ({group} weights)")
-    ax.set_title("gradient balance along training (fixed validation batch)")
+    note = "line: geometric mean over the n seeds; band: their min to max"
+    title_with_band(ax, "gradient balance along training (fixed validation batch)", banded, note)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from hdetach.experiments.config import CHOICES, TASKS, Config, ConfigError, add_dataclass_options
+from hdetach.experiments.config import (
+    CHOICES,
+    TASKS,
+    Config,
+    ConfigError,
+    add_dataclass_options,
+    check_threads,
+)
 from hdetach.experiments.sweep.engines import layout, oversubscription
 from hdetach.experiments.sweep.grid import Grid, load_toml, parse_axis, parse_seeds, prepare
 from hdetach.experiments.sweep.runner import run_sweep
@@ -127,6 +134,7 @@ def grid_from_args(a: argparse.Namespace) -> tuple[Grid, Path]:
 
 def _command(a: argparse.Namespace) -> None:
     grid, out = grid_from_args(a)
+    check_threads(a.threads)
     for name in ("jobs", "threads", "members"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             raise ConfigError(f"--{name} must be >= 1; got {getattr(a, name)}")

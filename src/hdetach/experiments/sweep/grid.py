@@ -20,7 +20,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from hdetach.experiments.config import Config, ConfigError, flag, option_type, resolve
+from hdetach.experiments.config import SEED_MAX, Config, ConfigError, flag, option_type, resolve
 from hdetach.experiments.runfiles import write_json
 
 RECORD = "sweep.json"
@@ -88,6 +88,8 @@ class Grid:
         for name in self.base:
             if name in ("run_dir", "seed", "task") or name in self.axes:
                 raise ConfigError(f"{flag(name)}: set by the sweep, not a base option")
+        if not all(map(_is_int, self.seeds)):
+            raise ConfigError(f"--seeds must be ints; got {self.seeds}")
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise ConfigError(f"--seeds must be distinct seeds; got {self.seeds}")
 
@@ -117,8 +119,8 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--seeds takes a count or a comma list of ints; got {text!r}") from None
     if len(seeds) == 1 and "," not in text:
-        if seeds[0] < 1:
-            raise ConfigError(f"--seeds must be a count >= 1; got {text}")
+        if not 1 <= seeds[0] <= SEED_MAX + 1:
+            raise ConfigError(f"--seeds must be a count >= 1 and <= 2**32; got {text}")
         return list(range(seeds[0]))
     return seeds
 
@@ -143,7 +145,31 @@ def load_toml(path: Path) -> dict[str, Any]:
             f"sweep file {path}: unknown keys {', '.join(sorted(unknown))} "
             "(expected task, seeds, out, [base], [grid])"
         )
+    _check_file_shapes(path, data)
     return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_file_shapes(path: Path, data: dict[str, Any]) -> None:
+    """The kinds of a sweep file's entries (the values are checked as options later)."""
+    seeds = data.get("seeds", 1)
+    if not (_is_int(seeds) or (isinstance(seeds, list) and all(map(_is_int, seeds)))):
+        raise ConfigError(f"sweep file {path}: seeds must be a count or a list of ints")
+    if _is_int(seeds) and not 1 <= seeds <= SEED_MAX + 1:
+        raise ConfigError(
+            f"sweep file {path}: seeds must be a count >= 1 and <= 2**32; got {seeds}"
+        )
+    if not isinstance(data.get("out", ""), str):
+        raise ConfigError(f"sweep file {path}: out must be a folder name (a string)")
+    for table in ("base", "grid"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"sweep file {path}: {table} must be a table ([{table}])")
+    for name, values in data.get("grid", {}).items():
+        if not isinstance(values, list):
+            raise ConfigError(f"sweep file {path}: [grid] {name} must be a list of values")
 
 
 def prepare(out: Path, grid: Grid) -> dict[str, Config]:

@@ -19,6 +19,7 @@ N_SYMBOLS = 10  # symbols to remember
 BLANK, DELIM = 0, 9
 N_TOKENS = 10  # input vocabulary: blank, 8 symbols, delimiter
 N_CLASSES = 9  # outputs: blank or one of the 8 symbols
+CHANCE = 1 / 8  # accuracy on the copied symbols of a uniform guess among the 8
 
 
 def random_symbols(n: int, gen: torch.Generator) -> torch.Tensor:
