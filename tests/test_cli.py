@@ -92,6 +92,45 @@ def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--resume takes the saved config; drop copy" in err
 
 
+def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys, monkeypatch):
+    from hdetach import cli
+
+    def unhandled(signum, frame):
+        pytest.fail("SIGTERM left to its default: the process would have died")
+
+    monkeypatch.setattr(cli, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = run(["data", "mnist"], capsys)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and err.strip() == "hdetach data: aborted"
+
+
+def test_a_stop_request_takes_sigterm_as_ctrl_c_and_follows_a_forwarded_flag(capsys):
+    import threading
+
+    from hdetach.interrupt import StopRequest, follow
+
+    with StopRequest("stopping") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert "SIGTERM: stopping" in capsys.readouterr().err
+    flag = threading.Event()
+    follow(flag)
+    try:
+        with StopRequest("stopping", second_aborts=True) as stop:
+            assert not stop.requested
+            flag.set()  # the driver's stop, forwarded
+            assert stop.requested
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, straight here too
+            with pytest.raises(KeyboardInterrupt):  # a second one aborts
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        follow(None)
+
+
 def test_max_steps_caps_the_run(tmp_path, capsys):
     code, _, err = run(
         ["train", "copy", *TINY, "--max-steps", "7", "--run-dir", str(tmp_path / "r")], capsys

@@ -37,18 +37,20 @@ class StopRequest:
     the next run). In a worker process it is also requested by the flag it ``follow``s.
 
     ``message`` is printed once, at the first request. With ``second_aborts`` a second
-    signal raises KeyboardInterrupt at once.
+    signal raises KeyboardInterrupt at once (a signal after the flag is a first: a
+    terminal's Ctrl-C reaches a worker directly, and its driver sets the flag as well).
     """
 
     def __init__(self, message: str, second_aborts: bool = False) -> None:
         self.message = message
         self.second_aborts = second_aborts
         self._requested = False
+        self._signalled = False
 
     @property
     def requested(self) -> bool:
         if not self._requested and _followed is not None and _followed.is_set():
-            self._request("stop")
+            self._request("stop requested")
         return self._requested
 
     def __enter__(self) -> StopRequest:
@@ -56,11 +58,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self._requested:
-            if self.second_aborts:
-                raise KeyboardInterrupt
-            return
-        self._request("interrupt" if signum == signal.SIGINT else signal.Signals(signum).name)
+        if self._signalled and self.second_aborts:
+            raise KeyboardInterrupt
+        self._signalled = True
+        if not self._requested:
+            self._request("interrupt" if signum == signal.SIGINT else signal.Signals(signum).name)
 
     def _request(self, why: str) -> None:
         self._requested = True
