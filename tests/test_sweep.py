@@ -209,22 +209,6 @@ def test_a_ray_sweep_stops_on_sigterm_to_its_driver_and_resumes_exactly(tmp_path
     assert _summaries(out) == straight_sweep
 
 
-def test_hdetach_train_stops_on_sigterm_as_on_ctrl_c(tmp_path, straight_sweep):
-    # the sweep's first run, trained alone
-    run_dir = tmp_path / "run"
-    argv = [
-        sys.executable, "-m", "hdetach", "train", *TINY_ARGS, "--epochs", "10",
-        "--p-detach", "0", "--seed", "0", "--threads", "1", "--run-dir", str(run_dir),
-    ]  # fmt: skip
-    code, err, _ = signal_sweep_at_checkpoint(argv, _env(), run_dir / "last.pt", signal.SIGTERM)
-    assert code == 130 and f"continue with: hdetach train --resume {run_dir}" in err
-    assert not (run_dir / "summary.json").exists()
-    resume = [sys.executable, "-m", "hdetach", "train", "--resume", str(run_dir)]
-    again = subprocess.run([*resume, "--threads", "1"], env=_env(), capture_output=True)
-    assert again.returncode == 0, again.stderr
-    assert _summaries(tmp_path) == {"run": straight_sweep["p_detach=0.0,seed=0"]}
-
-
 def test_a_second_signal_aborts_runs_that_do_not_stop(tmp_path):
     # Runs that never reach a step boundary: the first SIGTERM waits for them, the
     # second ends the sweep at once, workers and all.
