@@ -105,8 +105,8 @@ def test_ctrl_c_to_the_demo_stops_its_runs_and_the_same_command_finishes_them_ex
     # kill -INT to the demo's main process alone: its workers' runs stop too
     out = tmp_path / "demo"
     argv = [
-        sys.executable, "-m", "hdetach", "demo", "--short", "--seeds", "1", "--epochs", "2",
-        "--jobs", "2", "--out", str(out),
+        sys.executable, "-m", "hdetach", "demo", "--short", "--seeds", "1", "--jobs", "2",
+        "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     first = out / "p_detach=0.0,seed=0"
@@ -120,7 +120,7 @@ def test_ctrl_c_to_the_demo_stops_its_runs_and_the_same_command_finishes_them_ex
     assert again.returncode == 0, again.stderr
     assert "resuming" in (first / "train.log").read_text()
     # each run ends as the same run trained straight (one thread each, as with 2 jobs)
-    for name, cfg in demo_grid(None, 2, 1, 0.5, True).runs(tmp_path / "straight").items():
+    for name, cfg in demo_grid(None, None, 1, 0.5, True).runs(tmp_path / "straight").items():
         straight = {k: v for k, v in run_one(cfg, 1).items() if k != "run_dir"}
         resumed = json.loads((out / name / "summary.json").read_text())
         assert {k: v for k, v in resumed.items() if k != "run_dir"} == straight
