@@ -171,7 +171,9 @@ def _watch_driver(stop: Any, driver: int) -> None:
         os._exit(1)
 
 
-def _run_job(attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any, job: list[Task]):
+def _run_job(
+    attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any, job: list[Task]
+) -> list[Outcome]:
     """``attempt(fn, job)`` in a worker, marked busy (see ``_watch_driver``)."""
     with _BUSY:
         return attempt(fn, job)
