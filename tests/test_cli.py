@@ -71,25 +71,71 @@ def test_train_transfer_report_end_to_end(tmp_path, capsys):
     assert (tmp_path / "rep" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
+def _unhandled(signum, frame):
+    pytest.fail(f"{signal.Signals(signum).name} left to its default: the process would die")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch, sig):
+    # SIGTERM (a scheduler's stop) is taken as Ctrl-C
     from hdetach.experiments.tasks import copying
 
     original = copying.CopyingTask.batch
 
     def interrupting_batch(self, split, idx):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sig)
         return original(self, split, idx)
 
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
     run_dir = str(tmp_path / "r")
-    code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert code == 130 and f"hdetach train --resume {run_dir}" in err  # says how to go on
+    assert not (tmp_path / "r" / "summary.json").exists()
     monkeypatch.setattr(copying.CopyingTask, "batch", original)
     code, _, err = run(["train", "--resume", run_dir], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 20
     code, _, err = run(["train", "copy", "--resume", run_dir], capsys)
     assert code == 2 and "--resume takes the saved config; drop copy" in err
+
+
+def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys, monkeypatch):
+
+    monkeypatch.setattr(cli, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        code, _, err = run(["data", "mnist"], capsys)
+        assert signal.getsignal(signal.SIGTERM) is _unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and err.strip() == "hdetach data: aborted"
+
+
+def test_a_stop_request_takes_sigterm_as_ctrl_c_and_follows_a_forwarded_flag(capsys):
+    import threading
+
+    from hdetach.experiments.interrupt import StopRequest, follow
+
+    with StopRequest("stopping") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert "SIGTERM: stopping" in capsys.readouterr().err
+    flag = threading.Event()
+    follow(flag)
+    try:
+        with StopRequest("stopping", second_aborts=True) as stop:
+            assert not stop.requested
+            flag.set()  # the driver's stop, forwarded
+            assert stop.requested
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, straight here too
+            with pytest.raises(KeyboardInterrupt):  # a second one aborts
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        follow(None)
 
 
 def test_max_steps_caps_the_run(tmp_path, capsys):

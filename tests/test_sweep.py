@@ -156,31 +156,80 @@ def straight_sweep(tmp_path_factory) -> dict[str, dict]:
     return _summaries(out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+STOPS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM]
+
+
+@pytest.mark.parametrize("sig", STOPS, ids=["killed", "ctrl-c", "sigterm"])
 def test_an_interrupted_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(
     tmp_path, straight_sweep, sig
 ):
-    # The sweep and its worker get the signal (as from a terminal: the whole process
-    # group) while the second run is midway.
+    # The sweep's main process alone gets the signal, as from a scheduler, while the
+    # second run is midway: its worker stops too, at a step boundary with a checkpoint
+    # (killed: once it finds its driver gone), and no process is left behind.
     out = tmp_path / "sweep"
     second = out / "p_detach=0.5,seed=0"
-    code, err = signal_sweep_at_checkpoint(_sweep_cmd(out), _env(), second, sig)
-    if sig == signal.SIGINT:  # a clean stop: the run checkpointed, the sweep says how to go on
+    code, err, left = signal_sweep_at_checkpoint(_sweep_cmd(out), _env(), second / "last.pt", sig)
+    assert not left, f"processes left running: {left}"
+    if sig != signal.SIGKILL:  # a clean stop: the sweep says how to go on
         assert code == 130 and "run the same command again to continue" in err
         assert "p_detach=0.5,seed=0: interrupted" in err
     assert (out / "p_detach=0.0,seed=0" / "summary.json").is_file()
     assert (second / "last.pt").is_file() and not (second / "summary.json").exists()
+    assert "stopped at step" in (second / "train.log").read_text()  # not at an evaluation
 
     again = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "1 of 2 runs already done" in again.stderr
     assert "resuming" in (second / "train.log").read_text()
     assert _summaries(out) == straight_sweep and len(straight_sweep) == 2
+    if sig != signal.SIGINT:
+        return
     # idempotent: nothing left to do, nothing rerun
     mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
     third = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert third.returncode == 0 and "2 of 2 runs already done" in third.stderr
     assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+
+
+def test_a_ray_sweep_stops_on_sigterm_to_its_driver_and_resumes_exactly(tmp_path, straight_sweep):
+    pytest.importorskip("ray")
+    out = tmp_path / "sweep"
+    argv = _sweep_cmd(out, "--engine", "ray")  # a local Ray, started by the sweep
+    first = out / "p_detach=0.0,seed=0"
+    code, err, left = signal_sweep_at_checkpoint(argv, _env(), first / "last.pt", signal.SIGTERM)
+    assert not left, f"processes left running: {left}"
+    assert code == 130 and "run the same command again to continue" in err
+    assert "p_detach=0.0,seed=0: interrupted" in err
+    assert "stopped at step" in (first / "train.log").read_text()
+    assert not (first / "summary.json").exists()
+
+    again = subprocess.run(argv, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in (first / "train.log").read_text()
+    assert _summaries(out) == straight_sweep
+
+
+def test_a_second_signal_aborts_runs_that_do_not_stop(tmp_path):
+    # Runs that never reach a step boundary: the first SIGTERM waits for them, the
+    # second ends the sweep at once, workers and all.
+    out = tmp_path / "sweep"
+    script = (
+        "import sys; from pathlib import Path; from sweep_fns import ignores_stops; "
+        "from hdetach.experiments.sweep import Grid, run_sweep; "
+        f"runs = Grid('copy', {TINY!r}, {{}}, [0, 1]).runs(Path(sys.argv[1])); "
+        "run_sweep(runs, jobs=2, fn=ignores_stops, progress=False)"
+    )
+    env = {
+        **_env(),
+        "PYTHONPATH": os.pathsep.join([_env()["PYTHONPATH"], str(Path(__file__).parent)]),
+    }
+    argv = [sys.executable, "-c", script, str(out)]
+    code, err, left = signal_sweep_at_checkpoint(
+        argv, env, out / "seed=1.started", [signal.SIGTERM, signal.SIGTERM], within=10
+    )
+    assert not left, f"processes left running: {left}"
+    assert code == -signal.SIGINT and "KeyboardInterrupt" in err  # as a second Ctrl-C
+    assert "SIGTERM: no new runs; running ones checkpoint and stop" in err
 
 
 def test_failed_runs_are_retried_and_then_reported(tmp_path):

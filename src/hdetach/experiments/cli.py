@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -86,11 +87,20 @@ def main(argv: list[str] | None = None) -> None:
     for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
     a = parser.parse_args(argv)
+    # A scheduler's SIGTERM means what Ctrl-C does: where a command can stop at a safe
+    # point (training, sweeps) it does (StopRequest), elsewhere it ends at once, as below.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         a.run(a)
     except (ConfigError, DataError) as e:
         print(f"hdetach {a.cmd}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a second signal, or one where nothing can be saved
+        print(f"\nhdetach {a.cmd}: aborted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        if previous is not None:  # None: a handler not set from Python
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

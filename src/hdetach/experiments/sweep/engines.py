@@ -16,6 +16,8 @@ import os
 import signal
 import tarfile
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
+from hdetach.experiments.interrupt import SIGNALS, follow
 from hdetach.experiments.runfiles import finite_or_none, write_json
 from hdetach.experiments.train import train
 
@@ -134,26 +137,76 @@ def error_text(e: Exception) -> str:
     return f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches every process of the terminal's group; an idle worker must survive it,
-    # a training one handles it itself (it stops at a step boundary with a checkpoint).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# The workers' start method: a fresh interpreter, which inherits no state of the driver's.
+_CONTEXT = get_context("spawn")
+_BUSY = threading.Lock()  # in a worker process: held while it runs a job
 
 
-def worker_pool(jobs: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+def _start_worker(stop: Any, driver: int) -> None:
+    """Each worker process's start. A signal sent to the whole group (Ctrl-C in a terminal,
+    SIGTERM to a job's every process) leaves an idle worker alone: the driver gets it too
+    and ends the pool. A training run handles such a signal itself (``StopRequest``), and
+    stops as well when the driver sets ``stop``, which is how a signal sent to the driver
+    alone reaches it."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    follow(stop)
+    threading.Thread(target=_watch_driver, args=(stop, driver), daemon=True).start()
 
 
-def local_engine(next_task: NextTask, jobs: int, fn: RunFn = run_one) -> Iterator[Outcome]:
+def _watch_driver(stop: Any, driver: int) -> None:
+    """Stop and exit once the driver is gone (killed, so it could not end the pool): the
+    run in progress stops at its next step with a checkpoint, then the process exits; an
+    idle one exits at once (it would wait for a job forever: its siblings hold the job
+    queue open).
+
+    A thread polling the parent's pid rather than prctl(PR_SET_PDEATHSIG): that is Linux
+    alone, fires when the parent's *thread* that started the worker ends, and a signal
+    would have to tell a training worker from an idle one all the same. Ten getppid calls
+    a second cost nothing beside training."""
+    while os.getppid() == driver:
+        time.sleep(0.1)
+    stop.set()
+    with _BUSY:
+        os._exit(1)
+
+
+def _run_job(
+    attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any, job: list[Task]
+) -> list[Outcome]:
+    """``attempt(fn, job)`` in a worker, marked busy (see ``_watch_driver``)."""
+    with _BUSY:
+        return attempt(fn, job)
+
+
+def worker_pool(jobs: int, stop: Any) -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes whose runs stop when ``stop`` (an Event) is set."""
+    return ProcessPoolExecutor(
+        jobs, mp_context=_CONTEXT, initializer=_start_worker, initargs=(stop, os.getpid())
+    )
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor.kill_workers() comes with Python 3.14; until then, its table.
+    for process in list((pool._processes or {}).values()):
+        process.kill()
+
+
+def local_engine(
+    next_task: NextTask,
+    jobs: int,
+    fn: RunFn = run_one,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Iterator[Outcome]:
     """Run tasks in ``jobs`` spawned processes, asking for a task only when a process is
     free (so none starts after a stop). A process that dies fails its runs; the pool is
-    replaced."""
+    replaced. Once ``stopping()``, the running runs stop at their next step."""
 
     def next_job() -> list[Task] | None:
         task = next_task()
         return None if task is None else [task]
 
-    return pool_engine(next_job, jobs, _attempt_each, fn)
+    return pool_engine(next_job, jobs, _attempt_each, fn, stopping)
 
 
 def _attempt_each(fn: RunFn, tasks: list[Task]) -> list[Outcome]:
@@ -166,18 +219,32 @@ NextJob = Callable[[], "list[Task] | None"]
 
 
 def pool_engine(
-    next_job: NextJob, jobs: int, attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any
+    next_job: NextJob,
+    jobs: int,
+    attempt: Callable[[Any, list[Task]], list[Outcome]],
+    fn: Any,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[Outcome]:
     """Run jobs in ``jobs`` spawned processes, asking for a job only when a process is
-    free. A process that dies fails its jobs' runs; the pool is replaced."""
-    pool, pending = worker_pool(jobs), {}
+    free. A process that dies fails its jobs' runs; the pool is replaced.
+
+    Once ``stopping()`` the workers are told (a shared flag: the driver alone may have
+    been signalled) and their runs stop at a step boundary with a checkpoint. If the
+    engine ends otherwise (closed early, or an exception such as a second Ctrl-C), the
+    workers are killed: their runs keep their last checkpoint, written atomically."""
+    stop = _CONTEXT.Event()
+    pool, pending = worker_pool(jobs, stop), {}
     try:
         while True:
             while len(pending) < jobs and (job := next_job()) is not None:
-                pending[pool.submit(attempt, fn, job)] = [name for name, _, _ in job]
+                pending[pool.submit(_run_job, attempt, fn, job)] = [name for name, _, _ in job]
             if not pending:
                 return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            # a short timeout, to pass a stop on while every run is still training (the
+            # flag is set here, not in the signal handler, which must take no lock)
+            done, _ = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+            if stopping():
+                stop.set()
             broken = False
             for future in done:
                 names = pending.pop(future)
@@ -191,7 +258,10 @@ def pool_engine(
                     yield from ((name, None, "the worker process died") for name in names)
                 pending.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = worker_pool(jobs)
+                pool = worker_pool(jobs, stop)
+    except BaseException:
+        _kill_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -207,16 +277,25 @@ def ray_engine(
     Ray already initialised in this process). Ray schedules them as CPUs free up. The
     run folders live on a disk every node sees, or with ``ship`` on the driver's alone:
     each run then trains in a folder of its worker's, shipped there and back
-    (``attempt_shipped``). On a stop, in-flight runs are cancelled: they resume from their
-    last evaluation's checkpoint (shipped: from the folder the driver last received)."""
+    (``attempt_shipped``). On a stop, in-flight runs are cancelled once: Ray raises the
+    cancellation in the task as a SIGINT, so a training run stops at its next step with a
+    checkpoint and returns (shipped: its folder comes back). If the engine ends otherwise
+    (a second Ctrl-C), their workers are killed: the runs resume from their last
+    checkpoint (shipped: from the folder the driver last received)."""
     try:
         import ray
     except ModuleNotFoundError:
         raise ConfigError("--engine ray needs Ray: pip install 'hdetach[ray]'") from None
     if not ray.is_initialized():
+        # ray.init replaces the SIGTERM handler with one that exits at once; the sweep's
+        # own (a stop at a step boundary, as for Ctrl-C) is put back.
+        handler = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, log_to_driver=False)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
     remote = ray.remote(max_retries=0)(attempt_shipped if ship else _attempt)
     refs: dict[Any, tuple[str, Config]] = {}
+    cancelled: set[Any] = set()
     try:
         while True:
             while (task := next_task()) is not None:
@@ -226,10 +305,11 @@ def ray_engine(
                 refs[ref] = name, cfg
             if not refs:
                 return
-            done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
             if stopping():
-                for ref in refs:
+                for ref in refs.keys() - cancelled:  # once: a second is a second Ctrl-C
                     ray.cancel(ref)
+                    cancelled.add(ref)
             for ref in done:
                 name, cfg = refs.pop(ref)
                 try:
@@ -240,7 +320,7 @@ def ray_engine(
                 yield receive(cfg, *got) if ship else got
     finally:
         for ref in refs:
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
 
 
 def cores() -> int:

@@ -95,8 +95,9 @@ def population_engine(
     fn: PopulationFn = run_population,
 ) -> Iterator[Outcome]:
     """Group the tasks into populations of at most ``members`` runs (None: no limit) and
-    train ``jobs`` populations at once in spawned processes. After a stop, the runs not
-    started come back without a summary (interrupted)."""
+    train ``jobs`` populations at once in spawned processes. After a stop, the running
+    populations stop at a step boundary, and the runs not started come back without a
+    summary (interrupted)."""
     waiting: list[tuple[str, Task]] = []  # (group_key, task), in the sweep's order
 
     def next_group() -> list[Task] | None:
@@ -106,7 +107,7 @@ def population_engine(
             return None
         return take_group(waiting, members)
 
-    yield from pool_engine(next_group, jobs, _attempt_population, fn)
+    yield from pool_engine(next_group, jobs, _attempt_population, fn, stopping)
     for _, (name, _, _) in waiting:
         yield name, None, None
 

@@ -8,9 +8,10 @@ one (last.pt) is resumed; one that failed (an exception, a dead process) is retr
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ def run_sweep(
         say(f"{len(result.summaries)} of {len(runs)} runs already done")
     running = [0]
 
-    with StopRequest("no new runs; running ones checkpoint and stop") as stop, bar:
+    stop_request = StopRequest(
+        "no new runs; running ones checkpoint and stop (Ctrl-C again to abort)",
+        second_aborts=True,
+    )
+    with stop_request as stop, bar:
 
         def next_task() -> Task | None:
             if stop.requested or not todo:
@@ -90,22 +95,25 @@ def run_sweep(
             bar.set_postfix(running=running[0], failed=len(result.failed))
             return task
 
-        outcomes = _engine(
+        # closed at once if the loop ends early (a second Ctrl-C, an error): the engine
+        # then ends its workers rather than wait for them
+        engine_outcomes = _engine(
             engine, next_task, jobs, address, lambda: stop.requested, fn, members, ship
         )
-        for name, summary, error in outcomes:
-            running[0] -= 1
-            _record(result, name, summary, error, stop.requested, say)
-            if error is not None and not stop.requested:
-                if attempts[name] <= retries:
-                    say(f"{name}: failed ({error}); retrying")
-                    todo.append((name, runs[name], threads))
-                else:
-                    result.failed[name] = error
-                    say(f"{name}: failed {attempts[name]} times; last: {error}")
-            if summary is not None and summary["status"] in ("finished", "diverged"):
-                bar.update(1)
-            bar.set_postfix(running=running[0], failed=len(result.failed))
+        with contextlib.closing(engine_outcomes) as outcomes:
+            for name, summary, error in outcomes:
+                running[0] -= 1
+                _record(result, name, summary, error, stop.requested, say)
+                if error is not None and not stop.requested:
+                    if attempts[name] <= retries:
+                        say(f"{name}: failed ({error}); retrying")
+                        todo.append((name, runs[name], threads))
+                    else:
+                        result.failed[name] = error
+                        say(f"{name}: failed {attempts[name]} times; last: {error}")
+                if summary is not None and summary["status"] in ("finished", "diverged"):
+                    bar.update(1)
+                bar.set_postfix(running=running[0], failed=len(result.failed))
     result.interrupted += [t[0] for t in todo] if stop.requested else []
     return result
 
@@ -135,9 +143,9 @@ def _engine(
     fn: RunFn,
     members: int | None,
     ship: bool,
-) -> Iterator[Outcome]:
+) -> Generator[Outcome, None, None]:
     if engine == "population":  # trains its own way: fn is for the run-by-run engines
         return population_engine(next_task, jobs, members, stopping)
     if engine == "ray":
         return ray_engine(next_task, address, stopping, fn, ship)
-    return local_engine(next_task, jobs, fn)
+    return local_engine(next_task, jobs, fn, stopping)
