@@ -1,6 +1,9 @@
 import json
 import os
 import signal
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -8,7 +11,7 @@ import torch
 from helpers import SMALLEST_COPY, interrupt_at
 from helpers import run_cli as run
 
-from hdetach.experiments import cli
+from hdetach.experiments import data
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -105,7 +108,7 @@ def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch, sig):
 
 def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys, monkeypatch):
 
-    monkeypatch.setattr(cli, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(data, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
     previous = signal.signal(signal.SIGTERM, _unhandled)
     try:
         code, _, err = run(["data", "mnist"], capsys)
@@ -180,7 +183,11 @@ def test_data_and_train_mnist(tmp_path, capsys):
 
 def test_bench_delegates_to_core(monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(cli, "bench_main", lambda argv: seen.append(argv))
+    monkeypatch.setitem(
+        sys.modules,
+        "hdetach.experiments.bench",
+        types.SimpleNamespace(main=lambda argv: seen.append(argv)),
+    )
     assert run(["bench", "--quick"], capsys)[0] == 0
     assert seen == [["--quick"]]
 
@@ -376,3 +383,38 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and str(path) in err, err
     assert ("truncated" if damage == "truncate" else "another version") in err
+
+
+def _modules_loaded_by(argv: list[str]) -> set[str]:
+    """The modules a fresh ``hdetach ARGV`` process has imported when it exits."""
+    code = (
+        "import sys\n"
+        "from hdetach.experiments import cli\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return set(done.stderr.strip().splitlines()[-1].split())
+
+
+NOTHING_HEAVY = {"scipy", "matplotlib", "hdetach.experiments.report", "hdetach.experiments.train"}
+
+
+@pytest.mark.parametrize(
+    "argv, not_loaded",
+    [
+        (["--help"], NOTHING_HEAVY),
+        (["tran"], NOTHING_HEAVY),  # a mistyped subcommand
+        (["train", "copy", "--lr", "x"], {"scipy", "matplotlib", "hdetach.experiments.report"}),
+        (["report", "--help"], {"hdetach.experiments.train"}),
+    ],
+)
+def test_help_and_option_errors_answer_before_loading_what_they_do_not_use(argv, not_loaded):
+    # Only the chosen subcommand's module is imported: help, a mistyped subcommand or a bad
+    # option does not wait for the rest of the lab (scipy, matplotlib, the loop...).
+    loaded = _modules_loaded_by(argv)
+    assert "hdetach.experiments.cli" in loaded
+    assert not loaded & not_loaded, loaded & not_loaded

@@ -8,7 +8,7 @@ import json
 import matplotlib.figure
 import pytest
 
-from hdetach.experiments.gradients.tracking import plot_gradient_balance
+from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.report import report
 from hdetach.experiments.tasks.copying import CHANCE
 

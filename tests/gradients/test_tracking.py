@@ -10,11 +10,8 @@ import torch
 
 from hdetach.experiments.checkpoint import load_checkpoint
 from hdetach.experiments.config import Config
-from hdetach.experiments.gradients.tracking import (
-    TRACKED_GROUPS,
-    plot_gradient_balance,
-    read_tracked,
-)
+from hdetach.experiments.gradients.plots import plot_gradient_balance
+from hdetach.experiments.gradients.tracking import TRACKED_GROUPS, read_tracked
 from hdetach.experiments.report import report
 from hdetach.experiments.train import train
 

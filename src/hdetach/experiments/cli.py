@@ -1,20 +1,47 @@
 """The ``hdetach`` command: wires the subcommands, each defined by its own module's
-``add_parser(subparsers)`` (which sets ``run``, the function the subcommand calls)."""
+``add_parser(subparsers)`` (which sets ``run``, the function the subcommand calls);
+only the chosen subcommand's module is imported."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
-from pathlib import Path
 
-from hdetach.experiments import demo, report, sweep, train, transfer
-from hdetach.experiments.bench import main as bench_main
-from hdetach.experiments.captioning import cli as caption
 from hdetach.experiments.config import ConfigError
-from hdetach.experiments.gradients import cli as analyze
-from hdetach.experiments.tasks.mnist import DataError, load_mnist
-from hdetach.settings import mnist_data_dir
+from hdetach.experiments.download import DataError
+
+# Each subcommand: the module whose add_parser(subparsers) defines it, and its line in
+# `hdetach --help`. A module is imported only once its subcommand is chosen, so that
+# `hdetach --help` and a mistyped subcommand answer without loading the lab, and each
+# subcommand loads only what it uses (train does not load scipy, report not tensorboard).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "hdetach.experiments.demo",
+        "vanilla vs h-detach LSTM on the copying task, over several seeds",
+    ),
+    "train": ("hdetach.experiments.train", "train one run"),
+    "sweep": (
+        "hdetach.experiments.sweep.command",
+        "a grid of runs (options x seeds), resumable, local or on Ray",
+    ),
+    "transfer": ("hdetach.experiments.transfer", "evaluate a copy checkpoint at longer T"),
+    "report": ("hdetach.experiments.report", "plots and a Markdown table from run dirs"),
+    "analyze": (
+        "hdetach.experiments.gradients.cli",
+        "the gradient split into cell path and h path (weight-scale study, trained runs)",
+    ),
+    "caption": (
+        "hdetach.experiments.captioning.cli",
+        "image captioning (MS COCO, Karpathy split) with h-detach",
+    ),
+    "data": ("hdetach.experiments.data", "fetch and verify data sets"),
+    "bench": (
+        "hdetach.experiments.bench",
+        "speed table of the LSTM backends (see hdetach bench --help)",
+    ),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,64 +56,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _add_data(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "data",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="fetch and verify data sets",
-        description="Download (when missing) and verify MNIST by the MD5 of the "
-        "decompressed IDX files.",
-        epilog="examples:\n  hdetach data mnist\n"
-        "  HDETACH_DATA=/data hdetach data mnist\n"
-        "  hdetach data mnist --data-dir ../shared/data/mnist\n",
-    )
-    p.add_argument("dataset", choices=["mnist"])
-    p.add_argument("--data-dir", help="default $HDETACH_DATA/mnist or the user cache dir")
-    p.set_defaults(run=_data)
-
-
-def _data(a: argparse.Namespace) -> None:
-
-    d = Path(a.data_dir) if a.data_dir else mnist_data_dir()
-    arrays = load_mnist(d)
-    sizes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
-    print(f"MNIST verified in {d}: {sizes}")
-
-
-def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    # Listed for --help only: main() hands bench its own arguments.
-    subparsers.add_parser(
-        "bench", help="speed table of the LSTM backends (see hdetach bench --help)", add_help=False
-    )
-
-
-SUBCOMMANDS = (
-    demo.add_parser,
-    train.add_parser,
-    sweep.add_parser,
-    transfer.add_parser,
-    report.add_parser,
-    analyze.add_parser,
-    caption.add_parser,
-    _add_data,
-    _add_bench,
-)
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # bench owns its options
-        bench_main(argv[1:])
-        return
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The ``hdetach`` parser: every subcommand listed, the ``chosen`` one defined in full
+    by its module (imported here), the others by name and help line only."""
     parser = _Parser(
         prog="hdetach",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="h-detach LSTM experiments (Arpit et al., ICLR 2019).",
     )
     subparsers = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    for add_parser in SUBCOMMANDS:
-        add_parser(subparsers)
-    a = parser.parse_args(argv)
+    for name, (module, line) in SUBCOMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=line, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if chosen == "bench":  # bench owns its options
+        importlib.import_module(SUBCOMMANDS["bench"][0]).main(argv[1:])
+        return
+    a = build_parser(chosen).parse_args(argv)
     # A scheduler's SIGTERM means what Ctrl-C does: where a command can stop at a safe
     # point (training, sweeps) it does (StopRequest), elsewhere it ends at once, as below.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)

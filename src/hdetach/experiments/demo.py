@@ -111,7 +111,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="vanilla vs h-detach LSTM on the copying task, over several seeds",
         description="The project's point as a small study: a vanilla and an h-detach LSTM "
         f"trained on the copying task at T={DEMO['T']}, {DEMO_SEEDS} seeds each, run as a "
         "sweep (all cores); each run's best model then copies at "

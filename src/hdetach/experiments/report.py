@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.gradients.tracking import plot_gradient_balance
+from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.plotting import subplots, title_with_band
 from hdetach.experiments.report_runs import (
     NOT_CONFIG,
@@ -208,7 +208,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="plots and a Markdown table from run dirs",
         description="Group runs into configurations (runs differing only by seed), plot the "
         "validation metric against epochs (mean, min-max band), transfer accuracy "
         "against T, and write a Markdown table of best/final metrics.",

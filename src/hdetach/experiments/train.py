@@ -338,7 +338,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """The ``hdetach train`` subcommand: one option per Config field."""
     p = subparsers.add_parser(
         "train",
-        help="train one run",
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train an LSTM on a task.",

@@ -67,7 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "transfer",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="evaluate a copy checkpoint at longer T",
         description="Transfer copying: accuracy of a trained copy model at other gap lengths T "
         "(fresh sequences). Writes transfer.json beside the checkpoint.",
         epilog="examples:\n  hdetach transfer runs/copy-T100-p0.5-s0-X --T 100 200 400 1000\n"

@@ -56,7 +56,6 @@ DEFAULT_P = {"showtell": 0.25, "attend": 0.4}  # the paper's best per model
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "caption",
-        help="image captioning (MS COCO, Karpathy split) with h-detach",
         description="Show & Tell and Show, Attend & Tell with h-detach on COCO-format data.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

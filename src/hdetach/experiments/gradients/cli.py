@@ -49,7 +49,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "analyze",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="the gradient split into cell path and h path (weight-scale study, trained runs)",
         description=DESCRIPTION,
         epilog=EXAMPLES,
     )

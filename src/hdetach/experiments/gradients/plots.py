@@ -1,4 +1,5 @@
-"""PNG plots of the weight-scale study and of a trained run's gradient profiles."""
+"""PNG plots of the weight-scale study, of a trained run's gradient profiles, and of the
+gradient balance tracked along training."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import matplotlib
 import numpy as np
 
 from hdetach.analysis.profiles import PATHS
-from hdetach.experiments.plotting import subplots
+from hdetach.experiments.gradients.tracking import ratio_series
+from hdetach.experiments.plotting import subplots, title_with_band
 
 COLORS = {"full": "black", "cell": "tab:blue", "hidden": "tab:red"}
 
@@ -142,6 +144,43 @@ def plot_run_profiles(profiles: dict[str, dict[str, list[float]]], out: Path, ti
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_gradient_balance(
+    groups: dict[str, list[Path]], out: Path, group: str = "lstm"
+) -> Path | None:
+    """||h-path|| / ||cell-path|| against training steps: per configuration the geometric
+    mean over its seeds (the ratio spans decades) and a min-max band. None if no run
+    tracked its gradients."""
+
+    series = {
+        label: [s for s in (ratio_series(d, group) for d in run_dirs) if s[0]]
+        for label, run_dirs in groups.items()
+    }
+    series = {label: runs for label, runs in series.items() if runs}
+    if not series:
+        return None
+    fig, ax = subplots(figsize=(6.4, 4.0))
+    banded = False
+    for label, runs in series.items():
+        n = min(len(steps) for steps, _ in runs)  # unfinished runs: the common prefix
+        steps = runs[0][0][:n]
+        logs = np.log10([ratios[:n] for _, ratios in runs])
+        (line,) = ax.plot(steps, 10 ** logs.mean(0), label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            band = (10 ** logs.min(0), 10 ** logs.max(0))
+            ax.fill_between(steps, *band, color=line.get_color(), alpha=0.2)
+            banded = True
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"||h-path|| / ||cell-path||  ({group} weights)")
+    note = "line: geometric mean over the n seeds; band: their min to max"
+    title_with_band(ax, "gradient balance along training (fixed validation batch)", banded, note)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out

@@ -20,7 +20,6 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from hdetach.analysis.paths import gradient_paths
-from hdetach.experiments.plotting import subplots, title_with_band
 from hdetach.experiments.session import Callback
 
 TRACKED_GROUPS = ("W_ih", "W_hh", "bias", "lstm", "total")
@@ -78,14 +77,15 @@ def read_tracked(run_dir: str | Path) -> list[dict[str, Any]]:
 def late_ratio(run_dir: str | Path, group: str = "lstm") -> float | None:
     """A run's gradient balance once training is under way: the median of its tracked
     ||h-path|| / ||cell-path|| over the second half of its steps (None if untracked)."""
-    steps, ratios = _ratio_series(Path(run_dir), group)
+    steps, ratios = ratio_series(Path(run_dir), group)
     if not steps:
         return None
     late = [r for t, r in zip(steps, ratios) if t >= steps[-1] / 2]
     return float(np.median(late))
 
 
-def _ratio_series(run_dir: Path, group: str) -> tuple[list[int], list[float]]:
+def ratio_series(run_dir: Path, group: str) -> tuple[list[int], list[float]]:
+    """The tracked steps of a run and its ||h-path|| / ||cell-path|| ratio of ``group`` at each."""
     steps, ratios = [], []
     for m in read_tracked(run_dir):
         ratio = m.get(group, {}).get("ratio")
@@ -93,40 +93,3 @@ def _ratio_series(run_dir: Path, group: str) -> tuple[list[int], list[float]]:
             steps.append(m["step"])
             ratios.append(ratio)
     return steps, ratios
-
-
-def plot_gradient_balance(
-    groups: dict[str, list[Path]], out: Path, group: str = "lstm"
-) -> Path | None:
-    """||h-path|| / ||cell-path|| against training steps: per configuration the geometric
-    mean over its seeds (the ratio spans decades) and a min-max band. None if no run
-    tracked its gradients."""
-
-    series = {
-        label: [s for s in (_ratio_series(d, group) for d in run_dirs) if s[0]]
-        for label, run_dirs in groups.items()
-    }
-    series = {label: runs for label, runs in series.items() if runs}
-    if not series:
-        return None
-    fig, ax = subplots(figsize=(6.4, 4.0))
-    banded = False
-    for label, runs in series.items():
-        n = min(len(steps) for steps, _ in runs)  # unfinished runs: the common prefix
-        steps = runs[0][0][:n]
-        logs = np.log10([ratios[:n] for _, ratios in runs])
-        (line,) = ax.plot(steps, 10 ** logs.mean(0), label=f"{label} (n={len(runs)})")
-        if len(runs) > 1:
-            band = (10 ** logs.min(0), 10 ** logs.max(0))
-            ax.fill_between(steps, *band, color=line.get_color(), alpha=0.2)
-            banded = True
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"||h-path|| / ||cell-path||  ({group} weights)")
-    note = "line: geometric mean over the n seeds; band: their min to max"
-    title_with_band(ax, "gradient balance along training (fixed validation batch)", banded, note)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    return out

@@ -47,7 +47,6 @@ extend the sweep; other base options need another --out.
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep",
-        help="a grid of runs (options x seeds), resumable, local or on Ray",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train every combination of the --grid values with every seed; each "
