@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hdetach.experiments.cli import main
-from hdetach.experiments.report import markdown_table, report
+from hdetach.experiments.report import at_epochs_table, markdown_table, report
 from hdetach.experiments.report_runs import find_runs, group_runs
 
 
@@ -105,3 +105,51 @@ def test_a_damaged_summary_is_skipped_and_the_command_says_so(tmp_path, capsys):
     main(["report", str(tmp_path), "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
     assert "summary.json is not valid JSON" in err and "| copy | 1 |" in out
+
+
+def test_at_epochs_table_reads_each_run_at_its_last_evaluation_up_to_the_epoch(tmp_path):
+    _fake_run(tmp_path / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
+    _fake_run(tmp_path / "b", 0.0, 1, [0.1, 0.5], 0.45)  # unfinished: two epochs
+    groups = group_runs(find_runs([tmp_path]))
+    table = at_epochs_table(groups, [1, 1.5, 2, 3])
+    # epoch 1: 0.1 and 0.1; epoch 1.5: the last evaluation before it (epoch 1); epoch 2:
+    # 0.3 and 0.5; epoch 3: only run a got there
+    one = "0.1000 ± 0.0000 [0.1000, 0.1000] (n=2)"
+    assert f"| copy | {one} | {one} | 0.4000 ± 0.1414 [0.3000, 0.5000] (n=2) | 0.2000 |" in table
+
+
+def test_report_cli_draws_references_and_the_at_epochs_table(tmp_path, capsys):
+    _fake_run(tmp_path / "runs" / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "runs"), "--out", str(out), "--reference", "paper=x"])
+    assert e.value.code == 2 and "--reference takes LABEL=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "runs"), "--out", str(out), "--at-epochs", "0,2"])
+    assert e.value.code == 2 and "--at-epochs takes positive numbers" in capsys.readouterr().err
+    assert not out.exists()  # refused before any work
+    args = ["--reference", "paper, h-detach=0.985", "--at-epochs", "2,1"]
+    main(["report", str(tmp_path / "runs"), "--out", str(out), *args])
+    assert "| configuration | epoch 1 | epoch 2 |" in (out / "report.md").read_text()
+
+
+def test_reference_lines_are_drawn_and_named(tmp_path, monkeypatch):
+    from hdetach.experiments import report as report_module
+
+    drawn = []
+    real = report_module.subplots
+
+    def spy(*args, **kwargs):
+        fig, ax = real(*args, **kwargs)
+        drawn.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(report_module, "subplots", spy)
+    _fake_run(tmp_path / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
+    report_module.plot_curves(
+        group_runs(find_runs([tmp_path])), tmp_path / "c.png", {"paper": 0.985}
+    )
+    labels = [line.get_label() for line in drawn[0].get_lines()]
+    assert "paper (0.985)" in labels
+    (line,) = [ln for ln in drawn[0].get_lines() if ln.get_label() == "paper (0.985)"]
+    assert list(line.get_ydata()) == [0.985, 0.985]

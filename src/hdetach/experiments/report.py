@@ -40,8 +40,11 @@ def _chance_line(ax) -> None:
     ax.axhline(CHANCE, color="gray", ls="--", lw=1, label=f"chance ({CHANCE:.3g})")
 
 
-def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
-    """Validation metric against epoch, mean across seeds with a min-max band."""
+def plot_curves(
+    groups: dict[str, list[Run]], out: Path, references: dict[str, float] | None = None
+) -> Path:
+    """Validation metric against epoch, mean across seeds with a min-max band, and a dotted
+    line at each of ``references`` (label -> value: e.g. the paper's number)."""
     fig, ax = subplots(figsize=(6.4, 4.0))
     banded = False
     for label, runs in groups.items():
@@ -61,6 +64,8 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
         title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
     else:
         title_with_band(ax, ", ".join(sorted({r.config["task"] for r in runs})), banded)
+    for k, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
     metric = _metric(runs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
@@ -119,6 +124,31 @@ def _stat(values: list[float | None]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1):.4f} [{a.min():.4f}, {a.max():.4f}]"
 
 
+def at_epochs_table(groups: dict[str, list[Run]], epochs: list[float]) -> str:
+    """The validation metric at each of ``epochs`` (the last evaluation at or before it),
+    ``mean ± std [min, max]`` over the runs that got there."""
+    metric = _metric([r for runs in groups.values() for r in runs])
+    rows = [
+        "| configuration | " + " | ".join(f"epoch {e:g}" for e in epochs) + " |",
+        "|---|" + "---|" * len(epochs),
+    ]
+    for label, runs in groups.items():
+        done = [r for r in runs if r.records and not r.diverged]
+        cells = []
+        for e in epochs:
+            reached = [r for r in done if r.records[-1]["epoch"] >= e - 1e-9]
+            values = [
+                [rec for rec in r.records if rec["epoch"] <= e + 1e-9][-1]["val"][metric]
+                for r in reached
+                if r.records[0]["epoch"] <= e + 1e-9
+            ]
+            cells.append(_stat(values) + (f" (n={len(values)})" if len(values) > 1 else ""))
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return f"Validation {metric} at fixed epochs, mean ± std [min, max] over seeds.\n\n" + (
+        "\n".join(rows) + "\n"
+    )
+
+
 def markdown_table(groups: dict[str, list[Run]]) -> str:
     """Best and final validation metric (and test at best) per configuration, over seeds.
 
@@ -170,25 +200,30 @@ def report(
     threshold: float | None = None,
     direction: str | None = None,
     baseline: Baseline | None = None,
+    references: dict[str, float] | None = None,
+    at_epochs: list[float] | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
     any run tracked its gradients) and report.md; with several seeds per configuration (or
     a ``threshold``) also the study statistics (and success.png over lr x p).
     ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
     says); ``baseline``: (option, value) of the configurations each other is compared with
-    (default: p_detach 0)."""
+    (default: p_detach 0); ``references``: label -> value, lines on the curves;
+    ``at_epochs``: a table of the validation metric at those epochs."""
 
     runs = find_runs(paths)
     groups = one_run_per_seed(group_runs(runs))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"curves": plot_curves(groups, out_dir / "curves.png")}
+    written = {"curves": plot_curves(groups, out_dir / "curves.png", references)}
     if any(r.transfer for r in runs):
         written["transfer"] = plot_transfer(groups, out_dir / "transfer.png")
     run_dirs = {label: [r.path for r in rs] for label, rs in groups.items()}
     if balance := plot_gradient_balance(run_dirs, out_dir / "gradients.png"):
         written["gradients"] = balance
     text = markdown_table(groups)
+    if at_epochs:
+        text += "\n" + at_epochs_table(groups, at_epochs)
     if threshold is not None or any(len(g) > 1 for g in groups.values()):
         metric = _metric(runs)
         higher = metric_direction(metric) if direction is None else direction == "higher"
@@ -231,14 +266,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="compare each configuration with the one equal in all else but OPTION, which "
         "has VALUE (default p_detach=0; e.g. detach_path=h, clip=norm)",
     )
+    p.add_argument(
+        "--reference",
+        action="append",
+        metavar="LABEL=VALUE",
+        help="a dotted line on the curves at VALUE, named LABEL (repeatable; e.g. "
+        "'paper, h-detach=0.985')",
+    )
+    p.add_argument(
+        "--at-epochs",
+        metavar="E1,E2",
+        help="add a table of the validation metric at these epochs (e.g. 1,5,10,20)",
+    )
     p.set_defaults(run=_command)
+
+
+def parse_references(texts: list[str] | None) -> dict[str, float]:
+    """``--reference LABEL=VALUE`` options as {label: value}."""
+    references = {}
+    for text in texts or []:
+        label, sep, value = text.rpartition("=")
+        try:
+            references[label.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not label.strip():
+            raise ConfigError(f"--reference takes LABEL=VALUE with VALUE a number; got {text!r}")
+    return references
+
+
+def parse_epochs(text: str | None) -> list[float] | None:
+    """``--at-epochs 1,5,10``: positive epochs, in order."""
+    if text is None:
+        return None
+    try:
+        epochs = [float(e) for e in text.split(",")]
+    except ValueError:
+        epochs = []
+    if not epochs or any(not e > 0 for e in epochs):
+        raise ConfigError(f"--at-epochs takes positive numbers separated by commas; got {text!r}")
+    return sorted(epochs)
 
 
 def _command(a: argparse.Namespace) -> None:
 
     baseline = None if a.baseline is None else parse_baseline(a.baseline)
+    references, epochs = parse_references(a.reference), parse_epochs(a.at_epochs)
     try:
-        written = report(a.run_dirs, a.out or a.run_dirs[0], a.threshold, a.direction, baseline)
+        written = report(
+            a.run_dirs,
+            a.out or a.run_dirs[0],
+            a.threshold,
+            a.direction,
+            baseline,
+            references,
+            epochs,
+        )
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     print(written["table"].read_text())
