@@ -14,7 +14,8 @@ import hdetach
 from hdetach.experiments import runlog
 from hdetach.experiments import train as train_module
 from hdetach.experiments.session import DivergenceWatch, train_sampler
-from hdetach.experiments.tasks import copying, make_task
+from hdetach.experiments.tasks import copying
+from hdetach.experiments.tasks.registry import make_task
 from hdetach.experiments.train import Config, evaluate, load_checkpoint, resolve, train
 
 TINY = {**TINY_COPY, "hidden_size": 16}

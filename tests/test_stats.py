@@ -15,7 +15,7 @@ from hdetach.experiments.report_study import (
     transfer_comparisons,
 )
 from hdetach.experiments.stats import Spread, compare, group_stats
-from hdetach.experiments.tasks import metric_direction
+from hdetach.experiments.tasks.registry import metric_direction
 
 
 def fake_run(path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc", task="copy"):

@@ -213,7 +213,7 @@ def test_adding_task_trains_and_selects_on_lowest_mse(tmp_path):
 
 
 def test_split_sizes_follow_the_config():
-    from hdetach.experiments.tasks import make_task
+    from hdetach.experiments.tasks.registry import make_task
 
     for task in ("copy", "adding"):
         t = make_task(resolve(Config(task=task, T=3, n_train=30, n_val=20, n_test=10)))

@@ -132,7 +132,7 @@ def test_analyze_measures_a_trained_caption_model(split_file):
     from hdetach.experiments.checkpoint import config_of, load_checkpoint
     from hdetach.experiments.config import Config
     from hdetach.experiments.gradients.runs import analyze_run
-    from hdetach.experiments.tasks import make_task
+    from hdetach.experiments.tasks.registry import make_task
     from hdetach.experiments.train import train
 
     write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])

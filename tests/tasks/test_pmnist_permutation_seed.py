@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hdetach.experiments.config import Config, resolve
-from hdetach.experiments.tasks import make_task, mnist
+from hdetach.experiments.tasks import mnist
+from hdetach.experiments.tasks.registry import make_task
 
 N = 12  # images per split of the fake MNIST
 

@@ -17,7 +17,8 @@ import torch
 
 from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.runfiles import atomic_write
-from hdetach.experiments.tasks import Task, make_task
+from hdetach.experiments.tasks import Task
+from hdetach.experiments.tasks.registry import make_task
 
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "sampler", "rng", "step", "best", "sums")
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import hdetach
 from hdetach.experiments.config import Config
-from hdetach.experiments.tasks.base import Task
+from hdetach.experiments.tasks import Task
 
 
 class SequenceModel(nn.Module):

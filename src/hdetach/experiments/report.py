@@ -26,8 +26,8 @@ from hdetach.experiments.report_runs import (
     transfer_lengths,
 )
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
-from hdetach.experiments.tasks import metric_direction
 from hdetach.experiments.tasks.copying import CHANCE
+from hdetach.experiments.tasks.registry import metric_direction
 
 
 def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

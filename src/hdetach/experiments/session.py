@@ -15,7 +15,8 @@ from hdetach.experiments.checkpoint import CheckpointError, config_of, load_chec
 from hdetach.experiments.config import Config, ConfigError, resolve
 from hdetach.experiments.model import clip_gradients, make_optimizer
 from hdetach.experiments.runfiles import write_json
-from hdetach.experiments.tasks import Task, data_rng, make_task
+from hdetach.experiments.tasks import Task, data_rng
+from hdetach.experiments.tasks.registry import make_task
 from hdetach.rng import rng_state, seed_everything, set_rng_state
 
 

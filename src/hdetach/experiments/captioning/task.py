@@ -31,7 +31,7 @@ from hdetach.experiments.captioning.features import FeatureStore
 from hdetach.experiments.captioning.metrics import cider, require_toolkit
 from hdetach.experiments.captioning.models import DecoderSizes, make_decoder
 from hdetach.experiments.config import option
-from hdetach.experiments.tasks.base import Task
+from hdetach.experiments.tasks import Task
 
 SPLIT_FILE = "dataset_coco.json"
 

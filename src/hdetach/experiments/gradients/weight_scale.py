@@ -28,7 +28,8 @@ from hdetach.analysis.profiles import GradientProfiles, gradient_profiles
 from hdetach.experiments.config import Config, resolve
 from hdetach.experiments.model import SequenceModel
 from hdetach.experiments.runfiles import finite_or_none
-from hdetach.experiments.tasks import Task, make_task
+from hdetach.experiments.tasks import Task
+from hdetach.experiments.tasks.registry import make_task
 from hdetach.rng import seed_everything
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)

@@ -1,48 +1,62 @@
-"""The tasks, and the one registry that everything asks: the training loop, the CLI's
-choices, the report's metric direction.
+"""The tasks (``copying``, ``adding``, ``mnist``; captioning's is in ``captioning.task``), and
+here the interface the one training loop runs and the data streams' generators. The
+registry of task names is ``tasks.registry``; this module imports no task, so that every
+task module can import it.
 
-``TASKS`` maps each task name to its class; a class says which metric selects models
-(``metric``) and whether larger is better (``higher_is_better``).
+Every task holds its data splits in memory and hands out minibatches by index:
+``task.batch(split, idx) -> (x, y)`` with ``x`` of shape (B, L, input_size).
 """
 
 from __future__ import annotations
 
-from hdetach.experiments.captioning.task import CaptionTask
-from hdetach.experiments.config import CAPTION_TASK, Config
-from hdetach.experiments.tasks.adding import AddingTask
-from hdetach.experiments.tasks.base import Task, data_rng
-from hdetach.experiments.tasks.copying import CopyingTask
-from hdetach.experiments.tasks.mnist import MNISTTask
+from typing import Any
 
-TASKS: dict[str, type[Task]] = {
-    "copy": CopyingTask,
-    "adding": AddingTask,
-    "mnist": MNISTTask,
-    "pmnist": MNISTTask,  # MNIST with the fixed pixel permutation of --perm-seed
-    CAPTION_TASK: CaptionTask,
-}
+import numpy as np
+import torch
 
 
-def make_task(cfg: Config) -> Task:
-    """Build the task named by ``cfg.task`` from a resolved training config."""
-    if cfg.task == "copy":
-        return CopyingTask(cfg.T, cfg.input_encoding, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
-    if cfg.task == "adding":
-        return AddingTask(cfg.T, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
-    if cfg.task in ("mnist", "pmnist"):
-        perm_seed = cfg.perm_seed if cfg.task == "pmnist" else None
-        return MNISTTask(cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test)
-    if cfg.task == CAPTION_TASK:
-        return CaptionTask.from_config(cfg)
-    raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+class Task:
+    """Base class. Subclasses set the attributes below and implement ``size``, ``batch``
+    and ``loss_and_metrics``. Splits are named "train", "val" and "test"."""
+
+    input_size: int
+    output_size: int
+    readout: str  # "all": the model predicts at every step; "last": only at the final step
+    metric: str  # the validation metric used for model selection
+    higher_is_better: bool
+    sample_with_replacement: bool  # True: an epoch is a fixed number of random minibatches
+
+    def size(self, split: str) -> int:
+        raise NotImplementedError
+
+    def batch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss_and_metrics(
+        self, out: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Mean loss over the batch (differentiable) and the batch's metrics, including
+        "loss" and ``metric``: detached 0-d tensors on the output's device, so that the
+        training loop reads them off the device only when it logs."""
+        raise NotImplementedError
+
+    def corpus_metrics(
+        self, model: torch.nn.Module, split: str, batch_size: int, device: str
+    ) -> dict[str, float]:
+        """Metrics of a whole split that are not means over examples (e.g. captioning's
+        CIDEr), added to the averaged ones at each evaluation; the model is in eval mode."""
+        return {}
+
+    def make_model(self, cfg: Any) -> torch.nn.Module:
+        """The model trained on this task: it has an ``lstm`` whose ``p_detach`` the loop
+        sets at each epoch, and takes ``x`` of ``batch`` to what ``loss_and_metrics`` reads."""
+        raise NotImplementedError
 
 
-def metric_direction(metric: str) -> bool:
-    """Whether a larger ``metric`` is better, as the task that records it says."""
-    known = {cls.metric: cls.higher_is_better for cls in TASKS.values()}
-    if metric not in known:
-        raise ValueError(f"metric {metric!r} of unknown direction: give --direction higher|lower")
-    return known[metric]
-
-
-__all__ = ["TASKS", "Task", "data_rng", "make_task", "metric_direction"]
+def data_rng(seed: int, stream: str) -> torch.Generator:
+    """A torch generator for one data stream (split), independent of the others and of
+    the training RNGs, so that the data are fixed by the seed alone."""
+    # Hash the pair through numpy's SeedSequence so (seed, stream) pairs never collide
+    # the way seed + offset schemes do (seed 1's val set == seed 2's train set).
+    key = [seed, *stream.encode()]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))

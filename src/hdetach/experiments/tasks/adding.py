@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hdetach.experiments.tasks.base import data_rng
+from hdetach.experiments.tasks import data_rng
 from hdetach.experiments.tasks.sequence import SequenceTask
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hdetach.experiments.config import ENCODINGS
-from hdetach.experiments.tasks.base import data_rng
+from hdetach.experiments.tasks import data_rng
 from hdetach.experiments.tasks.sequence import SequenceTask
 
 N_SYMBOLS = 10  # symbols to remember

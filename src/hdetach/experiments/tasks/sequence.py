@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from hdetach.experiments.model import SequenceModel
-from hdetach.experiments.tasks.base import Task
+from hdetach.experiments.tasks import Task
 
 
 class SequenceTask(Task):
