@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hdetach.ops import cpu_kernel
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.members import members_of, rows_sum
 from hdetach.ops.packed import rows_at, steps_of
@@ -20,8 +21,14 @@ from hdetach.ops.products import add_outer_, block_product, product
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
 
 
-def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes):
-    """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed."""
+def fused_backward(
+    inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes, compiled=False
+):
+    """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed.
+
+    ``compiled``: each chunk's steps run in one call of the compiled recurrence
+    (``cpu_kernel.py``); the weight gradients are the same large products either way.
+    """
     x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
     bounds, saved = activations
     d_out, d_h_n, d_c_n = grads
@@ -36,16 +43,21 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
     }
     # Running gradients w.r.t. the state entering the current step, taking in d_out of
     # the step before as they go; inactive rows (packed input) carry theirs untouched.
-    state = {"dh": d_h_n.clone(), "dc": d_c_n.clone()}
-    largest = max(e - s for s, e in bounds)
-    buffers = {
-        "dz": POOL.take((largest, batch, 4 * hidden), out).zero_(),
-        "coef": POOL.take((largest, batch, 5 * hidden), out),
+    state = {
+        "dh": d_h_n.clone(memory_format=torch.contiguous_format),
+        "dc": d_c_n.clone(memory_format=torch.contiguous_format),
     }
+    largest = max(e - s for s, e in bounds)
+    buffers = {"dz": POOL.take((largest, batch, 4 * hidden), out).zero_()}
+    if not compiled:  # the compiled steps compute these factors as they go
+        buffers["coef"] = POOL.take((largest, batch, 5 * hidden), out)
     if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr
         buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
         buffers["dm"] = POOL.take((batch, hidden), out)
     cuts = _detached_steps(detach_mask, steps, out.dtype, members_of(w_hh))
+    if compiled:
+        compiled_cuts = _compiled_cuts(cuts, steps, members_of(w_hh))
+        d_out = d_out.contiguous()
     # The backward's products dz W_hh and dh W_hr, in the layout of products.py.
     w_hh_back = w_hh.transpose(-2, -1).contiguous()
     w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
@@ -53,6 +65,13 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
         start, end = bounds[j]
         chunk = {name: chunks[j] for name, chunks in saved.items()}
         c_before = c0 if j == 0 else saved["cells"][j - 1][-1]
+        if compiled:
+            dz = _compiled_chunk_backward(
+                start, end, chunk, c_before, d_out, w_hh, w_hr, state, buffers, compiled_cuts,
+                detach_path == "h", batch_sizes,
+            )  # fmt: skip
+            _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers)
+            continue
         dz = _chunk_backward(
             start, end, chunk, c_before, out, d_out, w_hh_back, w_hr_back, state, buffers, cuts,
             detach_path == "h", batch_sizes,
@@ -83,6 +102,37 @@ def _detached_steps(detach_mask: Tensor | None, steps: int, dtype, members: int)
             # scope): per-member flags replace the keep factors.
             return [all(f) or tuple(f) for f in member_whole.tolist()], None
     return whole, (~detach_mask).to(dtype).unsqueeze(-1)
+
+
+def _compiled_cuts(cuts: tuple, steps: int, members: int) -> tuple[Tensor, Tensor | None]:
+    """``_detached_steps``' answer for the compiled steps: (T, K) uint8, whether member k
+    (K = 1: the whole batch) is detached at t; (T, B) keep factors or None."""
+    whole, keep = cuts
+    rows = [list(f) if isinstance(f, tuple) else [bool(f)] * members for f in whole]
+    cut = torch.tensor(rows, dtype=torch.uint8).reshape(steps, members)
+    return cut, None if keep is None else keep.squeeze(-1).contiguous()
+
+
+def _compiled_chunk_backward(
+    start, end, chunk, c_before, d_out, w_hh, w_hr, state, buffers, cuts, detach_h, batch_sizes
+) -> Tensor:
+    """``_chunk_backward`` in one call of the compiled recurrence; returns dz (K, B, 4H)."""
+    size = end - start
+    dz = buffers["dz"][:size]
+    dh_steps = None
+    if w_hr is not None:
+        dh_steps = buffers["dh_steps"][:size]
+        if batch_sizes is not None:
+            dh_steps.zero_()  # inactive rows add nothing to dW_hr
+    if batch_sizes is not None:
+        dz.zero_()
+    cut, keep = cuts
+    cpu_kernel.compiled_ops().backward_chunk(
+        chunk["gates"], chunk["cells"], chunk["tanh_cells"], c_before.contiguous(), d_out, w_hh,
+        w_hr, state["dh"], state["dc"], dz, dh_steps, buffers.get("dm"), cut, keep, detach_h,
+        batch_sizes or [], start,
+    )  # fmt: skip
+    return dz
 
 
 def _chunk_backward(
