@@ -47,3 +47,18 @@ def trained_copy_run(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return run_dir, summary
+
+
+@pytest.fixture(params=["compiled", "python"])
+def cpu_kernel(request, monkeypatch):
+    """Run the test on both CPU kernels of the fused backend (``HDETACH_CPU_KERNEL``): the
+    compiled recurrence and the eager steps. The compiled one is skipped, with its reason,
+    only where it cannot be built here (no compiler)."""
+    if request.param == "compiled":
+        from hdetach.ops.cpu_kernel import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"the compiled CPU recurrence is unavailable: {reason}")
+    monkeypatch.setenv("HDETACH_CPU_KERNEL", request.param)
+    return request.param

@@ -56,7 +56,7 @@ def _compile_flags() -> list[str]:
     """-O3, and AVX2 with FMA where the CPU has them (x86-64-v3): the element-wise passes
     are then vectorised 8 floats wide. Not -march=native: a build shared by machines
     of one capability must run on all of them."""
-    flags = ["-O3", "-fno-math-errno"]
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in (
         "AVX2",
         "AVX512",
