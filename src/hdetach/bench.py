@@ -6,14 +6,17 @@
 
 Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
 (``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
-backends at several p; and the matrix-product floor (only the products any
-implementation must do: per step the recurrent product forward and backward, then
-the weight gradients). Ratios are against rows timed in the same run.
+backends at several p (on a CPU, ``fused`` once per CPU kernel of ``--cpu-kernels``); the
+matrix-product floor (only the products any implementation must do at p = 0, run on the
+fused backend's product kernels); and the FLOP floor at each p (see ``FlopFloor``), which
+the last column divides into every row's time. Ratios are against rows timed in the same
+run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -113,6 +116,94 @@ def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[
     return run
 
 
+class FlopFloor:
+    """The FLOP floor of one h-detach forward+backward: the products it must do, each
+    timed on the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, the
+    operands laid out as each kernel likes them), at the current thread count.
+
+    Products (B rows, H hidden, I inputs, T steps): h_{t-1} W_hh^T (B x H by H x 4H) at
+    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, (1 - p) T of them; the
+    weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
+    Floor(p) = T t_step + (1 - p) T t_back + t_w_hh + t_w_ih, each t the faster kernel's
+    median over a few calls in this round.
+    """
+
+    def __init__(self, steps, batch, input_size, hidden, device, dtype) -> None:
+        def rand(*shape):
+            return torch.randn(*shape, device=device, dtype=dtype)
+
+        self.steps = steps
+        h, w_hh, dz = rand(batch, hidden), rand(4 * hidden, hidden), rand(batch, 4 * hidden)
+        all_dz, all_h, x = (
+            rand(steps * batch, 4 * hidden),
+            rand(steps * batch, hidden),
+            rand(steps * batch, input_size),
+        )
+        w_hh_t = w_hh.t().contiguous()
+        # (a, b) with the product a @ b; oneDNN's linear takes (a, b^T contiguous).
+        self.products = {
+            "step": (h, w_hh.t()),
+            "back": (dz, w_hh),
+            "w_hh": (all_dz.t(), all_h),
+            "w_ih": (all_dz.t(), x),
+        }
+        self.onednn_operands = {
+            "step": (h, w_hh),
+            "back": (dz, w_hh_t),
+            "w_hh": (all_dz.t().contiguous(), all_h.t().contiguous()),
+            "w_ih": (all_dz.t().contiguous(), x.t().contiguous()),
+        }
+        self.outs = {name: torch.mm(a, b) for name, (a, b) in self.products.items()}
+        self.onednn = (
+            device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+        )
+        self.device = device
+
+    def time_products(self) -> dict[str, float]:
+        """ms of each product on the faster kernel, median of a few calls each."""
+        best = {}
+        for name, (a, b) in self.products.items():
+            out = self.outs[name]
+            calls = 5 if name.startswith("w_") else 20
+            kernels = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
+            if self.onednn:
+                a1, w1 = self.onednn_operands[name]
+                kernels.append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
+            best[name] = min(
+                statistics.median(_timed(kernel, self.device) for _ in range(calls))
+                for kernel in kernels
+            )
+        return best
+
+    def floor_ms(self, times: dict[str, float], p: float) -> float:
+        kept = (1 - p) * self.steps
+        return self.steps * times["step"] + kept * times["back"] + times["w_hh"] + times["w_ih"]
+
+
+def _onednn_linear(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """a @ weight^T on oneDNN (``torch.ops.mkldnn._linear_pointwise``, as ``products.py``)."""
+    return torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
+
+
+def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with ``HDETACH_CPU_KERNEL=kernel`` (unchanged for None)."""
+    if kernel is None:
+        return fn
+
+    def run():
+        before = os.environ.get("HDETACH_CPU_KERNEL")
+        os.environ["HDETACH_CPU_KERNEL"] = kernel
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ["HDETACH_CPU_KERNEL"]
+            else:
+                os.environ["HDETACH_CPU_KERNEL"] = before
+
+    return run
+
+
 def benchmark_shape(
     name: str,
     device: torch.device,
@@ -120,6 +211,7 @@ def benchmark_shape(
     backends: list[str],
     ps: list[float],
     repeats: int,
+    cpu_kernels: list[str] | None = None,
 ) -> list[dict]:
     """Time every implementation on one shape; one dict per row of the table.
 
@@ -133,25 +225,31 @@ def benchmark_shape(
     grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
     entries = []  # (row, forward or None, timed call for the fwd+bwd column)
 
-    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor]) -> None:
+    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
         def fwd_bwd() -> None:
             forward().backward(grad)
 
-        entries.append(({"shape": name, "impl": impl, "p": p}, forward, fwd_bwd))
+        row = {"shape": name, "impl": impl, "p": p}
+        entries.append((row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)))
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
     for p in ps:
         loop = AuthorsLoop(input_size, hidden, p, device=device, dtype=dtype)
         add("authors' loop", p, lambda loop=loop: loop(x)[0])
+    kernels = cpu_kernels if device.type == "cpu" and cpu_kernels else [None]
     for backend in backends:
-        for p in ps:
-            ours = hdetach.LSTM(
-                input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
-            )
-            add(f"hdetach {backend}", p, lambda ours=ours: ours(x)[0])
+        for kernel in kernels if backend == "fused" else [None]:
+            impl = f"hdetach {backend}" + ("" if kernel is None else f", {kernel}")
+            for p in ps:
+                ours = hdetach.LSTM(
+                    input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
+                )
+                add(impl, p, lambda ours=ours: ours(x)[0], kernel)
     floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
     entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
+    flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
+    product_times: dict[str, list[float]] = {}
 
     def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -171,25 +269,35 @@ def benchmark_shape(
             if forward is not None:
                 times[k]["fwd"].append(_timed(forward_only(forward), device))
             times[k]["bwd"].append(_timed(fwd_bwd, device))
+        for kind, ms in flop_floor.time_products().items():  # in turn with the rest
+            product_times.setdefault(kind, []).append(ms)
+    medians = {kind: statistics.median(ms[1:]) for kind, ms in product_times.items()}
+    floors = {p: flop_floor.floor_ms(medians, p) for p in sorted({0.0, *ps})}
     rows = []
     for k, (row, _, _) in enumerate(entries):
         fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
+        floor_p = 0.0 if row["impl"] in ("torch.nn.LSTM", "matmul floor") else row["p"]
         rows.append(
             {
                 **row,
                 "fwd_ms": statistics.median(fwd) if fwd else None,
                 "fwd_bwd_ms": statistics.median(bwd),
+                "flop_floor_ms": floors[floor_p],
             }
         )
+    for p, ms in floors.items():
+        row = {"shape": name, "impl": "FLOP floor", "p": p, "fwd_ms": None, "fwd_bwd_ms": ms}
+        rows.append({**row, "flop_floor_ms": ms})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same shape."""
+    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same
+    shape, and against the FLOP floor at the row's p (p = 0 for torch.nn.LSTM)."""
     lines = [
         "| shape (T, B, I, H) | implementation | p | forward ms | fwd+bwd ms "
-        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) |",
-        "|---|---|---|---|---|---|---|",
+        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) | vs FLOP floor |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         same_shape = [r for r in rows if r["shape"] == row["shape"]]
@@ -201,7 +309,8 @@ def format_table(rows: list[dict]) -> str:
         vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
         lines.append(
             f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} "
-            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} |"
+            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} "
+            f"| {row['fwd_bwd_ms'] / row['flop_floor_ms']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -258,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="p_detach values for the loop and our backends (default: 0 0.25 0.5)",
     )
     parser.add_argument(
+        "--cpu-kernels",
+        nargs="+",
+        choices=["compiled", "python"],
+        default=["compiled", "python"],
+        help="on a CPU, time the fused backend on each of these kernels (HDETACH_CPU_KERNEL; "
+        "default: compiled python)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
     )
     parser.add_argument(
@@ -293,7 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         rows = []
         for shape in args.shapes:
-            rows += benchmark_shape(shape, device, dtype, args.backends, args.ps, args.repeats)
+            rows += benchmark_shape(
+                shape, device, dtype, args.backends, args.ps, args.repeats, args.cpu_kernels
+            )
             print(f"measured {shape}", flush=True)
         table = format_table(rows)
     text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{table}\n"

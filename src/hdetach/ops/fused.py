@@ -107,7 +107,10 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool, compile
         if w_ih is None:
             gates.copy_(x[start:end])
         else:
-            block_product(x[start:end], w_ih, out=gates, bias=bias)
+            # The compiled path writes the input part in place with torch's addmm.
+            block_product(
+                x[start:end], w_ih, out=gates, bias=bias, onednn=False if compiled else None
+            )
         if compiled:
             if not save:  # the reused cell buffer is written while c is read
                 c = c.clone()

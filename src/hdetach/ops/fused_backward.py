@@ -58,9 +58,9 @@ def fused_backward(
     if compiled:
         compiled_cuts = _compiled_cuts(cuts, steps, members_of(w_hh))
         d_out = d_out.contiguous()
-    # The backward's products dz W_hh and dh W_hr, in the layout of products.py.
-    w_hh_back = w_hh.transpose(-2, -1).contiguous()
-    w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
+    if not compiled:  # the backward's products dz W_hh and dh W_hr, as products.py takes them
+        w_hh_back = w_hh.transpose(-2, -1).contiguous()
+        w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
     for j in range(len(bounds) - 1, -1, -1):
         start, end = bounds[j]
         chunk = {name: chunks[j] for name, chunks in saved.items()}
@@ -68,9 +68,10 @@ def fused_backward(
         if compiled:
             dz = _compiled_chunk_backward(
                 start, end, chunk, c_before, d_out, w_hh, w_hr, state, buffers, compiled_cuts,
-                detach_path == "h", batch_sizes,
+                detach_path == "h", batch_sizes, result["bias"],
             )  # fmt: skip
-            _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers)
+            # torch's addmm takes dz^T as it is (oneDNN would copy it first).
+            _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers, True)
             continue
         dz = _chunk_backward(
             start, end, chunk, c_before, out, d_out, w_hh_back, w_hr_back, state, buffers, cuts,
@@ -114,9 +115,22 @@ def _compiled_cuts(cuts: tuple, steps: int, members: int) -> tuple[Tensor, Tenso
 
 
 def _compiled_chunk_backward(
-    start, end, chunk, c_before, d_out, w_hh, w_hr, state, buffers, cuts, detach_h, batch_sizes
+    start,
+    end,
+    chunk,
+    c_before,
+    d_out,
+    w_hh,
+    w_hr,
+    state,
+    buffers,
+    cuts,
+    detach_h,
+    batch_sizes,
+    d_bias,
 ) -> Tensor:
-    """``_chunk_backward`` in one call of the compiled recurrence; returns dz (K, B, 4H)."""
+    """``_chunk_backward`` in one call of the compiled recurrence; returns dz (K, B, 4H).
+    The bias gradient ``d_bias`` (if not None) takes the chunk's share as dz is made."""
     size = end - start
     dz = buffers["dz"][:size]
     dh_steps = None
@@ -129,8 +143,8 @@ def _compiled_chunk_backward(
     cut, keep = cuts
     cpu_kernel.compiled_ops().backward_chunk(
         chunk["gates"], chunk["cells"], chunk["tanh_cells"], c_before.contiguous(), d_out, w_hh,
-        w_hr, state["dh"], state["dc"], dz, dh_steps, buffers.get("dm"), cut, keep, detach_h,
-        batch_sizes or [], start,
+        w_hr, state["dh"], state["dc"], dz, dh_steps, buffers.get("dm"), d_bias, cut, keep,
+        detach_h, batch_sizes or [], start,
     )  # fmt: skip
     return dz
 
@@ -255,20 +269,25 @@ def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh_back, d_out_before,
             product(dz_t[part], w_hh_back[k], out=dh_t[part], add=d_out_before[part])
 
 
-def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
-    """Add one chunk's share of the weight and input gradients: large products."""
+def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers, compiled=False):
+    """Add one chunk's share of the weight and input gradients: large products.
+
+    ``compiled``: the products on torch's addmm (see ``block_product``), and the bias
+    gradient already taken by the compiled steps.
+    """
     size = end - start
+    onednn = False if compiled else None
     if result["w_hh"] is not None:
         # sum_t dz_t^T h_{t-1}, h_{t-1} being out[t-1] (or h0 at t = 0)
         if start == 0:
-            add_outer_(result["w_hh"], dz[0], h0)
+            add_outer_(result["w_hh"], dz[0], h0, onednn)
             if size > 1:
-                add_outer_(result["w_hh"], dz[1:], out[: size - 1])
+                add_outer_(result["w_hh"], dz[1:], out[: size - 1], onednn)
         else:
-            add_outer_(result["w_hh"], dz, out[start - 1 : end - 1])
+            add_outer_(result["w_hh"], dz, out[start - 1 : end - 1], onednn)
     if result["w_hr"] is not None:  # sum_t dh_t^T m_t
-        add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
-    if result["bias"] is not None:
+        add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"], onednn)
+    if result["bias"] is not None and not compiled:
         members = result["bias"].shape[0] if result["bias"].dim() == 2 else 1  # (K, 4H)
         result["bias"] += rows_sum(dz, members)
     if w_ih is None:
@@ -276,10 +295,10 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
             result["x"][start:end] = dz
     else:
         if result["w_ih"] is not None:
-            add_outer_(result["w_ih"], dz, x[start:end])
+            add_outer_(result["w_ih"], dz, x[start:end], onednn)
         if result["x"] is not None:  # dz W_ih
             w_ih_back = w_ih.transpose(-2, -1).contiguous()
-            block_product(dz, w_ih_back, out=result["x"][start:end])
+            block_product(dz, w_ih_back, out=result["x"][start:end], onednn=onednn)
 
 
 def _gate_derivatives(

@@ -200,13 +200,15 @@ void forward_chunk(const Tensor& gates, const Tensor& h, const Tensor& c, const 
 // the gradients reaching the state after the chunk (d_out of its last step not yet
 // added); out, those reaching the state entering it. dz (S, B, 4H) receives the gate
 // gradients; dh_steps (S, B, P) each step's total dh (with w_hr, for dW_hr); dm (B, H) a
-// scratch row block (with w_hr). cut (T, K) uint8: whether member k (the whole batch for
+// scratch row block (with w_hr). d_bias (4H) or (K, 4H), if given, takes the chunk's sum of
+// dz over steps and rows (per member), summed in double. cut (T, K) uint8: whether member k (the whole batch for
 // K = 1) is detached at t; keep (T, B) or undefined: per-row keep factors (1 - mask).
 void backward_chunk(const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
                     const Tensor& c_before, const Tensor& d_out, const Tensor& w_hh,
                     const std::optional<Tensor>& w_hr, const Tensor& dh, const Tensor& dc,
                     const Tensor& dz, const std::optional<Tensor>& dh_steps,
-                    const std::optional<Tensor>& dm_buffer, const Tensor& cut,
+                    const std::optional<Tensor>& dm_buffer, const std::optional<Tensor>& d_bias,
+                    const Tensor& cut,
                     const std::optional<Tensor>& keep, bool detach_h,
                     at::IntArrayRef batch_sizes, int64_t start) {
   for (const auto& [t, name] :
@@ -225,6 +227,7 @@ void backward_chunk(const Tensor& gates, const Tensor& cells, const Tensor& tanh
   const uint8_t* cutp = cut.data_ptr<uint8_t>();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "hdetach_backward_chunk", [&] {
     const scalar_t* keepp = keep.has_value() ? keep->data_ptr<scalar_t>() : nullptr;
+    std::vector<double> bias_sum(d_bias.has_value() ? K * 4 * H : 0, 0.0);
     for (int64_t k = S - 1; k >= 0; --k) {
       const int64_t t = start + k;
       const int64_t n = rows_at(sizes, t, B);
@@ -260,6 +263,11 @@ void backward_chunk(const Tensor& gates, const Tensor& cells, const Tensor& tanh
           }
           backward_row<scalar_t>(ap + r * 4 * H, tcp + r * H, cprevp + r * H, dmp + r * H,
                                  dcp + r * H, dzp + r * 4 * H, scale, H);
+          if (!bias_sum.empty()) {
+            double* acc = bias_sum.data() + member * 4 * H;
+            const scalar_t* row = dzp + r * 4 * H;
+            for (int64_t j = 0; j < 4 * H; ++j) acc[j] += static_cast<double>(row[j]);
+          }
         }
       }
       // dh <- d_out[t - 1] + dz W_hh, the product skipped where path h is detached.
@@ -298,6 +306,11 @@ void backward_chunk(const Tensor& gates, const Tensor& cells, const Tensor& tanh
         }
       }
     }
+    if (d_bias.has_value()) {
+      check_cpu_contiguous(*d_bias, "d_bias");
+      scalar_t* db = d_bias->data_ptr<scalar_t>();
+      for (int64_t j = 0; j < K * 4 * H; ++j) db[j] += static_cast<scalar_t>(bias_sum[j]);
+    }
   });
 }
 
@@ -311,7 +324,8 @@ TORCH_LIBRARY(hdetach_cpu, m) {
   m.def(
       "backward_chunk(Tensor gates, Tensor cells, Tensor tanh_cells, Tensor c_before, "
       "Tensor d_out, Tensor w_hh, Tensor? w_hr, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, "
-      "Tensor(d!)? dh_steps, Tensor(e!)? dm, Tensor cut, Tensor? keep, bool detach_h, "
+      "Tensor(d!)? dh_steps, Tensor(e!)? dm, Tensor(f!)? d_bias, Tensor cut, Tensor? keep, "
+      "bool detach_h, "
       "int[] batch_sizes, int start) -> ()");
 }
 
