@@ -38,15 +38,20 @@ SHAPES = {
 }
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+_clock = {"now": time.perf_counter}
+
+
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call of ``fn`` in ms."""
+    """Time of one call of ``fn`` in ms: wall time, or with ``--clock cpu`` this thread's
+    CPU time (one thread only: a loaded machine's waits for a core are left out)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = _clock["now"]()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
+    return (_clock["now"]() - start) * 1e3
 
 
 def median_ms_in_turns(
@@ -117,67 +122,76 @@ def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[
 
 
 class FlopFloor:
-    """The FLOP floor of one h-detach forward+backward: the products it must do, each
-    timed on the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, the
-    operands laid out as each kernel likes them), at the current thread count.
+    """The FLOP floor of one h-detach forward+backward: the products it must do, each on
+    the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, operands laid out
+    as each kernel likes them), at the current thread count, run back to back.
 
     Products (B rows, H hidden, I inputs, T steps): h_{t-1} W_hh^T (B x H by H x 4H) at
-    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, (1 - p) T of them; the
-    weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
-    Floor(p) = T t_step + (1 - p) T t_back + t_w_hh + t_w_ih, each t the faster kernel's
-    median over a few calls in this round.
+    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, round((1 - p) T) of them;
+    the weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
+    The faster kernel of each product is chosen once from short timings; the floor itself
+    is timed as one run of all its products, in turn with the other rows, so that a
+    loaded machine stretches it as much as them.
     """
 
     def __init__(self, steps, batch, input_size, hidden, device, dtype) -> None:
         def rand(*shape):
             return torch.randn(*shape, device=device, dtype=dtype)
 
-        self.steps = steps
+        self.steps, self.device = steps, device
         h, w_hh, dz = rand(batch, hidden), rand(4 * hidden, hidden), rand(batch, 4 * hidden)
         all_dz, all_h, x = (
             rand(steps * batch, 4 * hidden),
             rand(steps * batch, hidden),
             rand(steps * batch, input_size),
         )
-        w_hh_t = w_hh.t().contiguous()
-        # (a, b) with the product a @ b; oneDNN's linear takes (a, b^T contiguous).
-        self.products = {
-            "step": (h, w_hh.t()),
-            "back": (dz, w_hh),
-            "w_hh": (all_dz.t(), all_h),
-            "w_ih": (all_dz.t(), x),
+        # per product: (a, b) for a @ b on torch.mm; (a, b^T contiguous) for oneDNN's linear
+        operands = {
+            "step": ((h, w_hh.t()), (h, w_hh)),
+            "back": ((dz, w_hh), (dz, w_hh.t().contiguous())),
+            "w_hh": ((all_dz.t(), all_h), (all_dz.t().contiguous(), all_h.t().contiguous())),
+            "w_ih": ((all_dz.t(), x), (all_dz.t().contiguous(), x.t().contiguous())),
         }
-        self.onednn_operands = {
-            "step": (h, w_hh),
-            "back": (dz, w_hh_t),
-            "w_hh": (all_dz.t().contiguous(), all_h.t().contiguous()),
-            "w_ih": (all_dz.t().contiguous(), x.t().contiguous()),
-        }
-        self.outs = {name: torch.mm(a, b) for name, (a, b) in self.products.items()}
-        self.onednn = (
+        onednn = (
             device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
         )
-        self.device = device
+        self.kernels: dict[str, list[Callable[[], object]]] = {}
+        for name, ((a, b), (a1, w1)) in operands.items():
+            out = torch.mm(a, b)
+            self.kernels[name] = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
+            if onednn:
+                self.kernels[name].append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
+        self.chosen: dict[str, Callable[[], object]] = {}
 
-    def time_products(self) -> dict[str, float]:
-        """ms of each product on the faster kernel, median of a few calls each."""
-        best = {}
-        for name, (a, b) in self.products.items():
-            out = self.outs[name]
+    def choose(self) -> dict[str, int]:
+        """Pick each product's faster kernel (median of a few calls); 0 torch.mm, 1 oneDNN."""
+        picks = {}
+        for name, kernels in self.kernels.items():
             calls = 5 if name.startswith("w_") else 20
-            kernels = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
-            if self.onednn:
-                a1, w1 = self.onednn_operands[name]
-                kernels.append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
-            best[name] = min(
+            ms = [
                 statistics.median(_timed(kernel, self.device) for _ in range(calls))
                 for kernel in kernels
-            )
-        return best
+            ]
+            picks[name] = ms.index(min(ms))
+            self.chosen[name] = kernels[picks[name]]
+        return picks
 
-    def floor_ms(self, times: dict[str, float], p: float) -> float:
-        kept = (1 - p) * self.steps
-        return self.steps * times["step"] + kept * times["back"] + times["w_hh"] + times["w_ih"]
+    def run(self, p: float) -> Callable[[], None]:
+        """One forward+backward's products at ``p``, on the chosen kernels."""
+        kept = round((1 - p) * self.steps)
+
+        def products() -> None:
+            if not self.chosen:
+                self.choose()
+            step, back = self.chosen["step"], self.chosen["back"]
+            for _ in range(self.steps):
+                step()
+            for _ in range(kept):
+                back()
+            self.chosen["w_hh"]()
+            self.chosen["w_ih"]()
+
+        return products
 
 
 def _onednn_linear(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -249,7 +263,8 @@ def benchmark_shape(
     floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
     entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
     flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
-    product_times: dict[str, list[float]] = {}
+    for p in sorted({0.0, *ps}):
+        entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
 
     def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -269,14 +284,15 @@ def benchmark_shape(
             if forward is not None:
                 times[k]["fwd"].append(_timed(forward_only(forward), device))
             times[k]["bwd"].append(_timed(fwd_bwd, device))
-        for kind, ms in flop_floor.time_products().items():  # in turn with the rest
-            product_times.setdefault(kind, []).append(ms)
-    medians = {kind: statistics.median(ms[1:]) for kind, ms in product_times.items()}
-    floors = {p: flop_floor.floor_ms(medians, p) for p in sorted({0.0, *ps})}
+    floors = {
+        row["p"]: statistics.median(times[k]["bwd"][1:])
+        for k, (row, _, _) in enumerate(entries)
+        if row["impl"] == "FLOP floor"
+    }
     rows = []
     for k, (row, _, _) in enumerate(entries):
         fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
-        floor_p = 0.0 if row["impl"] in ("torch.nn.LSTM", "matmul floor") else row["p"]
+        floor_p = row["p"] or 0.0  # torch.nn.LSTM: p = 0
         rows.append(
             {
                 **row,
@@ -285,9 +301,6 @@ def benchmark_shape(
                 "flop_floor_ms": floors[floor_p],
             }
         )
-    for p, ms in floors.items():
-        row = {"shape": name, "impl": "FLOP floor", "p": p, "fwd_ms": None, "fwd_bwd_ms": ms}
-        rows.append({**row, "flop_floor_ms": ms})
     return rows
 
 
@@ -375,6 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
         "default: compiled python)",
     )
     parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time (default), or cpu: the thread's CPU time, for --threads 1 on a loaded "
+        "machine (time spent waiting for a core is not counted)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads for the run (default: torch's default)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
     )
     parser.add_argument(
@@ -401,6 +426,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--p: each value must be in [0, 1], got {p}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu measures one thread: add --threads 1")
+    _clock["now"] = CLOCKS[args.clock]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -415,7 +447,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"measured {shape}", flush=True)
         table = format_table(rows)
-    text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{table}\n"
+    text = (
+        f"Machine: {machine_description(device)}; dtype {args.dtype}; clock {args.clock}"
+        f"\n\n{table}\n"
+    )
     print(text)
     if args.output:
         with open(args.output, "w") as f:
