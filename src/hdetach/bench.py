@@ -35,6 +35,8 @@ SHAPES = {
     "copy300": (320, 100, 1, 128),
     "pmnist": (784, 100, 1, 100),
     "wide": (100, 64, 512, 512),
+    "study": (30, 100, 9, 128),  # the hidden-128 studies of results/studies
+    "small": (40, 32, 64, 64),
 }
 
 

@@ -48,7 +48,9 @@ def fused_backward(
         "dc": d_c_n.clone(memory_format=torch.contiguous_format),
     }
     largest = max(e - s for s, e in bounds)
-    buffers = {"dz": POOL.take((largest, batch, 4 * hidden), out).zero_()}
+    buffers = {"dz": POOL.take((largest, batch, 4 * hidden), out)}
+    if not compiled:  # the compiled steps write every active row (packed: zeroed per chunk)
+        buffers["dz"].zero_()
     if not compiled:  # the compiled steps compute these factors as they go
         buffers["coef"] = POOL.take((largest, batch, 5 * hidden), out)
     if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr

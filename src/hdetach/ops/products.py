@@ -139,5 +139,9 @@ def add_outer_(acc: Tensor, d: Tensor, v: Tensor, onednn: bool | None = None) ->
     flat_d, flat_v = d.reshape(-1, d.shape[-1]), v.reshape(-1, v.shape[-1])
     if uses_onednn(acc) if onednn is None else onednn:
         acc += _onednn(flat_d.t(), flat_v.t())
+    elif flat_v.shape[-1] < 32:
+        # A narrow v (few inputs): MKL's d^T v with a narrow result runs at a fifth of the
+        # speed of (v^T d)^T (5 vs 26 GFLOP/s for 3000 rows of 512 by 9, one thread).
+        acc += torch.mm(flat_v.t(), flat_d).t()
     else:
         acc.addmm_(flat_d.t(), flat_v)
