@@ -276,7 +276,7 @@ def benchmark_shape(
         return run
 
     times: dict[int, dict[str, list[float]]] = {
-        k: {"fwd": [], "bwd": []} for k in range(len(entries))
+        k: {"fwd": [], "train_fwd": [], "bwd": []} for k in range(len(entries))
     }
     for round_ in range(repeats + 1):  # round 0 warms up
         for k, (row, forward, fwd_bwd) in enumerate(entries):
@@ -285,6 +285,7 @@ def benchmark_shape(
                 continue
             if forward is not None:
                 times[k]["fwd"].append(_timed(forward_only(forward), device))
+                times[k]["train_fwd"].append(_timed(forward, device))  # graph recorded, dropped
             times[k]["bwd"].append(_timed(fwd_bwd, device))
     floors = {
         row["p"]: statistics.median(times[k]["bwd"][1:])
@@ -294,11 +295,13 @@ def benchmark_shape(
     rows = []
     for k, (row, _, _) in enumerate(entries):
         fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
+        train_fwd = times[k]["train_fwd"][1:]
         floor_p = row["p"] or 0.0  # torch.nn.LSTM: p = 0
         rows.append(
             {
                 **row,
                 "fwd_ms": statistics.median(fwd) if fwd else None,
+                "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
                 "fwd_bwd_ms": statistics.median(bwd),
                 "flop_floor_ms": floors[floor_p],
             }
@@ -310,9 +313,10 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same
     shape, and against the FLOP floor at the row's p (p = 0 for torch.nn.LSTM)."""
     lines = [
-        "| shape (T, B, I, H) | implementation | p | forward ms | fwd+bwd ms "
+        "| shape (T, B, I, H) | implementation | p | forward ms (no grad) "
+        "| forward ms (training) | fwd+bwd ms "
         "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) | vs FLOP floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         same_shape = [r for r in rows if r["shape"] == row["shape"]]
@@ -320,10 +324,11 @@ def format_table(rows: list[dict]) -> str:
         loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
         loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
         fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
+        train_fwd = "" if row.get("train_fwd_ms") is None else f"{row['train_fwd_ms']:.1f}"
         p = "" if row["p"] is None else f"{row['p']:g}"
         vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
         lines.append(
-            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} "
+            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} | {train_fwd} "
             f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} "
             f"| {row['fwd_bwd_ms'] / row['flop_floor_ms']:.2f}x |"
         )
