@@ -20,6 +20,7 @@
 // so that a member's results are bitwise those of its lone twin.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -115,6 +116,10 @@ void backward_row(const T* __restrict a, const T* __restrict tc, const T* __rest
   }
 }
 
+// Rows per task of a parallel element-wise pass: at least 16 K floats of gates, so that
+// a task outweighs handing it to another thread (on one thread the pass runs inline).
+inline int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 16384 / (4 * H)); }
+
 // Active rows at step t: batch_sizes[t] when packed, else the whole batch.
 inline int64_t rows_at(const std::vector<int64_t>& sizes, int64_t t, int64_t batch) {
   return sizes.empty() ? batch : sizes[t];
@@ -172,10 +177,12 @@ void forward_chunk(const Tensor& gates, const Tensor& h, const Tensor& c, const 
       scalar_t* cellp = cells[k].data_ptr<scalar_t>();
       scalar_t* tcp = tanh_cells[k].data_ptr<scalar_t>();
       scalar_t* mp = m_all.data_ptr<scalar_t>();
-      for (int64_t r = 0; r < n; ++r) {
-        forward_row<scalar_t>(zp + r * 4 * H, cp + r * H, cellp + r * H, tcp + r * H, mp + r * H,
-                              H);
-      }
+      at::parallel_for(0, n, row_grain(H), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          forward_row<scalar_t>(zp + r * 4 * H, cp + r * H, cellp + r * H, tcp + r * H,
+                                mp + r * H, H);
+        }
+      });
       if (projected) {
         for (int64_t member = 0; member < K; ++member) {
           Tensor o = out[t].narrow(0, member * rows, rows);
@@ -254,20 +261,25 @@ void backward_chunk(const Tensor& gates, const Tensor& cells, const Tensor& tanh
       const scalar_t* dmp = dm_t.data_ptr<scalar_t>();
       scalar_t* dcp = dc.data_ptr<scalar_t>();
       scalar_t* dzp = dz[k].data_ptr<scalar_t>();
-      for (int64_t member = 0; member < K; ++member) {
-        const bool whole = cutp[t * K + member] != 0;
-        for (int64_t r = member * rows; r < (member + 1) * rows; ++r) {
+      // Rows are independent: each row's numbers do not depend on how rows are split
+      // between threads.
+      at::parallel_for(0, n, row_grain(H), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t member = r / rows;
+          const bool whole = cutp[t * K + member] != 0;
           scalar_t scale = 1;
           if (!detach_h) {
             scale = whole ? scalar_t(0) : (keepp ? keepp[t * B + r] : scalar_t(1));
           }
           backward_row<scalar_t>(ap + r * 4 * H, tcp + r * H, cprevp + r * H, dmp + r * H,
                                  dcp + r * H, dzp + r * 4 * H, scale, H);
-          if (!bias_sum.empty()) {
-            double* acc = bias_sum.data() + member * 4 * H;
-            const scalar_t* row = dzp + r * 4 * H;
-            for (int64_t j = 0; j < 4 * H; ++j) acc[j] += static_cast<double>(row[j]);
-          }
+        }
+      });
+      if (!bias_sum.empty()) {  // in row order on one thread: the same sum on any threads
+        for (int64_t r = 0; r < n; ++r) {
+          double* acc = bias_sum.data() + (r / rows) * 4 * H;
+          const scalar_t* row = dzp + r * 4 * H;
+          for (int64_t j = 0; j < 4 * H; ++j) acc[j] += static_cast<double>(row[j]);
         }
       }
       // dh <- d_out[t - 1] + dz W_hh, the product skipped where path h is detached.
