@@ -13,6 +13,11 @@ Why this is fast on a CPU (and correct on any device):
 * Work is done in chunks of a few MB, which stay in cache, and the chunks' buffers
   are reused from one minibatch to the next (``buffer_pool``) instead of being
   page-faulted in anew.
+* On a CPU (float32, float64) each chunk's steps, forward and backward, run in one call
+  of a compiled C++ recurrence (``cpu_kernel.py``, ``csrc/lstm_cpu.cpp``): per step one
+  product and one fused pass over the gates instead of a dozen eager operations. The
+  eager steps below remain for other devices and dtypes, torch.compile, torch.func,
+  and where the extension cannot be built (``HDETACH_CPU_KERNEL``).
 
 With a projection (``weight_hr``, P x H, as ``torch.nn.LSTM(proj_size=P)``) a step
 also computes h_t = W_hr m_t from m_t = o_t * tanh(c_t), and the state carried
@@ -85,18 +90,17 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool, compile
     # tanh is several times slower than sigmoid in PyTorch's CPU kernels, so tanh(z)
     # is taken as 2 sigmoid(2z) - 1: the g rows of the recurrent weight (here) and of
     # the input projection (per chunk) are doubled, and one sigmoid serves all gates.
-    if not compiled:
+    if compiled:  # it reads whole rows of the state through pointers
+        h, c = h0.contiguous(), c0.contiguous()
+    else:
+        h, c = h0, c0
         w_hh_doubled = w_hh.clone()
         w_hh_doubled[..., 2 * hidden : 3 * hidden, :] *= 2
-    else:
-        h, c = h0.contiguous(), c0.contiguous()
     widths = {"gates": 4 * hidden, "cells": hidden, "tanh_cells": hidden}
     if w_hr is not None:
         widths["pre_projection"] = hidden  # m_t = o_t * tanh(c_t)
     saved = {name: [] for name in widths}
     h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)  # filled as rows finish
-    if not compiled:
-        h, c = h0, c0
     for start, end in bounds:
         size = end - start
         if save or not saved["gates"]:

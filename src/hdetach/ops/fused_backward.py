@@ -49,9 +49,8 @@ def fused_backward(
     }
     largest = max(e - s for s, e in bounds)
     buffers = {"dz": POOL.take((largest, batch, 4 * hidden), out)}
-    if not compiled:  # the compiled steps write every active row (packed: zeroed per chunk)
+    if not compiled:  # the compiled steps write every active row and make these factors
         buffers["dz"].zero_()
-    if not compiled:  # the compiled steps compute these factors as they go
         buffers["coef"] = POOL.take((largest, batch, 5 * hidden), out)
     if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr
         buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
@@ -60,7 +59,7 @@ def fused_backward(
     if compiled:
         compiled_cuts = _compiled_cuts(cuts, steps, members_of(w_hh))
         d_out = d_out.contiguous()
-    if not compiled:  # the backward's products dz W_hh and dh W_hr, as products.py takes them
+    else:  # the backward's products dz W_hh and dh W_hr, as products.py takes them
         w_hh_back = w_hh.transpose(-2, -1).contiguous()
         w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
     for j in range(len(bounds) - 1, -1, -1):
@@ -131,7 +130,8 @@ def _compiled_chunk_backward(
     batch_sizes,
     d_bias,
 ) -> Tensor:
-    """``_chunk_backward`` in one call of the compiled recurrence; returns dz (K, B, 4H).
+    """``_chunk_backward`` in one call of the compiled recurrence; returns the chunk's
+    gate gradients dz (end - start, B, 4H).
     The bias gradient ``d_bias`` (if not None) takes the chunk's share as dz is made."""
     size = end - start
     dz = buffers["dz"][:size]
