@@ -123,7 +123,7 @@ def oracle_lstm_projected(
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``hdetach`` with ``argv`` in this process -> (exit code, stdout, stderr)."""
-    from hdetach.cli import main
+    from hdetach.experiments.cli import main
 
     try:
         main(argv)
@@ -139,7 +139,7 @@ def interrupt_at(monkeypatch, call: int) -> None:
     import os
     import signal
 
-    from hdetach.tasks import copying
+    from hdetach.experiments.tasks import copying
 
     original, calls = copying.CopyingTask.batch, [0]
 
@@ -152,23 +152,79 @@ def interrupt_at(monkeypatch, call: int) -> None:
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
 
 
-def signal_sweep_at_checkpoint(argv: list, env: dict, run_dir, sig) -> tuple[int, str]:
-    """Start the sweep ``argv`` in its own process group, send ``sig`` to the whole group
-    (as a terminal does) once ``run_dir`` has its first checkpoint; (return code, stderr)."""
+def signal_sweep_at_checkpoint(
+    argv: list, env: dict, ready, sig, within: float = 30.0
+) -> tuple[int, str, list[int]]:
+    """Start the command ``argv`` (a sweep, the demo, a training run) in a session of its
+    own, as a scheduler does, and send ``sig`` (a signal, or several one second apart) to
+    its main process alone, not its group (SLURM, docker stop, Kubernetes and systemd
+    signal the process they started), once the file ``ready`` exists (a run's first
+    checkpoint). The command must end within ``within`` seconds of the last signal.
+    (return code, stderr, the processes started under it that outlived it by 20 s)."""
     import os
+    import signal
     import subprocess
+    import tempfile
     import time
+    from pathlib import Path
 
-    proc = subprocess.Popen(
-        argv, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while not (run_dir / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, sig)
-    _, err = proc.communicate()
-    return proc.returncode, err
+    import pytest
+
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs /proc to find the command's processes")
+    with tempfile.TemporaryFile("w+") as err:  # not a pipe: a leftover worker holds it open
+        proc = subprocess.Popen(
+            argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+        )
+        deadline = time.time() + 120
+        while not Path(ready).exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"it ended before {ready} was written"
+        started = _descendants(proc.pid)
+        for i, one in enumerate(sig if isinstance(sig, (list, tuple)) else [sig]):
+            time.sleep(1.0 if i else 0.0)
+            os.kill(proc.pid, one)
+        try:
+            proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what the test started
+            proc.wait()
+            raise AssertionError(f"still running {within} s after the signal") from None
+        deadline = time.time() + 20
+        while (left := [p for p, t in started.items() if _alive(p, t)]) and time.time() < deadline:
+            time.sleep(0.1)
+        for pid in left:  # found out; not left to run on
+            os.kill(pid, signal.SIGKILL)
+        err.seek(0)
+        return proc.returncode, err.read(), left
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes under ``pid`` (children, theirs...): pid -> start time, which tells a
+    process from a later one given the same pid."""
+    import os
+
+    fields = {int(p): f for p in os.listdir("/proc") if p.isdigit() and (f := _stat(int(p)))}
+    found, frontier = {}, {pid}
+    while frontier:
+        frontier = {p for p, f in fields.items() if int(f[1]) in frontier and p not in found}
+        found.update({p: fields[p][19] for p in frontier})
+    return found
+
+
+def _alive(pid: int, start: str) -> bool:
+    f = _stat(pid)
+    return f is not None and f[19] == start and f[0] != "Z"
 
 
 # Copying-task configs small enough to train in a fraction of a second (one thread).

@@ -4,9 +4,9 @@ import pytest
 import torch
 from helpers import SMALLEST_COPY
 
-from hdetach import checkpoint
-from hdetach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from hdetach.train import Config, train
+from hdetach.experiments import checkpoint
+from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hdetach.experiments.train import Config, train
 
 TINY = SMALLEST_COPY
 

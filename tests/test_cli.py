@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 import torch
 from helpers import SMALLEST_COPY, interrupt_at
 from helpers import run_cli as run
+
+from hdetach.experiments import data
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
@@ -71,25 +74,71 @@ def test_train_transfer_report_end_to_end(tmp_path, capsys):
     assert (tmp_path / "rep" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch):
-    from hdetach.tasks import copying
+def _unhandled(signum, frame):
+    pytest.fail(f"{signal.Signals(signum).name} left to its default: the process would die")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch, sig):
+    # SIGTERM (a scheduler's stop) is taken as Ctrl-C
+    from hdetach.experiments.tasks import copying
 
     original = copying.CopyingTask.batch
 
     def interrupting_batch(self, split, idx):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sig)
         return original(self, split, idx)
 
     monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
     run_dir = str(tmp_path / "r")
-    code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        code, _, err = run(["train", "copy", *TINY, "--run-dir", run_dir], capsys)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert code == 130 and f"hdetach train --resume {run_dir}" in err  # says how to go on
+    assert not (tmp_path / "r" / "summary.json").exists()
     monkeypatch.setattr(copying.CopyingTask, "batch", original)
     code, _, err = run(["train", "--resume", run_dir], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 20
     code, _, err = run(["train", "copy", "--resume", run_dir], capsys)
     assert code == 2 and "--resume takes the saved config; drop copy" in err
+
+
+def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys, monkeypatch):
+
+    monkeypatch.setattr(data, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        code, _, err = run(["data", "mnist"], capsys)
+        assert signal.getsignal(signal.SIGTERM) is _unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and err.strip() == "hdetach data: aborted"
+
+
+def test_a_stop_request_takes_sigterm_as_ctrl_c_and_follows_a_forwarded_flag(capsys):
+    import threading
+
+    from hdetach.experiments.interrupt import StopRequest, follow
+
+    with StopRequest("stopping") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert "SIGTERM: stopping" in capsys.readouterr().err
+    flag = threading.Event()
+    follow(flag)
+    try:
+        with StopRequest("stopping", second_aborts=True) as stop:
+            assert not stop.requested
+            flag.set()  # the driver's stop, forwarded
+            assert stop.requested
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, straight here too
+            with pytest.raises(KeyboardInterrupt):  # a second one aborts
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        follow(None)
 
 
 def test_max_steps_caps_the_run(tmp_path, capsys):
@@ -135,7 +184,9 @@ def test_data_and_train_mnist(tmp_path, capsys):
 def test_bench_delegates_to_core(monkeypatch, capsys):
     seen = []
     monkeypatch.setitem(
-        sys.modules, "hdetach.bench", types.SimpleNamespace(main=lambda argv: seen.append(argv))
+        sys.modules,
+        "hdetach.experiments.bench",
+        types.SimpleNamespace(main=lambda argv: seen.append(argv)),
     )
     assert run(["bench", "--quick"], capsys)[0] == 0
     assert seen == [["--quick"]]
@@ -185,7 +236,7 @@ def test_help_has_examples(cmd, capsys):
 def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
     import dataclasses
 
-    from hdetach.config import TASK_DEFAULTS, Config, flag
+    from hdetach.experiments.config import TASK_DEFAULTS, Config, flag
 
     code, out, _ = run(["train", "--help"], capsys)
     assert code == 0
@@ -206,7 +257,7 @@ def test_option_types_come_from_the_annotations_not_their_spelling():
     import argparse
     import dataclasses
 
-    from hdetach.config import add_dataclass_options
+    from hdetach.experiments.config import add_dataclass_options
 
     @dataclasses.dataclass
     class Options:
@@ -223,7 +274,8 @@ def test_option_types_come_from_the_annotations_not_their_spelling():
 def test_option_choices_are_the_modules_own_lists():
     import argparse
 
-    from hdetach import functional, train
+    from hdetach import functional
+    from hdetach.experiments import train
     from hdetach.nn import lstm
 
     parser = argparse.ArgumentParser()
@@ -254,7 +306,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    from hdetach.session import open_run
+    from hdetach.experiments.session import open_run
 
     assert open_run(None, tmp_path / "r").model.lstm.layer_masks == "independent"
 
@@ -300,7 +352,7 @@ def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from hdetach.train import Config, train
+    from hdetach.experiments.train import Config, train
 
     d = tmp_path_factory.mktemp("cli") / "run"
     train(Config(**SMALLEST_COPY, run_dir=str(d)), progress=False)
@@ -331,3 +383,38 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and str(path) in err, err
     assert ("truncated" if damage == "truncate" else "another version") in err
+
+
+def _modules_loaded_by(argv: list[str]) -> set[str]:
+    """The modules a fresh ``hdetach ARGV`` process has imported when it exits."""
+    code = (
+        "import sys\n"
+        "from hdetach.experiments import cli\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return set(done.stderr.strip().splitlines()[-1].split())
+
+
+NOTHING_HEAVY = {"scipy", "matplotlib", "hdetach.experiments.report", "hdetach.experiments.train"}
+
+
+@pytest.mark.parametrize(
+    "argv, not_loaded",
+    [
+        (["--help"], NOTHING_HEAVY),
+        (["tran"], NOTHING_HEAVY),  # a mistyped subcommand
+        (["train", "copy", "--lr", "x"], {"scipy", "matplotlib", "hdetach.experiments.report"}),
+        (["report", "--help"], {"hdetach.experiments.train"}),
+    ],
+)
+def test_help_and_option_errors_answer_before_loading_what_they_do_not_use(argv, not_loaded):
+    # Only the chosen subcommand's module is imported: help, a mistyped subcommand or a bad
+    # option does not wait for the rest of the lab (scipy, matplotlib, the loop...).
+    loaded = _modules_loaded_by(argv)
+    assert "hdetach.experiments.cli" in loaded
+    assert not loaded & not_loaded, loaded & not_loaded

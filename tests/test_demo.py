@@ -1,16 +1,22 @@
 """hdetach demo: a small study through the sweep engine, rerunnable, with an honest verdict."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import run_cli, signal_sweep_at_checkpoint
 
-from hdetach.analysis.tracking import late_ratio
-from hdetach.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
-from hdetach.demo_verdicts import balance_verdict, transfer_verdict, verdict
-from hdetach.stats import compare
+from hdetach.experiments.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
+from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
+from hdetach.experiments.gradients.tracking import late_ratio
+from hdetach.experiments.stats import compare
+from hdetach.experiments.sweep.engines import run_one
 
 
 def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(tmp_path, capsys):
@@ -39,6 +45,9 @@ def test_the_short_demo_runs_both_models_over_seeds_and_reruns_without_training(
     assert said == verdict(best[0.0], best[0.5], "h-detach p=0.5", "best val acc at T=5")
     assert said.startswith("Within noise") == compare(best[0.5], best[0.0]).within_noise
     assert (out / "curves.png").is_file() and (out / "report.md").is_file()
+    assert (out / "gradients.png").is_file()
+    figures = [line for line in lines if line.startswith("curves: ")]
+    assert len(figures) == 1 and f"gradients: {out / 'gradients.png'}" in figures[0]
     # the gradient balance of every run was tracked, and its comparison is the one printed
     late = {p: [late_ratio(out / f"p_detach={p!r},seed={s}") for s in (0, 1)] for p in best}
     assert all(r is not None and r > 0 for rs in late.values() for r in rs)
@@ -91,6 +100,33 @@ def _check_transfer(out, lines, best):
     assert lines[head + 7] == transfer_verdict(per_T, "h-detach p=0.5")
     assert (out / "transfer.png").is_file()
     assert "Transfer copying accuracy by T" in (out / "report.md").read_text()
+
+
+def test_ctrl_c_to_the_demo_stops_its_runs_and_the_same_command_finishes_them_exactly(
+    tmp_path,
+):
+    # kill -INT to the demo's main process alone: its workers' runs stop too
+    out = tmp_path / "demo"
+    argv = [
+        sys.executable, "-m", "hdetach", "demo", "--short", "--seeds", "1", "--jobs", "2",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    first = out / "p_detach=0.0,seed=0"
+    code, err, left = signal_sweep_at_checkpoint(argv, env, first / "last.pt", signal.SIGINT)
+    assert not left, f"processes left running: {left}"
+    assert code == 130 and "not finished: run the same command again to continue" in err
+    assert "stopped at step" in (first / "train.log").read_text()
+    assert not list(out.glob("*/summary.json"))
+
+    again = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in (first / "train.log").read_text()
+    # each run ends as the same run trained straight (one thread each, as with 2 jobs)
+    for name, cfg in demo_grid(None, None, 1, 0.5, True).runs(tmp_path / "straight").items():
+        straight = {k: v for k, v in run_one(cfg, 1).items() if k != "run_dir"}
+        resumed = json.loads((out / name / "summary.json").read_text())
+        assert {k: v for k, v in resumed.items() if k != "run_dir"} == straight
 
 
 def test_the_verdict_never_claims_more_than_the_numbers():

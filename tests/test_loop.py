@@ -11,11 +11,11 @@ import torch
 from helpers import TINY_COPY
 
 import hdetach
-from hdetach import runlog
-from hdetach import train as train_module
-from hdetach.session import DivergenceWatch, train_sampler
-from hdetach.tasks import copying, make_task
-from hdetach.train import Config, evaluate, load_checkpoint, resolve, train
+from hdetach.experiments import runlog
+from hdetach.experiments import train as train_module
+from hdetach.experiments.session import DivergenceWatch, train_sampler
+from hdetach.experiments.tasks import copying, make_task
+from hdetach.experiments.train import Config, evaluate, load_checkpoint, resolve, train
 
 TINY = {**TINY_COPY, "hidden_size": 16}
 
@@ -65,7 +65,7 @@ def test_summary_tests_the_best_validation_model_not_the_last(tmp_path, monkeypa
     task = make_task(cfg)
     tests = {}
     for name in ("best", "last"):
-        model = hdetach.model.SequenceModel(cfg, task)
+        model = hdetach.experiments.model.SequenceModel(cfg, task)
         model.load_state_dict(load_checkpoint(run / f"{name}.pt")["model"])
         tests[name] = evaluate(model, task, "test", 1000, "cpu")
     assert tests["best"] != tests["last"]  # else this test could not tell them apart

@@ -14,12 +14,12 @@ import pytest
 import torch
 from helpers import TINY_COPY, interrupt_at, run_cli, signal_sweep_at_checkpoint
 
-from hdetach import train as train_module
-from hdetach.config import Config, ConfigError
-from hdetach.population import train_population
-from hdetach.sweep import Grid
-from hdetach.sweep.engines import run_one
-from hdetach.train import load_checkpoint, train
+from hdetach.experiments import train as train_module
+from hdetach.experiments.config import Config, ConfigError
+from hdetach.experiments.sweep import Grid
+from hdetach.experiments.sweep.engines import run_one
+from hdetach.experiments.train import load_checkpoint, train
+from hdetach.experiments.train_population import train_population
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -244,7 +244,9 @@ def test_an_interrupted_population_sweep_resumes_to_the_same_summaries(tmp_path)
         "--out", str(out), "--engine", "population",
     ]  # fmt: skip
     first = out / "p_detach=0.0,lr=0.001,seed=0"
-    code, err = signal_sweep_at_checkpoint(argv, env, first, signal.SIGINT)
+    # SIGTERM to the main process alone, as from a scheduler: the population's worker stops
+    code, err, left = signal_sweep_at_checkpoint(argv, env, first / "last.pt", signal.SIGTERM)
+    assert not left, f"processes left running: {left}"
     assert code == 130 and "run the same command again to continue" in err
     assert err.count(": interrupted") == 4 and not list(out.glob("*/summary.json"))
 

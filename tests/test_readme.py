@@ -1,9 +1,10 @@
-"""The README's examples run as written."""
+"""The README's and the docs' examples run as written."""
 
 import re
 from pathlib import Path
 
 README = Path(__file__).parents[1] / "README.md"
+LIBRARY = Path(__file__).parents[1] / "docs" / "library.md"
 
 
 def test_quick_start_runs(capsys):
@@ -17,7 +18,7 @@ def test_quick_start_runs(capsys):
 
 
 def test_population_example_runs(capsys):
-    section = README.read_text().split("### Populations", 1)[1]
+    section = LIBRARY.read_text().split("## Populations", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(code, "README populations", "exec"), {})
     assert len(re.findall(r"'[0-9.]+'", capsys.readouterr().out)) == 4

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from hdetach.cli import main
-from hdetach.report import find_runs, group_runs, markdown_table, report
+from hdetach.experiments.cli import main
+from hdetach.experiments.report import markdown_table, report
+from hdetach.experiments.report_runs import find_runs, group_runs
 
 
 def _fake_run(

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-from hdetach.report import find_runs, group_runs, report
-from hdetach.stats import Spread, compare, group_stats, metric_direction
-from hdetach.study import baselines, lr_p_table, one_run_per_seed, transfer_comparisons
+from hdetach.experiments.report import report
+from hdetach.experiments.report_runs import find_runs, group_runs
+from hdetach.experiments.report_study import (
+    baselines,
+    lr_p_table,
+    one_run_per_seed,
+    transfer_comparisons,
+)
+from hdetach.experiments.stats import Spread, compare, group_stats
+from hdetach.experiments.tasks import metric_direction
 
 
 def fake_run(path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc", task="copy"):

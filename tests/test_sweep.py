@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import run_cli, signal_sweep_at_checkpoint
 
-from hdetach.config import ConfigError
-from hdetach.sweep import Grid, run_sweep
-from hdetach.sweep.command import add_parser, grid_from_args
-from hdetach.sweep.grid import parse_axis, parse_seeds
+from hdetach.experiments.config import ConfigError
+from hdetach.experiments.sweep import Grid, run_sweep
+from hdetach.experiments.sweep.command import add_parser, grid_from_args
+from hdetach.experiments.sweep.grid import parse_axis, parse_seeds
 
 TINY = dict(
     T=5,
@@ -113,7 +113,7 @@ def test_a_study_file_gives_the_grid_and_the_command_line_adds_to_it(tmp_path):
 
 
 def test_a_sweep_folder_refuses_other_base_options_and_is_extended_by_new_values(tmp_path, capsys):
-    from hdetach.sweep.grid import RECORD, check_record, write_record
+    from hdetach.experiments.sweep.grid import RECORD, check_record, write_record
 
     grid = Grid("copy", TINY, {"p_detach": [0.0]}, [0])
     write_record(tmp_path, grid)
@@ -156,31 +156,80 @@ def straight_sweep(tmp_path_factory) -> dict[str, dict]:
     return _summaries(out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+STOPS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM]
+
+
+@pytest.mark.parametrize("sig", STOPS, ids=["killed", "ctrl-c", "sigterm"])
 def test_an_interrupted_sweep_resumes_to_the_summaries_of_an_uninterrupted_one(
     tmp_path, straight_sweep, sig
 ):
-    # The sweep and its worker get the signal (as from a terminal: the whole process
-    # group) while the second run is midway.
+    # The sweep's main process alone gets the signal, as from a scheduler, while the
+    # second run is midway: its worker stops too, at a step boundary with a checkpoint
+    # (killed: once it finds its driver gone), and no process is left behind.
     out = tmp_path / "sweep"
     second = out / "p_detach=0.5,seed=0"
-    code, err = signal_sweep_at_checkpoint(_sweep_cmd(out), _env(), second, sig)
-    if sig == signal.SIGINT:  # a clean stop: the run checkpointed, the sweep says how to go on
+    code, err, left = signal_sweep_at_checkpoint(_sweep_cmd(out), _env(), second / "last.pt", sig)
+    assert not left, f"processes left running: {left}"
+    if sig != signal.SIGKILL:  # a clean stop: the sweep says how to go on
         assert code == 130 and "run the same command again to continue" in err
         assert "p_detach=0.5,seed=0: interrupted" in err
     assert (out / "p_detach=0.0,seed=0" / "summary.json").is_file()
     assert (second / "last.pt").is_file() and not (second / "summary.json").exists()
+    assert "stopped at step" in (second / "train.log").read_text()  # not at an evaluation
 
     again = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "1 of 2 runs already done" in again.stderr
     assert "resuming" in (second / "train.log").read_text()
     assert _summaries(out) == straight_sweep and len(straight_sweep) == 2
+    if sig != signal.SIGINT:
+        return
     # idempotent: nothing left to do, nothing rerun
     mtimes = {p: p.stat().st_mtime for p in out.rglob("summary.json")}
     third = subprocess.run(_sweep_cmd(out), env=_env(), capture_output=True, text=True)
     assert third.returncode == 0 and "2 of 2 runs already done" in third.stderr
     assert mtimes == {p: p.stat().st_mtime for p in out.rglob("summary.json")}
+
+
+def test_a_ray_sweep_stops_on_sigterm_to_its_driver_and_resumes_exactly(tmp_path, straight_sweep):
+    pytest.importorskip("ray")
+    out = tmp_path / "sweep"
+    argv = _sweep_cmd(out, "--engine", "ray")  # a local Ray, started by the sweep
+    first = out / "p_detach=0.0,seed=0"
+    code, err, left = signal_sweep_at_checkpoint(argv, _env(), first / "last.pt", signal.SIGTERM)
+    assert not left, f"processes left running: {left}"
+    assert code == 130 and "run the same command again to continue" in err
+    assert "p_detach=0.0,seed=0: interrupted" in err
+    assert "stopped at step" in (first / "train.log").read_text()
+    assert not (first / "summary.json").exists()
+
+    again = subprocess.run(argv, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in (first / "train.log").read_text()
+    assert _summaries(out) == straight_sweep
+
+
+def test_a_second_signal_aborts_runs_that_do_not_stop(tmp_path):
+    # Runs that never reach a step boundary: the first SIGTERM waits for them, the
+    # second ends the sweep at once, workers and all.
+    out = tmp_path / "sweep"
+    script = (
+        "import sys; from pathlib import Path; from sweep_fns import ignores_stops; "
+        "from hdetach.experiments.sweep import Grid, run_sweep; "
+        f"runs = Grid('copy', {TINY!r}, {{}}, [0, 1]).runs(Path(sys.argv[1])); "
+        "run_sweep(runs, jobs=2, fn=ignores_stops, progress=False)"
+    )
+    env = {
+        **_env(),
+        "PYTHONPATH": os.pathsep.join([_env()["PYTHONPATH"], str(Path(__file__).parent)]),
+    }
+    argv = [sys.executable, "-c", script, str(out)]
+    code, err, left = signal_sweep_at_checkpoint(
+        argv, env, out / "seed=1.started", [signal.SIGTERM, signal.SIGTERM], within=10
+    )
+    assert not left, f"processes left running: {left}"
+    assert code == -signal.SIGINT and "KeyboardInterrupt" in err  # as a second Ctrl-C
+    assert "SIGTERM: no new runs; running ones checkpoint and stop" in err
 
 
 def test_failed_runs_are_retried_and_then_reported(tmp_path):
@@ -246,7 +295,7 @@ def test_a_shipped_run_resumes_from_the_folder_the_driver_received(tmp_path, mon
     # keeps what comes back, and a later attempt resumes from it.
     from helpers import interrupt_at
 
-    from hdetach.sweep.engines import attempt_shipped, pack, receive, run_one
+    from hdetach.experiments.sweep.engines import attempt_shipped, pack, receive, run_one
 
     runs = {
         where: Grid("copy", TINY, {}, [0]).runs(tmp_path / where) for where in ("here", "shipped")
@@ -270,7 +319,7 @@ def test_a_shipped_run_resumes_from_the_folder_the_driver_received(tmp_path, mon
 
 
 def test_threads_beyond_the_free_cores_are_warned_about(monkeypatch):
-    from hdetach.sweep import engines
+    from hdetach.experiments.sweep import engines
 
     monkeypatch.setattr(engines, "cores", lambda: 2)
     monkeypatch.setattr(engines.os, "getloadavg", lambda: (0.0, 0.0, 0.0))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from helpers import TINY_COPY
 
-from hdetach.session import Sampler
-from hdetach.tasks import copying
-from hdetach.train import (
+from hdetach.experiments.session import Sampler
+from hdetach.experiments.tasks import copying
+from hdetach.experiments.train import (
     Config,
     ConfigError,
     load_checkpoint,
@@ -129,8 +129,8 @@ def test_annealing_switches_h_detach_off_for_last_epochs():
 
 
 def _readme_protocol(task: str) -> str:
-    """The README's protocol bullet of a task, on one line."""
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    """The documented protocol bullet of a task (docs/experiments.md), on one line."""
+    text = (Path(__file__).parents[1] / "docs" / "experiments.md").read_text()
     return " ".join(text.split(f"- **{task}**", 1)[1].split("\n- ", 1)[0].split())
 
 
@@ -213,7 +213,7 @@ def test_adding_task_trains_and_selects_on_lowest_mse(tmp_path):
 
 
 def test_split_sizes_follow_the_config():
-    from hdetach.tasks import make_task
+    from hdetach.experiments.tasks import make_task
 
     for task in ("copy", "adding"):
         t = make_task(resolve(Config(task=task, T=3, n_train=30, n_val=20, n_test=10)))

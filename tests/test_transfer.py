@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from hdetach.config import ConfigError
-from hdetach.model import SequenceModel
-from hdetach.transfer import transfer
+from hdetach.experiments.config import ConfigError
+from hdetach.experiments.model import SequenceModel
+from hdetach.experiments.transfer import transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdetach.analysis.tracking import read_tracked
+from hdetach.experiments.gradients.tracking import read_tracked
 
 RUNS = Path("results/analysis/tracked")
 

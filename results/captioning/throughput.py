@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from hdetach.captioning.features import Backbone
-from hdetach.captioning.models import DecoderSizes, make_decoder
-from hdetach.captioning.task import CaptionBatch
+from hdetach.experiments.captioning.features import Backbone
+from hdetach.experiments.captioning.models import DecoderSizes, make_decoder
+from hdetach.experiments.captioning.task import CaptionBatch
 
 VOCAB = 9487  # the Karpathy COCO vocabulary with words seen more than 5 times
 

@@ -1,3 +1,3 @@
-from hdetach.cli import main
+from hdetach.experiments.cli import main
 
 main()

@@ -163,8 +163,10 @@ def lstm_layer(
     """One LSTM layer over time from its input: ``lstm_recurrence`` with the projection.
 
     Args:
-        x: (T, B, I). weight_ih: (4H, I); bias_ih, bias_hh: (4H,) or None.
-        Others as in ``lstm_recurrence``.
+        x: (T, B, I), the layer's input.
+        weight_ih: (4H, I).
+        bias_ih: (4H,) or None; ``bias_hh`` too. The other arguments are as in
+            ``lstm_recurrence``.
 
     Returns:
         out (T, B, P), h_n (B, P), c_n (B, H); P = H without ``weight_hr``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hdetach.cli import main
+from hdetach.experiments.cli import main
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hdetach.captioning.data import (
+from hdetach.experiments.captioning.data import (
     SPECIALS,
     DataError,
     Vocabulary,

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from hdetach.captioning.decode import END_ID, PAD_ID, START_ID, beam_search, greedy
-from hdetach.captioning.models import DecoderSizes, ShowAttendTell, ShowTell
+from hdetach.experiments.captioning.decode import END_ID, PAD_ID, START_ID, beam_search, greedy
+from hdetach.experiments.captioning.models import DecoderSizes, ShowAttendTell, ShowTell
 
 
 def test_beam_of_one_is_greedy():

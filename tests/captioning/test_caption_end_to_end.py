@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hdetach.cli import main
+from hdetach.experiments.cli import main
 
 pytest.importorskip("torchvision")
 pytest.importorskip("pycocoevalcap")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hdetach.captioning.data import DataError, read_karpathy
-from hdetach.captioning.features import FeatureStore, StoreSettings, extract_features
+from hdetach.experiments.captioning.data import DataError, read_karpathy
+from hdetach.experiments.captioning.features import FeatureStore, StoreSettings, extract_features
 
 pytest.importorskip("torchvision")
 

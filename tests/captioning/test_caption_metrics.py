@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from hdetach.captioning import metrics
-from hdetach.captioning.data import coco_annotations, read_karpathy
-from hdetach.captioning.evaluate import score_files
+from hdetach.experiments.captioning import metrics
+from hdetach.experiments.captioning.data import coco_annotations, read_karpathy
+from hdetach.experiments.captioning.evaluate import score_files
 
 pytest.importorskip("pycocoevalcap")
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="java not installed")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hdetach.captioning.models import DecoderSizes, ShowAttendTell, ShowTell
-from hdetach.captioning.task import CaptionBatch
+from hdetach.experiments.captioning.models import DecoderSizes, ShowAttendTell, ShowTell
+from hdetach.experiments.captioning.task import CaptionBatch
 
 SIZES = DecoderSizes(vocab=11, feature_dim=6, embed=5, hidden=7, attention=4, dropout=0.0)
 

@@ -340,3 +340,13 @@ def test_setting_p_detach_is_validated():
     lstm = hdetach.LSTM(3, 4)
     with pytest.raises(ValueError, match="p_detach"):
         lstm.p_detach = -0.1
+
+
+def test_the_lstm_docstring_example_runs():
+    # The Example in hdetach.LSTM's docstring is what a user copies first: it must hold.
+    import doctest
+
+    import hdetach.nn.lstm
+
+    result = doctest.testmod(hdetach.nn.lstm, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted >= 10 and result.failed == 0

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from hdetach import settings
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
-from hdetach.ops import dispatch
 
 
 def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
@@ -45,7 +45,7 @@ def test_auto_with_detach_is_fused_unless_triton_enabled(monkeypatch):
     monkeypatch.setenv("HDETACH_TRITON_AUTO", "1")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert choose(detached=True) == "fused"  # the kernels do not apply to CPU tensors
-    assert dispatch.triton_in_auto()
+    assert settings.triton_in_auto()
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -103,14 +103,14 @@ def test_weights_and_inputs_must_share_dtype_and_device():
 def test_triton_settings_are_read_at_each_call(monkeypatch):
     pytest.importorskip("triton")
     from hdetach.ops.triton_loader import triton_backend
-    from hdetach.ops.triton_lstm import split_hidden_from_environment
+    from hdetach.settings import triton_split_hidden
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     backend = triton_backend(torch.device("cuda"))  # the GPU build (imports; compiles nothing)
     assert not backend.interpreted
     monkeypatch.delenv("HDETACH_TRITON_SPLIT_HIDDEN", raising=False)
-    assert not split_hidden_from_environment()
+    assert not triton_split_hidden()
     monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")
-    assert split_hidden_from_environment()
+    assert triton_split_hidden()
     monkeypatch.setenv("HDETACH_TRITON_AUTO", "0")
-    assert not dispatch.triton_in_auto()
+    assert not settings.triton_in_auto()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hdetach.tasks.adding import AddingTask, adding_sequences
+from hdetach.experiments.tasks.adding import AddingTask, adding_sequences
 
 
 def test_adding_format():

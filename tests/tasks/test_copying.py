@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hdetach.tasks.copying import CopyingTask, copying_tokens, encode
+from hdetach.experiments.tasks.copying import CopyingTask, copying_tokens, encode
 
 
 def test_copying_tokens_layout():

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from hdetach.cli import main
-from hdetach.tasks import mnist
-from hdetach.tasks.mnist import MIRRORS, DataError, MNISTTask, load_mnist, pixel_permutation
+from hdetach import settings
+from hdetach.experiments.cli import main
+from hdetach.experiments.tasks import mnist
+from hdetach.experiments.tasks.mnist import (
+    MIRRORS,
+    DataError,
+    MNISTTask,
+    load_mnist,
+    pixel_permutation,
+)
 
 # In CI the repository sits beside shared/; the data are optional, never downloaded here.
 MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
@@ -57,9 +64,9 @@ def test_missing_data_is_a_clear_error(tmp_path, no_network):
 
 def test_default_data_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HDETACH_DATA", str(tmp_path))
-    assert mnist.default_data_dir() == tmp_path / "mnist"
+    assert settings.mnist_data_dir() == tmp_path / "mnist"
     monkeypatch.delenv("HDETACH_DATA")
-    assert mnist.default_data_dir().name == "mnist"
+    assert settings.mnist_data_dir().name == "mnist"
 
 
 @needs_mnist

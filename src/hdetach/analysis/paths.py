@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from hdetach.checkpoint import rng_state, set_rng_state
 from hdetach.nn import LSTM, LSTMCell
+from hdetach.rng import rng_state, set_rng_state
 
 # Parameter groups of the summary; "lstm" is the union of the first three.
 GROUPS = ("W_ih", "W_hh", "bias", "lstm", "other", "total")

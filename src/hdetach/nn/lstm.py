@@ -25,38 +25,109 @@ __all__ = ["LSTM", "DETACH_SCOPES", "LAYER_MASKS"]
 
 
 class LSTM(nn.LSTM):
-    """A drop-in ``torch.nn.LSTM`` that trains with h-detach.
+    r"""A drop-in ``torch.nn.LSTM`` that trains with h-detach.
+
+    For each element in the input sequence, each layer computes
+
+    .. math::
+        \begin{array}{ll}
+            \tilde h_{t-1} = \mathrm{sg}(h_{t-1}) \text{ if } m_t \text{ else } h_{t-1} \\
+            i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} \tilde h_{t-1} + b_{hi}) \\
+            f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} \tilde h_{t-1} + b_{hf}) \\
+            g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} \tilde h_{t-1} + b_{hg}) \\
+            o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} \tilde h_{t-1} + b_{ho}) \\
+            c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+            h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`\mathrm{sg}` ("stop gradient") is the identity in the forward pass and
+    has zero derivative, and :math:`m_t \sim \mathrm{Bernoulli}(p\_detach)` is drawn per
+    step (per step and example with ``detach_scope="sample"``). The forward values are
+    exactly those of ``torch.nn.LSTM``; in training the gradient reaches the past from
+    step t only through :math:`c_{t-1}` on the steps where :math:`m_t` is drawn. With
+    ``detach_path="c"``, :math:`c_{t-1}` is blocked instead (the c-detach ablation).
+    The mask is drawn only in training mode, with grad enabled and ``p_detach > 0``, on
+    the input's device from torch's generator (``torch.manual_seed`` reproduces it);
+    otherwise the module is a plain LSTM, and wherever nothing is detached the call is
+    ``torch.nn.LSTM.forward`` itself (same kernels, autocast, tracing and export).
 
     Constructor, parameters (names, shapes, initialisation), inputs and outputs are
-    those of ``torch.nn.LSTM``; a state dict moves between the two key for key. The
-    keyword-only options choose how the gradient is modified:
+    those of ``torch.nn.LSTM``; a state dict moves between the two key for key.
 
     Args:
-        p_detach: probability, per time step, that the recurrent state entering the
-            step is a constant for autograd. 0 gives the plain LSTM gradient.
+        input_size: the number of features of the input :math:`x_t`.
+        hidden_size: the number of features of :math:`h_t` and :math:`c_t`.
+        num_layers: stacked LSTM layers, each reading the previous one's output.
+            Default: 1.
+        bias: if False, no :math:`b_{ih}` and :math:`b_{hh}`. Default: True.
+        batch_first: input and output as (N, L, ...) instead of (L, N, ...); the
+            states keep (layers, N, ...). Default: False.
+        dropout: dropout on each layer's output except the last. Default: 0.
+        bidirectional: a second LSTM reads the sequence backwards. Default: False.
+        proj_size: if > 0, :math:`h_t` is projected to this size by
+            :math:`W_{hr}`. Default: 0.
+        device: where the parameters are made. Default: torch's default.
+        dtype: the parameters' dtype. Default: torch's default.
+        p_detach: probability per time step that :math:`h_{t-1}` enters the step as
+            a constant for autograd. Default: 0.25 (0 gives the plain LSTM gradient).
         detach_scope: ``"batch"`` draws one decision per step for the whole minibatch
-            (the paper); ``"sample"`` draws one per step per example.
-        detach_path: ``"h"`` blocks h_{t-1} (h-detach); ``"c"`` blocks c_{t-1} instead
-            (the paper's c-detach ablation).
+            (the paper); ``"sample"`` one per step per example. Default: ``"batch"``.
+        detach_path: ``"h"`` blocks :math:`h_{t-1}` (h-detach); ``"c"`` blocks
+            :math:`c_{t-1}` (c-detach). Default: ``"h"``.
         layer_masks: ``"shared"``: one draw serves every layer and direction;
-            ``"independent"``: each layer and direction draws its own.
+            ``"independent"``: each layer and direction draws its own. Default:
+            ``"shared"``.
         backend: ``"auto"``, ``"native"`` (torch's own kernels; nothing may be
             detached), ``"fused"``, ``"triton"`` or ``"reference"`` (see
-            ``hdetach.functional.select_backend``).
+            ``hdetach.functional.select_backend``). Default: ``"auto"``.
 
-    The forward pass is an ordinary LSTM; only gradients change. A mask is drawn (on
-    the input's device, from torch's generator, so ``torch.manual_seed`` reproduces
-    it) only in training mode, with grad enabled and ``p_detach > 0``; otherwise the
-    module is a plain LSTM. ``forward(input, hx, detach_mask)`` also takes an
-    explicit mask: bool of shape (T,), (T, B), (L * D, T) or (L * D, T, B), where
-    ``detach_mask[..., t]`` True detaches the state entering the step that processes
-    time position t (for the reverse direction that state comes from position t + 1).
-    For a ``PackedSequence``, B indexes the sequences in the order they were packed.
+    Inputs: input, (h_0, c_0), detach_mask
+        * **input**: tensor of shape :math:`(L, H_{in})` (unbatched),
+          :math:`(L, N, H_{in})`, or :math:`(N, L, H_{in})` with ``batch_first=True``;
+          or a ``PackedSequence``.
+        * **h_0**: :math:`(D \cdot \text{num\_layers}, N, H_{out})` (no N when
+          unbatched); zeros if not given.
+        * **c_0**: :math:`(D \cdot \text{num\_layers}, N, H_{cell})`; zeros if not given.
+        * **detach_mask** (optional, keyword or third): an explicit bool mask instead
+          of the random draw, of shape :math:`(L,)`, :math:`(L, N)`,
+          :math:`(D \cdot \text{num\_layers}, L)` or
+          :math:`(D \cdot \text{num\_layers}, L, N)`; ``detach_mask[..., t]`` True
+          detaches the state entering the step that processes position t (for the
+          reverse direction that state comes from position t + 1). For a
+          ``PackedSequence``, N indexes the sequences in the order they were packed.
 
-    Wherever nothing is detached the call is ``torch.nn.LSTM.forward`` itself (same
-    kernels, autocast, tracing and export). Tracing or exporting while detaching raises
-    an error naming the way out; ``torch.jit.script`` is refused (see the README's
-    compatibility table).
+        where :math:`N` is the batch size, :math:`L` the sequence length, :math:`D` 2
+        if bidirectional else 1, :math:`H_{cell}` = hidden_size and :math:`H_{out}` =
+        proj_size if proj_size > 0 else hidden_size.
+
+    Outputs: output, (h_n, c_n)
+        * **output**: :math:`(L, N, D \cdot H_{out})` (batch first:
+          :math:`(N, L, D \cdot H_{out})`; unbatched: :math:`(L, D \cdot H_{out})`), or a
+          ``PackedSequence``: :math:`h_t` of the last layer at every step.
+        * **h_n**: :math:`(D \cdot \text{num\_layers}, N, H_{out})`, the final hidden
+          state of each layer and direction.
+        * **c_n**: :math:`(D \cdot \text{num\_layers}, N, H_{cell})`, the final cell state.
+
+    Tracing or exporting while detaching raises an error naming the way out;
+    ``torch.jit.script`` is refused (see docs/compatibility.md).
+
+    Example::
+
+        >>> import torch, hdetach
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> lstm = hdetach.LSTM(10, 20, num_layers=2, p_detach=0.25)
+        >>> x = torch.randn(5, 3, 10)                       # (L, N, H_in)
+        >>> h0, c0 = torch.zeros(2, 3, 20), torch.zeros(2, 3, 20)
+        >>> output, (hn, cn) = lstm(x, (h0, c0))
+        >>> output.shape, hn.shape, cn.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]), torch.Size([2, 3, 20]))
+        >>> output.sum().backward()                        # the h-detach gradient
+        >>> reference = torch.nn.LSTM(10, 20, num_layers=2)
+        >>> reference.load_state_dict(lstm.state_dict())   # same keys, same shapes
+        <All keys matched successfully>
+        >>> torch.allclose(reference(x, (h0, c0))[0], output, atol=1e-6)  # same forward
+        True
     """
 
     def __init__(
@@ -69,8 +140,8 @@ class LSTM(nn.LSTM):
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         p_detach: float = 0.25,
         detach_scope: str = "batch",

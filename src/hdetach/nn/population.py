@@ -38,9 +38,12 @@ class PopulationLSTM(nn.Module):
 
     Args:
         num_members: K.
-        input_size ... dtype: as ``torch.nn.LSTM``, the same for every member.
+        input_size: as ``torch.nn.LSTM``; the same for every member, as are
+            ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``,
+            ``bidirectional``, ``proj_size``, ``device`` and ``dtype``.
         p_detach: a float for every member, or one value per member.
-        detach_scope, detach_path, layer_masks, backend: as ``hdetach.LSTM``, shared.
+        detach_scope: as ``hdetach.LSTM``; shared by every member, as are
+            ``detach_path``, ``layer_masks`` and ``backend``.
 
     Input (K, T, B, I), or (K, B, T, I) with ``batch_first``; ``hx`` = (h0 (K, L * D, B, P),
     c0 (K, L * D, B, H)). Outputs gain the same leading K dimension. ``detach_mask``:

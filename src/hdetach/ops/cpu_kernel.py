@@ -6,7 +6,7 @@ The recurrence is a C++ extension built on first use by ``torch.utils.cpp_extens
 workers load the one build. torch locks the build directory, so processes that start at
 once wait for one build instead of each compiling. Nothing is compiled at install.
 
-``HDETACH_CPU_KERNEL`` (read at each call, see ``cpu_kernel_setting``):
+``HDETACH_CPU_KERNEL`` (read at each call by ``hdetach.settings.cpu_kernel``):
 
 * ``auto`` (default): the compiled recurrence for float32 and float64 CPU tensors; where
   it cannot be built or loaded (no compiler, another platform), the fused backend's
@@ -24,7 +24,6 @@ While torch.compile traces, and under torch.func transforms, the eager steps run
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import threading
 import time
@@ -36,20 +35,13 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
-SETTINGS = ("auto", "compiled", "python")
+from hdetach import settings
+
 SOURCE = Path(__file__).parent / "csrc" / "lstm_cpu.cpp"
 DTYPES = (torch.float32, torch.float64)
 
 _lock = threading.Lock()
 _state: dict = {"ops": None, "error": None, "build_s": None, "warned": set()}
-
-
-def cpu_kernel_setting() -> str:
-    """``HDETACH_CPU_KERNEL``: ``auto`` (default), ``compiled`` or ``python``."""
-    setting = os.environ.get("HDETACH_CPU_KERNEL", "auto")
-    if setting not in SETTINGS:
-        raise ValueError(f"HDETACH_CPU_KERNEL must be one of {SETTINGS}, got {setting!r}")
-    return setting
 
 
 def _compile_flags() -> list[str]:
@@ -125,7 +117,7 @@ def uses_compiled(*tensors: Tensor | None) -> bool:
     """
     if torch.compiler.is_compiling():
         return False
-    setting = cpu_kernel_setting()
+    setting = settings.cpu_kernel()
     if setting == "python":
         return False
     first = tensors[0]

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from hdetach.ops.checks import check_choice
-from hdetach.ops.triton_loader import triton_unsupported_reason
+from hdetach.ops.triton_support import triton_unsupported_reason
+from hdetach.settings import triton_in_auto
 
 BACKENDS = ("auto", "native", "fused", "triton", "reference")
-
-
-def triton_in_auto() -> bool:
-    """Whether ``"auto"`` may pick the triton kernels: environment ``HDETACH_TRITON_AUTO=1``.
-
-    Read at each call. Off by default until ``benchmarks/gpu_check.sh`` has shown the
-    kernels correct and faster than ``"fused"`` on a GPU.
-    """
-    return os.environ.get("HDETACH_TRITON_AUTO", "0") == "1"
 
 
 def select_backend(

@@ -17,10 +17,10 @@ call): unset or ``auto`` as said, ``1`` oneDNN on any thread count, ``0`` never.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
+
+from hdetach.settings import onednn_products
 
 
 def _onednn_linear_available() -> bool:
@@ -38,7 +38,7 @@ def uses_onednn(a: Tensor) -> bool:
     torch.compile traces: the compiler picks its own kernels."""
     if torch.compiler.is_compiling():
         return False
-    setting = os.environ.get("HDETACH_ONEDNN", "auto")
+    setting = onednn_products()
     if setting == "0" or not (a.device.type == "cpu" and a.dtype == torch.float32):
         return False
     return ONEDNN_LINEAR and (setting == "1" or torch.get_num_threads() == 1)

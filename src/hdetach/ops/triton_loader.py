@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,48 +21,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Beyond this the per-program weight traffic (4 H^2 elements per step, read by every
-# program) makes a per-step cuBLAS product spread over the whole GPU the better choice.
-MAX_HIDDEN = 1024
+from hdetach.settings import triton_interpreting
+
 _KERNELS = "hdetach.ops.triton_kernels"
-
-
-def interpreting() -> bool:
-    """Whether ``TRITON_INTERPRET=1`` is set now (Triton's own switch, read at each call)."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-
-def triton_unsupported_reason(
-    device: torch.device,
-    dtype: torch.dtype,
-    steps: int,
-    batch: int,
-    hidden: int,
-    proj_size: int,
-    *,
-    members: int = 1,
-) -> str | None:
-    """Why the triton kernels cannot run a layer of these sizes, or None where they can.
-
-    ``batch``: all rows; ``members``: how many LSTMs share them (a population).
-    """
-    if importlib.util.find_spec("triton") is None:
-        return "the triton package is not installed (pip install triton)"
-    if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
-        return f"its kernels run on CUDA tensors (CPU ones under TRITON_INTERPRET=1), got {device}"
-    if dtype not in SUPPORTED_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
-        return f"its kernels take {names}, got {str(dtype).removeprefix('torch.')}"
-    if hidden > MAX_HIDDEN:
-        return f"its kernels take hidden sizes up to {MAX_HIDDEN}, got {hidden}"
-    if proj_size:
-        return "its kernels have no projection (proj_size > 0): use the fused backend"
-    if steps * batch * 4 * hidden >= 2**31:
-        return "its kernels index with int32: the gates must have fewer than 2^31 elements"
-    if members * 4 * hidden * hidden >= 2**31:
-        return "its kernels index with int32: the members' W_hh must have fewer than 2^31 elements"
-    return None
 
 
 @dataclass(frozen=True)
@@ -105,4 +65,4 @@ def _bind(interpret: bool) -> TritonBackend:
 
 def triton_backend(device: torch.device) -> TritonBackend:
     """The triton backend for tensors on ``device`` (its kernels interpreted for the CPU)."""
-    return _bind(device.type == "cpu" and interpreting())
+    return _bind(device.type == "cpu" and triton_interpreting())

@@ -27,14 +27,13 @@ relative error per product) and ``"ieee"`` (CUDA cores, exact float32) can be ch
 with ``input_precision``. bfloat16/float16 operands always use the tensor cores with
 float32 accumulation; gate arithmetic is float32 in every case.
 
-Where the kernels do not apply (``triton_loader.triton_unsupported_reason``: not CUDA,
+Where the kernels do not apply (``triton_support.triton_unsupported_reason``: not CUDA,
 float64, H > 1024, a projection) they refuse with the reason; ``"auto"`` then picks
 the fused backend.
 """
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 
 import torch
@@ -43,18 +42,11 @@ from torch import Tensor
 
 from hdetach.ops.checks import check_detach_mask, check_shape
 from hdetach.ops.packed import sequence_lengths
-from hdetach.ops.triton_loader import triton_unsupported_reason
+from hdetach.ops.triton_support import triton_unsupported_reason
+from hdetach.settings import triton_split_hidden
 
 FLOAT32_PRECISIONS = ("tf32x3", "tf32", "ieee")
 BLOCK_B = 16  # smallest M of a tensor-core product; more rows per program, fewer programs
-
-
-def split_hidden_from_environment() -> bool:
-    """``HDETACH_TRITON_SPLIT_HIDDEN=1`` (read at each call): see ``_config``.
-
-    Off by default until timed on a GPU: it trades a per-step barrier for less weight traffic.
-    """
-    return os.environ.get("HDETACH_TRITON_SPLIT_HIDDEN", "0") == "1"
 
 
 def _config(
@@ -317,7 +309,7 @@ def triton_lstm_recurrence(
     if reason is not None:
         raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if split_hidden is None:
-        split_hidden = split_hidden_from_environment()
+        split_hidden = triton_split_hidden()
     own_config = _config(four_hidden // 4, batch // members, gates_x.device, split_hidden, members)
     config = {**own_config, **(config or {})}
     if kernels.INTERPRETED and gates_x.device.type == "cpu" and config["SPLIT"] != 1:

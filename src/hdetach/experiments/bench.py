@@ -1,0 +1,452 @@
+"""Speed table: forward and forward+backward of one minibatch, measured side by side.
+
+    hdetach bench                       # every shape, CPU
+    hdetach bench --shapes pmnist --repeats 3 --output benchmarks/cpu.md
+    hdetach bench --population 1 2 4 8 16 --shapes copy100 pmnist
+
+Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
+(``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
+backends at several p (on a CPU, ``fused`` once per CPU kernel of ``--cpu-kernels``); the
+matrix-product floor (only the products any implementation must do at p = 0, run on the
+fused backend's product kernels); and the FLOP floor at each p (see ``FlopFloor``), which
+the last column divides into every row's time. Ratios are against rows timed in the same
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import hdetach
+from hdetach.experiments.bench_population import format_population_table, population_rows
+from hdetach.experiments.timing import CLOCKS, set_clock, timed_ms
+from hdetach.ops.products import add_outer_, block_product, product
+
+# name -> (steps, batch, input, hidden)
+SHAPES = {
+    "copy100": (120, 100, 1, 128),
+    "copy300": (320, 100, 1, 128),
+    "pmnist": (784, 100, 1, 100),
+    "wide": (100, 64, 512, 512),
+    "study": (30, 100, 9, 128),  # the hidden-128 studies of results/studies
+    "small": (40, 32, 64, 64),
+}
+
+
+class AuthorsLoop(nn.Module):
+    """The per-step loop of the original code: ``nn.LSTMCell`` over time, one host-side
+    Bernoulli draw per step (numpy), ``h.detach()`` on the drawn steps (when training)."""
+
+    def __init__(self, input_size: int, hidden_size: int, p_detach: float, **factory) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
+        self.p_detach = p_detach
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        outputs = []
+        for t in range(x.shape[0]):
+            if self.training and torch.is_grad_enabled() and self.rng.random() < self.p_detach:
+                h = h.detach()
+            h, c = self.cell(x[t], (h, c))
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
+
+
+def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
+    """Only the matrix products of one forward+backward at p = 0, into preallocated outputs,
+    on the fused backend's product kernels (``ops/products.py``: oneDNN on a CPU)."""
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    w_ih, w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
+    w_hh_back, w_ih_back = rand(hidden, 4 * hidden), rand(input_size, 4 * hidden)
+    x, all_dz, all_h = (
+        rand(steps, batch, input_size),
+        rand(steps, batch, 4 * hidden),
+        rand(steps, batch, hidden),
+    )
+    h, z, dh = rand(batch, hidden), rand(batch, 4 * hidden), rand(batch, hidden)
+    gates_x, d_x = rand(steps, batch, 4 * hidden), rand(steps, batch, input_size)
+    d_w_ih, d_w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
+
+    def run() -> None:
+        block_product(x, w_ih, out=gates_x)
+        for _ in range(steps):
+            product(h, w_hh, out=z, add=z)
+        for _ in range(steps):
+            product(z, w_hh_back, out=dh)
+        add_outer_(d_w_hh, all_dz, all_h)
+        add_outer_(d_w_ih, all_dz, x)
+        block_product(all_dz, w_ih_back, out=d_x)
+
+    return run
+
+
+class FlopFloor:
+    """The FLOP floor of one h-detach forward+backward: the products it must do, each on
+    the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, operands laid out
+    as each kernel likes them), at the current thread count, run back to back.
+
+    Products (B rows, H hidden, I inputs, T steps): h_{t-1} W_hh^T (B x H by H x 4H) at
+    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, round((1 - p) T) of them;
+    the weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
+    The faster kernel of each product is chosen once from short timings; the floor itself
+    is timed as one run of all its products, in turn with the other rows, so that a
+    loaded machine stretches it as much as them.
+    """
+
+    def __init__(self, steps, batch, input_size, hidden, device, dtype) -> None:
+        def rand(*shape):
+            return torch.randn(*shape, device=device, dtype=dtype)
+
+        self.steps, self.device = steps, device
+        h, w_hh, dz = rand(batch, hidden), rand(4 * hidden, hidden), rand(batch, 4 * hidden)
+        all_dz, all_h, x = (
+            rand(steps * batch, 4 * hidden),
+            rand(steps * batch, hidden),
+            rand(steps * batch, input_size),
+        )
+        # per product: (a, b) for a @ b on torch.mm; (a, b^T contiguous) for oneDNN's linear
+        operands = {
+            "step": ((h, w_hh.t()), (h, w_hh)),
+            "back": ((dz, w_hh), (dz, w_hh.t().contiguous())),
+            "w_hh": ((all_dz.t(), all_h), (all_dz.t().contiguous(), all_h.t().contiguous())),
+            "w_ih": ((all_dz.t(), x), (all_dz.t().contiguous(), x.t().contiguous())),
+        }
+        onednn = (
+            device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+        )
+        self.kernels: dict[str, list[Callable[[], object]]] = {}
+        for name, ((a, b), (a1, w1)) in operands.items():
+            out = torch.mm(a, b)
+            self.kernels[name] = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
+            if onednn:
+                self.kernels[name].append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
+        self.chosen: dict[str, Callable[[], object]] = {}
+
+    def choose(self) -> dict[str, int]:
+        """Pick each product's faster kernel (median of a few calls); 0 torch.mm, 1 oneDNN."""
+        picks = {}
+        for name, kernels in self.kernels.items():
+            calls = 5 if name.startswith("w_") else 20
+            ms = [
+                statistics.median(timed_ms(kernel, self.device) for _ in range(calls))
+                for kernel in kernels
+            ]
+            picks[name] = ms.index(min(ms))
+            self.chosen[name] = kernels[picks[name]]
+        return picks
+
+    def run(self, p: float) -> Callable[[], None]:
+        """One forward+backward's products at ``p``, on the chosen kernels."""
+        kept = round((1 - p) * self.steps)
+
+        def products() -> None:
+            if not self.chosen:
+                self.choose()
+            step, back = self.chosen["step"], self.chosen["back"]
+            for _ in range(self.steps):
+                step()
+            for _ in range(kept):
+                back()
+            self.chosen["w_hh"]()
+            self.chosen["w_ih"]()
+
+        return products
+
+
+def _onednn_linear(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """a @ weight^T on oneDNN (``torch.ops.mkldnn._linear_pointwise``, as ``products.py``)."""
+    return torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
+
+
+def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with ``HDETACH_CPU_KERNEL=kernel`` (unchanged for None)."""
+    if kernel is None:
+        return fn
+
+    def run():
+        before = os.environ.get("HDETACH_CPU_KERNEL")
+        os.environ["HDETACH_CPU_KERNEL"] = kernel
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ["HDETACH_CPU_KERNEL"]
+            else:
+                os.environ["HDETACH_CPU_KERNEL"] = before
+
+    return run
+
+
+def benchmark_shape(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    backends: list[str],
+    ps: list[float],
+    repeats: int,
+    cpu_kernels: list[str] | None = None,
+) -> list[dict]:
+    """Time every implementation on one shape; one dict per row of the table.
+
+    The implementations take turns, one call each per round, and each row reports the
+    median over the rounds: a slow spell of a shared machine then hits every row alike
+    instead of whichever happened to be running.
+    """
+    steps, batch, input_size, hidden = SHAPES[name]
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
+    grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
+    entries = []  # (row, forward or None, timed call for the fwd+bwd column)
+
+    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
+        def fwd_bwd() -> None:
+            forward().backward(grad)
+
+        row = {"shape": name, "impl": impl, "p": p}
+        entries.append((row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)))
+
+    torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
+    add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
+    for p in ps:
+        loop = AuthorsLoop(input_size, hidden, p, device=device, dtype=dtype)
+        add("authors' loop", p, lambda loop=loop: loop(x)[0])
+    kernels = cpu_kernels if device.type == "cpu" and cpu_kernels else [None]
+    for backend in backends:
+        for kernel in kernels if backend == "fused" else [None]:
+            impl = f"hdetach {backend}" + ("" if kernel is None else f", {kernel}")
+            for p in ps:
+                ours = hdetach.LSTM(
+                    input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
+                )
+                add(impl, p, lambda ours=ours: ours(x)[0], kernel)
+    floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
+    entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
+    flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
+    for p in sorted({0.0, *ps}):
+        entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
+
+    def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                forward()
+
+        return run
+
+    times: dict[int, dict[str, list[float]]] = {
+        k: {"fwd": [], "train_fwd": [], "bwd": []} for k in range(len(entries))
+    }
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for k, (row, forward, fwd_bwd) in enumerate(entries):
+            # The reference backend is a loop too: one timed round keeps the run short.
+            if row["impl"] == "hdetach reference" and round_ > 1:
+                continue
+            if forward is not None:
+                times[k]["fwd"].append(timed_ms(forward_only(forward), device))
+                times[k]["train_fwd"].append(timed_ms(forward, device))  # graph recorded, dropped
+            times[k]["bwd"].append(timed_ms(fwd_bwd, device))
+    floors = {
+        row["p"]: statistics.median(times[k]["bwd"][1:])
+        for k, (row, _, _) in enumerate(entries)
+        if row["impl"] == "FLOP floor"
+    }
+    rows = []
+    for k, (row, _, _) in enumerate(entries):
+        fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
+        train_fwd = times[k]["train_fwd"][1:]
+        floor_p = row["p"] or 0.0  # torch.nn.LSTM: p = 0
+        rows.append(
+            {
+                **row,
+                "fwd_ms": statistics.median(fwd) if fwd else None,
+                "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
+                "fwd_bwd_ms": statistics.median(bwd),
+                "flop_floor_ms": floors[floor_p],
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same
+    shape, and against the FLOP floor at the row's p (p = 0 for torch.nn.LSTM)."""
+    lines = [
+        "| shape (T, B, I, H) | implementation | p | forward ms (no grad) "
+        "| forward ms (training) | fwd+bwd ms "
+        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) | vs FLOP floor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        same_shape = [r for r in rows if r["shape"] == row["shape"]]
+        torch_ms = next(r["fwd_bwd_ms"] for r in same_shape if r["impl"] == "torch.nn.LSTM")
+        loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
+        loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
+        fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
+        train_fwd = "" if row.get("train_fwd_ms") is None else f"{row['train_fwd_ms']:.1f}"
+        p = "" if row["p"] is None else f"{row['p']:g}"
+        vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
+        lines.append(
+            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} | {train_fwd} "
+            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} "
+            f"| {row['fwd_bwd_ms'] / row['flop_floor_ms']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {platform.system()}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hdetach bench",
+        description="Forward and forward+backward time of hdetach.LSTM vs torch.nn.LSTM and "
+        "a plain per-step loop, measured side by side.",
+        epilog="example: hdetach bench --shapes pmnist copy300 --repeats 3",
+    )
+    shapes = ", ".join(f"{name} {shape}" for name, shape in SHAPES.items())
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=list(SHAPES),
+        default=list(SHAPES),
+        metavar="SHAPE",
+        help=f"shapes (T, B, I, H) to time (default: all): {shapes}",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda where available, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float64", "bfloat16"],
+        default="float32",
+        help="dtype of weights and inputs (default: float32)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["fused"],
+        help="our backends to time (default: fused; 'reference' is slow; at p = 0 'auto' "
+        "runs torch's own kernel)",
+    )
+    parser.add_argument(
+        "--p",
+        nargs="+",
+        type=float,
+        default=[0.0, 0.25, 0.5],
+        dest="ps",
+        help="p_detach values for the loop and our backends (default: 0 0.25 0.5)",
+    )
+    parser.add_argument(
+        "--cpu-kernels",
+        nargs="+",
+        choices=["compiled", "python"],
+        default=["compiled", "python"],
+        help="on a CPU, time the fused backend on each of these kernels (HDETACH_CPU_KERNEL; "
+        "default: compiled python)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time (default), or cpu: the thread's CPU time, for --threads 1 on a loaded "
+        "machine (time spent waiting for a core is not counted)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads for the run (default: torch's default)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
+    )
+    parser.add_argument(
+        "--population",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="instead: the throughput of K LSTMs as one hdetach.PopulationLSTM against K "
+        "run one after another and (CPU) K shared out over one process per core, for "
+        "each K (float32, at the first --p)",
+    )
+    parser.add_argument("--output", help="also write the table (Markdown) to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for backend in args.backends:
+        if backend not in hdetach.functional.BACKENDS:
+            parser.error(f"--backends: unknown backend {backend!r}")
+    for p in args.ps:
+        if not 0 <= p <= 1:
+            parser.error(f"--p: each value must be in [0, 1], got {p}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu measures one thread: add --threads 1")
+    set_clock(args.clock)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    dtype = getattr(torch, args.dtype)
+    if args.population:
+        table = _population_table(parser, args, device)
+    else:
+        rows = []
+        for shape in args.shapes:
+            rows += benchmark_shape(
+                shape, device, dtype, args.backends, args.ps, args.repeats, args.cpu_kernels
+            )
+            print(f"measured {shape}", flush=True)
+        table = format_table(rows)
+    text = (
+        f"Machine: {machine_description(device)}; dtype {args.dtype}; clock {args.clock}"
+        f"\n\n{table}\n"
+    )
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+
+
+def _population_table(parser: argparse.ArgumentParser, args, device: torch.device) -> str:
+
+    if any(k < 1 for k in args.population):
+        parser.error("--population: each K must be >= 1")
+    if args.dtype != "float32":
+        parser.error("--population measures float32")
+    p = args.ps[0]
+    rows = []
+    for shape in args.shapes:
+        rows += population_rows(shape, SHAPES[shape], args.population, p, args.repeats, str(device))
+    return f"p_detach {p:g}\n\n" + format_population_table(rows, SHAPES)
+
+
+if __name__ == "__main__":
+    main()

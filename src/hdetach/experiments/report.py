@@ -1,0 +1,265 @@
+"""Plots and a Markdown table from run directories, grouped into configurations.
+
+Runs that differ only in their seed form one configuration; curves show the mean
+across seeds with a min-max band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hdetach.experiments.config import Config, ConfigError
+from hdetach.experiments.gradients.plots import plot_gradient_balance
+from hdetach.experiments.plotting import subplots, title_with_band
+from hdetach.experiments.report_runs import (
+    NOT_CONFIG,
+    Baseline,
+    Run,
+    find_runs,
+    group_runs,
+    transfer_accuracies,
+    transfer_lengths,
+)
+from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
+from hdetach.experiments.tasks import metric_direction
+from hdetach.experiments.tasks.copying import CHANCE
+
+
+def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = min(len(s) for s in series)  # unfinished runs: plot the common prefix
+    a = np.array([s[:n] for s in series])
+    return a.mean(0), a.min(0), a.max(0)
+
+
+def _chance_line(ax) -> None:
+    ax.axhline(CHANCE, color="gray", ls="--", lw=1, label=f"chance ({CHANCE:.3g})")
+
+
+def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path:
+    """Validation metric against epoch, mean across seeds with a min-max band."""
+    fig, ax = subplots(figsize=(6.4, 4.0))
+    banded = False
+    for label, runs in groups.items():
+        runs = [r for r in runs if r.records and not r.diverged]
+        if not runs:
+            continue
+        epochs = _band([[rec["epoch"] for rec in r.records] for r in runs])[0]
+        mean, lo, hi = _band([[rec["val"][r.metric] for rec in r.records] for r in runs])
+        (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
+    runs = [r for rs in groups.values() for r in rs]
+    if {r.config["task"] for r in runs} == {"copy"}:
+        _chance_line(ax)
+        Ts = sorted({r.config["T"] for r in runs})
+        title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
+    else:
+        title_with_band(ax, ", ".join(sorted({r.config["task"] for r in runs})), banded)
+    metric = _metric(runs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
+    """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
+    fig, ax = subplots(figsize=(6.4, 4.0))
+    banded, tested, trained = False, set(), set()
+    for label, runs in groups.items():
+        runs = [r for r in runs if r.transfer]
+        if not runs:
+            continue
+        Ts = runs[0].transfer["T"]
+        runs = [r for r in runs if r.transfer["T"] == Ts]
+        mean, lo, hi = _band([r.transfer["acc"] for r in runs])
+        (line,) = ax.plot(Ts, mean, marker="o", label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
+            banded = True
+        tested.update(Ts)
+        trained.update(r.config["T"] for r in runs)
+    _chance_line(ax)
+    ax.set_xscale("log")
+    ticks = sorted(tested)  # the tested T themselves, not the log scale's 2x10^1 ...
+    ax.set_xticks(ticks, [str(T) for T in ticks])
+    ax.minorticks_off()
+    trained_at = ", ".join(map(str, sorted(trained)))
+    title_with_band(ax, f"copying task trained at T={trained_at}: accuracy at longer gaps", banded)
+    ax.set_xlabel("T (copy gap at test time)")
+    ax.set_ylabel("accuracy on the copied symbols")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def _metric(runs: list[Run]) -> str:
+    return next((r.metric for r in runs if r.metric), "metric")
+
+
+def _stat(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # null: a non-finite number
+    if not values:
+        return "-"
+    a = np.array(values)
+    if len(a) == 1:
+        return f"{a[0]:.4f}"
+    # sample std (ddof=1), as in the study section: the seeds are a sample
+    return f"{a.mean():.4f} ± {a.std(ddof=1):.4f} [{a.min():.4f}, {a.max():.4f}]"
+
+
+def markdown_table(groups: dict[str, list[Run]]) -> str:
+    """Best and final validation metric (and test at best) per configuration, over seeds.
+
+    Cells read ``mean ± std [min, max]`` across seeds; diverged runs are counted in the
+    seeds column, listed below the table, and left out of the statistics.
+    """
+    rows = [
+        "| configuration | seeds | epochs | best val | final val | test at best |",
+        "|---|---|---|---|---|---|",
+    ]
+    all_runs = [r for runs in groups.values() for r in runs]
+    metric = _metric(all_runs)
+    for label, runs in groups.items():
+        done = [r for r in runs if r.records and not r.diverged]
+        best = [r.records[-1]["best"]["value"] for r in done]
+        final = [r.records[-1]["val"][metric] for r in done]
+        test = [r.summary["test_at_best"][metric] for r in done if r.summary]
+        epochs = sorted({f"{r.records[-1]['epoch']:g}" for r in done})
+        n_diverged = sum(r.diverged for r in runs)
+        seeds = f"{len(runs)}" + (f", {n_diverged} diverged" if n_diverged else "")
+        rows.append(
+            f"| {label} | {seeds} | {', '.join(epochs)} | {_stat(best)} | "
+            f"{_stat(final)} | {_stat(test)} |"
+        )
+    table = f"Validation/test {metric}, mean ± std [min, max] over seeds.\n\n" + "\n".join(rows)
+    diverged = [r for r in all_runs if r.diverged]
+    if diverged:
+        table += "\n\nDiverged (non-finite loss or gradient), not in the statistics:\n"
+        table += "".join(f"\n- {r.path} at step {r.summary['steps']}" for r in diverged)
+    with_transfer = {k: [r for r in v if r.transfer] for k, v in groups.items()}
+    with_transfer = {k: v for k, v in with_transfer.items() if v}
+    Ts = transfer_lengths(groups)
+    if Ts is not None:
+        table += (
+            "\n\nTransfer copying accuracy by T:\n\n| configuration | "
+            + " | ".join(f"T={T}" for T in Ts)
+            + " |\n|---|"
+            + "---|" * len(Ts)
+        )
+        for label, runs in with_transfer.items():
+            cols = [_stat(accs) for accs in transfer_accuracies(runs, Ts)]
+            table += f"\n| {label} | " + " | ".join(cols) + " |"
+    return table + "\n"
+
+
+def report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    threshold: float | None = None,
+    direction: str | None = None,
+    baseline: Baseline | None = None,
+) -> dict[str, Path]:
+    """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
+    any run tracked its gradients) and report.md; with several seeds per configuration (or
+    a ``threshold``) also the study statistics (and success.png over lr x p).
+    ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
+    says); ``baseline``: (option, value) of the configurations each other is compared with
+    (default: p_detach 0)."""
+
+    runs = find_runs(paths)
+    groups = one_run_per_seed(group_runs(runs))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"curves": plot_curves(groups, out_dir / "curves.png")}
+    if any(r.transfer for r in runs):
+        written["transfer"] = plot_transfer(groups, out_dir / "transfer.png")
+    run_dirs = {label: [r.path for r in rs] for label, rs in groups.items()}
+    if balance := plot_gradient_balance(run_dirs, out_dir / "gradients.png"):
+        written["gradients"] = balance
+    text = markdown_table(groups)
+    if threshold is not None or any(len(g) > 1 for g in groups.values()):
+        metric = _metric(runs)
+        higher = metric_direction(metric) if direction is None else direction == "higher"
+        section, files = study_section(
+            groups, metric, threshold, higher, out_dir, baseline or VANILLA
+        )
+        text += "\n" + section
+        written.update(files)
+    md = out_dir / "report.md"
+    md.write_text(text)
+    written["table"] = md
+    return written
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``hdetach report`` subcommand."""
+    p = subparsers.add_parser(
+        "report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Group runs into configurations (runs differing only by seed), plot the "
+        "validation metric against epochs (mean, min-max band), transfer accuracy "
+        "against T, and write a Markdown table of best/final metrics.",
+        epilog="examples:\n  hdetach report runs/\n  hdetach report runs/a runs/b --out report/\n",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dirs or folders of them")
+    p.add_argument("--out", help="output folder (default: the first RUN_DIR)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="success: a seed's best val metric reaches this (e.g. 0.99 on copy)",
+    )
+    p.add_argument(
+        "--direction",
+        choices=("higher", "lower"),
+        help="which way the metric is better (default: the task's)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="OPTION=VALUE",
+        help="compare each configuration with the one equal in all else but OPTION, which "
+        "has VALUE (default p_detach=0; e.g. detach_path=h, clip=norm)",
+    )
+    p.set_defaults(run=_command)
+
+
+def _command(a: argparse.Namespace) -> None:
+
+    baseline = None if a.baseline is None else parse_baseline(a.baseline)
+    try:
+        written = report(a.run_dirs, a.out or a.run_dirs[0], a.threshold, a.direction, baseline)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    print(written["table"].read_text())
+    for kind, path in written.items():
+        print(f"wrote {kind}: {path}")
+
+
+def parse_baseline(text: str) -> Baseline:
+    """``--baseline OPTION=VALUE``: a run option (as ``train`` names it, _ or -) and a value,
+    read as JSON where it is a number (``0``, ``1e-3``), else as text (``h``, ``none``)."""
+
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-").replace("-", "_")
+    options = {f.name for f in dataclasses.fields(Config)} - NOT_CONFIG
+    if not sep or not raw or key not in options:
+        raise ConfigError(
+            f"--baseline takes OPTION=VALUE with OPTION a run option (e.g. p_detach=0, "
+            f"detach_path=h); got {text!r}"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value

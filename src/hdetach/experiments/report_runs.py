@@ -1,0 +1,154 @@
+"""Finished and unfinished run folders as the report reads them: config, metric records,
+summary and transfer results, grouped into configurations (runs that differ only in
+their seed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Config keys that never define a configuration (seeds are what we average over).
+NOT_CONFIG = {
+    "seed",
+    "run_dir",
+    "device",
+    "data_dir",
+    "total_steps",
+    "eval_batch_size",
+    "track_gradients",
+}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    transfer: dict[str, Any] | None
+
+    @property
+    def metric(self) -> str | None:
+        """The selection metric the run recorded (summary.json, else its metric lines);
+        None for a run that has not evaluated yet."""
+        if self.summary and "metric" in self.summary:
+            return self.summary["metric"]
+        return self.records[-1]["metric"] if self.records else None
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.summary) and self.summary.get("status") == "diverged"
+
+
+# (option, value): the configurations others are compared with, all else equal.
+Baseline = tuple[str, Any]
+
+
+class NotARun(ValueError):
+    """A directory whose files are not those of an hdetach run (of this version)."""
+
+
+_RECORD_KEYS = ("step", "epoch", "val", "best")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError) as e:
+        raise NotARun(f"{path.name} is not valid JSON ({e})") from None
+
+
+def read_run(d: Path) -> Run:
+    """The files of one run directory, checked; raises NotARun saying what is wrong."""
+    config = _read_json(d / "config.json")
+    if not isinstance(config, dict) or "task" not in config:
+        raise NotARun("config.json is not an hdetach config")
+    records = []
+    if (d / "metrics.jsonl").is_file():
+        for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), 1):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or any(k not in rec for k in _RECORD_KEYS):
+                raise NotARun(f"metrics.jsonl line {i} is not an hdetach metrics record")
+            records.append(rec)
+    summary = _read_json(d / "summary.json")
+    run = Run(d, config, records, summary, _read_json(d / "transfer.json"))
+    if (records or summary) and not (
+        (summary and "metric" in summary) or (records and "metric" in records[-1])
+    ):
+        raise NotARun("no metric name recorded (written by another version of hdetach?)")
+    return run
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Every run directory (one holding config.json) at or below the given paths; a
+    directory whose files are not an hdetach run's is skipped with a warning line."""
+    dirs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"RUN_DIR {p}: not a directory")
+        found = (
+            [p]
+            if (p / "config.json").is_file()
+            else sorted(c.parent for c in p.rglob("config.json"))
+        )
+        if not found:
+            raise FileNotFoundError(f"RUN_DIR {p}: no run directories (config.json) in it")
+        dirs += found
+    runs = []
+    for d in dict.fromkeys(dirs):
+        try:
+            runs.append(read_run(d))
+        except NotARun as e:
+            print(f"warning: skipping {d}: {e}", file=sys.stderr)
+    if not runs:
+        raise FileNotFoundError(f"RUN_DIR {', '.join(map(str, paths))}: no usable run directories")
+    return runs
+
+
+def _label(config: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = config[k]
+        if k == "p_detach":
+            parts.append("vanilla" if v == 0 else f"h-detach p={v:g}")
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts) or config["task"]
+
+
+def varying_options(configs: list[dict[str, Any]]) -> list[str]:
+    """The options (but ``NOT_CONFIG``) whose values differ between ``configs``, sorted."""
+    keys = sorted({k for c in configs for k in c} - NOT_CONFIG)
+    return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Configuration label -> its runs; the label names the options that vary across runs."""
+    varying = varying_options([r.config for r in runs])
+    # p_detach first: it is the comparison this project is about.
+    varying.sort(key=lambda k: (k != "p_detach", k))
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[_label(r.config, varying)].append(r)
+    return dict(groups)
+
+
+def transfer_lengths(groups: dict[str, list[Run]]) -> list[int] | None:
+    """The lengths T the first run with transfer results was evaluated at (None: no run
+    was); runs evaluated at another list of T are not compared with it."""
+    found = (r.transfer["T"] for runs in groups.values() for r in runs if r.transfer)
+    return next(found, None)
+
+
+def transfer_accuracies(runs: list[Run], Ts: list[int]) -> list[list[float]]:
+    """Per T of ``Ts``, the transfer accuracy of each run evaluated at exactly ``Ts``."""
+    done = [r for r in runs if r.transfer and r.transfer["T"] == Ts]
+    return [[r.transfer["acc"][i] for r in done] for i in range(len(Ts))]

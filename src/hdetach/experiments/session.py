@@ -1,0 +1,229 @@
+"""The state of one training run: model, optimizer, data order, progress, and how it is
+created fresh or restored from a checkpoint; plus the watch for non-finite values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hdetach.experiments.checkpoint import CheckpointError, config_of, load_checkpoint
+from hdetach.experiments.config import Config, ConfigError, resolve
+from hdetach.experiments.model import clip_gradients, make_optimizer
+from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.tasks import Task, data_rng, make_task
+from hdetach.rng import rng_state, seed_everything, set_rng_state
+
+
+class Sampler:
+    """Training minibatch indices from its own generator, so its state can be checkpointed.
+
+    With replacement (synthetic tasks): every batch is ``batch_size`` random indices.
+    Without (MNIST): a fresh shuffle at each epoch, consumed in order.
+    """
+
+    def __init__(self, n: int, batch_size: int, with_replacement: bool, gen: torch.Generator):
+        self.n, self.batch_size, self.with_replacement = n, batch_size, with_replacement
+        self.gen = gen
+        self.order = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.with_replacement:
+            return torch.randint(self.n, (self.batch_size,), generator=self.gen)
+        if self.pos >= len(self.order):
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.gen.set_state(s["gen"])
+        self.order, self.pos = s["order"], s["pos"]
+
+
+def train_sampler(task: Task, cfg: Config) -> Sampler:
+    """The training data order: a stream of its own, fixed by the seed, so it does not shift
+    when the model draws a different number of random numbers (e.g. p = 0 vs 0.25)."""
+    gen = data_rng(cfg.seed, "train/minibatches")
+    return Sampler(task.size("train"), cfg.batch_size, task.sample_with_replacement, gen)
+
+
+@dataclass
+class Divergence:
+    step: int
+    what: str  # "loss" or "gradient norm"
+    value: float
+
+
+class DivergenceWatch:
+    """Remembers, on the device, the first step whose loss or gradient norm is not finite;
+    ``check()`` reads it back (one device sync) and returns it, or None."""
+
+    def __init__(self, step: int, device: str):
+        self.start_step = step
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        # [steps since start at the first bad step (-1: none), its loss, its gradient norm]
+        self.first = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
+
+    def update(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.count += 1
+        now = torch.stack([self.count, loss.detach().double(), grad_norm.double()])
+        bad = ~(torch.isfinite(now[1]) & torch.isfinite(now[2])) & (self.first[0] < 0)
+        self.first = torch.where(bad, now, self.first)
+
+    def check(self) -> Divergence | None:
+        count, loss, grad_norm = self.first.tolist()
+        if count < 0:
+            return None
+        step = self.start_step + int(count)
+        if loss != loss or abs(loss) == float("inf"):
+            return Divergence(step, "loss", loss)
+        return Divergence(step, "gradient norm", grad_norm)
+
+
+@dataclass
+class Run:
+    """Everything a run holds between steps; ``state_dict`` is its checkpoint."""
+
+    cfg: Config
+    dir: Path
+    task: Task
+    model: torch.nn.Module  # the task's model (task.make_model)
+    optimizer: torch.optim.Optimizer
+    sampler: Sampler
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"value": None, "step": None})
+    # training metric sums (0-d float64 tensors on the device) since the last evaluation
+    sums: dict[str, Any] = field(default_factory=lambda: {"n": 0})
+    # the random state a checkpoint saves: every global generator's, unless the run draws
+    # from generators of its own (a population member)
+    rng_source: Callable[[], dict[str, Any]] = rng_state
+
+    def clip_gradients(self) -> torch.Tensor:
+        return clip_gradients(list(self.model.parameters()), self.cfg.clip, self.cfg.clip_value)
+
+    def accumulate(self, metrics: dict[str, Any]) -> None:
+        for k, v in metrics.items():
+            v = torch.as_tensor(v).detach().to(self.cfg.device, torch.float64)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.sums["n"] += 1
+
+    def train_means(self) -> dict[str, float]:
+        """Training metric averages since the last evaluation (one device sync)."""
+        n, keys = self.sums["n"], [k for k in self.sums if k != "n"]
+        if not keys:
+            return {}
+        return dict(zip(keys, (torch.stack([self.sums[k] for k in keys]) / n).tolist()))
+
+    def take_train_means(self) -> dict[str, float]:
+        means, self.sums = self.train_means(), {"n": 0}
+        return means
+
+    def update_best(self, value: float) -> bool:
+        """Record ``value`` of the selection metric; True if it is the best so far."""
+        previous = self.best["value"]
+        better = previous is None or (
+            value > previous if self.task.higher_is_better else value < previous
+        )
+        if better:
+            self.best = {"value": value, "step": self.step}
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": self.rng_source(),
+            "step": self.step,
+            "best": self.best,
+            "sums": {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.sums.items()},
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.sampler.load_state_dict(s["sampler"])
+        set_rng_state(s["rng"])
+        self.step, self.best = s["step"], s["best"]
+        self.sums = {
+            k: v.to(self.cfg.device) if torch.is_tensor(v) else v for k, v in s["sums"].items()
+        }
+
+
+def open_run(cfg: Config | None, resume: str | Path | None) -> Run:
+    """A fresh run from ``cfg`` (its directory created) or the one saved in ``resume``."""
+    cfg, ckpt = run_config(cfg, resume)
+    return build_run(cfg, ckpt, Path(resume or cfg.run_dir))
+
+
+def run_config(
+    cfg: Config | None, resume: str | Path | None
+) -> tuple[Config, dict[str, Any] | None]:
+    """The resolved config of a fresh run, or the saved config and checkpoint of the run
+    in ``resume``; checked, nothing created."""
+    if resume is None:
+        cfg = resolve(cfg or Config())
+        if (Path(cfg.run_dir) / "last.pt").exists():
+            raise ConfigError(f"--run-dir {cfg.run_dir} already holds a run; use --resume")
+        return cfg, None
+    path = Path(resume) / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
+    ckpt = load_checkpoint(path)
+    return config_of(ckpt, path), ckpt
+
+
+def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
+    """The run of ``run_config``'s answer: seeded and built, restored from ``ckpt`` when
+    given, else its directory created with its config.json."""
+    task = make_task(cfg)
+    seed_everything(cfg.seed)
+    model = task.make_model(cfg).to(cfg.device)
+    optimizer = make_optimizer(cfg, model.parameters())
+    run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
+    if ckpt is not None:
+        try:
+            run.load_state_dict(ckpt)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            reason = str(e).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{run_dir / 'last.pt'}: does not fit its own config ({reason})"
+            ) from None
+        _truncate_metrics(run.dir / "metrics.jsonl", run.step)
+    else:
+        try:
+            run.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--run-dir {run.dir}: cannot create it ({e.strerror})") from None
+        write_json(run.dir / "config.json", cfg.to_dict())
+        (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+    return run
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint being resumed (none in a clean run)."""
+
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class Callback:
+    """A hook into the loop: subclass and override what you need; pass to ``train``."""
+
+    def after_backward(self, run: Run) -> None:
+        """The step's gradients are in ``run.model`` (before clipping)."""
+
+    def on_eval(self, run: Run, record: dict[str, Any]) -> None:
+        """After each evaluation; keys added to ``record`` go into metrics.jsonl."""

@@ -1,0 +1,244 @@
+"""A sweep's grid: base options, the options to cross and the seeds; its runs and their names.
+
+Every value is checked with the ``Config`` field's type and ``resolve()`` before any run
+starts, so a typo costs one line, not a half-finished sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from hdetach.experiments.config import SEED_MAX, Config, ConfigError, flag, option_type, resolve
+from hdetach.experiments.runfiles import write_json
+
+RECORD = "sweep.json"
+# Options a grid may not cross: where a run goes (the sweep names it), what it runs on,
+# and the seed (given by ``seeds``); the task is the sweep's own.
+NOT_CROSSABLE = ("run_dir", "device", "data_dir", "seed", "task", "total_steps")
+_SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # what a value may spell in a folder name
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {
+        f.name: option_type(hints[f.name])
+        for f in dataclasses.fields(Config)
+        if "help" in f.metadata
+    }
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """``value`` (a command-line string or a TOML value) as the type of option ``name``."""
+    types = _field_types()
+    if name not in types:
+        raise ConfigError(f"{name!r} is not a train option (one of {', '.join(types)})")
+    kind = types[name]
+    if isinstance(value, str) and kind is not str:
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{flag(name)} takes {kind.__name__} values; got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{flag(name)} takes {kind.__name__} values; got {value!r}")
+    return value
+
+
+def value_text(value: Any) -> str:
+    """How a value is spelled in a run's folder name: exact and round-trippable."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclass
+class Grid:
+    """``base`` options for every run, ``axes`` (option -> values, crossed in this order)
+    and the ``seeds`` each combination is run with."""
+
+    task: str
+    base: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        self.base = {k: parse_value(k, v) for k, v in self.base.items()}
+        for name, values in self.axes.items():
+            if name in NOT_CROSSABLE:
+                raise ConfigError(f"--grid {name}: cannot be crossed (use --seeds for seeds)")
+            if not values:
+                raise ConfigError(f"--grid {name}: no values")
+            values[:] = [parse_value(name, v) for v in values]
+            if len(set(map(value_text, values))) < len(values):
+                raise ConfigError(f"--grid {name}: a value is repeated in {values}")
+            for v in values:
+                if not _SAFE.match(value_text(v)):
+                    raise ConfigError(f"--grid {name}: value {v!r} cannot name a folder")
+        for name in self.base:
+            if name in ("run_dir", "seed", "task") or name in self.axes:
+                raise ConfigError(f"{flag(name)}: set by the sweep, not a base option")
+        if not all(map(_is_int, self.seeds)):
+            raise ConfigError(f"--seeds must be ints; got {self.seeds}")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ConfigError(f"--seeds must be distinct seeds; got {self.seeds}")
+
+    def runs(self, out: Path) -> dict[str, Config]:
+        """Every run of the grid, resolved (each checked), by folder name under ``out``."""
+        names = list(self.axes)
+        runs = {}
+        for combo in itertools.product(*self.axes.values()):
+            overrides = dict(zip(names, combo))
+            for seed in self.seeds:
+                name = ",".join(f"{k}={value_text(v)}" for k, v in overrides.items())
+                name = f"{name},seed={seed}" if name else f"seed={seed}"
+                cfg = Config(
+                    task=self.task, **self.base, **overrides, seed=seed, run_dir=str(out / name)
+                )
+                runs[name] = resolve(cfg)
+        return runs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 5`` (seeds 0..4) or ``--seeds 0,3,7``."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes a count or a comma list of ints; got {text!r}") from None
+    if len(seeds) == 1 and "," not in text:
+        if not 1 <= seeds[0] <= SEED_MAX + 1:
+            raise ConfigError(f"--seeds must be a count >= 1 and <= 2**32; got {text}")
+        return list(range(seeds[0]))
+    return seeds
+
+
+def parse_axis(text: str) -> tuple[str, list[str]]:
+    """``--grid lr=1e-3,3e-3`` -> ("lr", ["1e-3", "3e-3"]); names use _ or -."""
+    name, sep, values = text.partition("=")
+    if not sep or not name or not values:
+        raise ConfigError(f"--grid takes NAME=V1,V2,...; got {text!r}")
+    return name.strip().lstrip("-").replace("-", "_"), [v.strip() for v in values.split(",")]
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """A sweep file: ``task``, ``seeds`` (count or list), ``out``, ``[base]``, ``[grid]``."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"sweep file {path}: {e}") from None
+    unknown = set(data) - {"task", "seeds", "out", "base", "grid"}
+    if unknown:
+        raise ConfigError(
+            f"sweep file {path}: unknown keys {', '.join(sorted(unknown))} "
+            "(expected task, seeds, out, [base], [grid])"
+        )
+    _check_file_shapes(path, data)
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_file_shapes(path: Path, data: dict[str, Any]) -> None:
+    """The kinds of a sweep file's entries (the values are checked as options later)."""
+    seeds = data.get("seeds", 1)
+    if not (_is_int(seeds) or (isinstance(seeds, list) and all(map(_is_int, seeds)))):
+        raise ConfigError(f"sweep file {path}: seeds must be a count or a list of ints")
+    if _is_int(seeds) and not 1 <= seeds <= SEED_MAX + 1:
+        raise ConfigError(
+            f"sweep file {path}: seeds must be a count >= 1 and <= 2**32; got {seeds}"
+        )
+    if not isinstance(data.get("out", ""), str):
+        raise ConfigError(f"sweep file {path}: out must be a folder name (a string)")
+    for table in ("base", "grid"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"sweep file {path}: {table} must be a table ([{table}])")
+    for name, values in data.get("grid", {}).items():
+        if not isinstance(values, list):
+            raise ConfigError(f"sweep file {path}: [grid] {name} must be a list of values")
+
+
+def prepare(out: Path, grid: Grid) -> dict[str, Config]:
+    """The grid's runs in ``out``, with every config, the folder and its record checked
+    before any work; then the record (``sweep.json``) is written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    runs = grid.runs(out)
+    check_record(out, grid)
+    check_existing(runs)
+    write_record(out, grid)
+    return runs
+
+
+def check_record(out: Path, grid: Grid) -> None:
+    """Refuse a grid whose task, base options or crossed options differ from those the
+    folder's sweep was started with; new values and seeds extend it (recorded)."""
+    path = out / RECORD
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = grid.to_dict()
+        differ = [k for k in ("task", "base") if old[k] != new[k]]
+        if list(old["axes"]) != list(new["axes"]):
+            differ.append("crossed options")
+        if differ:
+            had = "; ".join(f"{k} {_show(old, k)}" for k in differ)
+            asked = "; ".join(f"{k} {_show(new, k)}" for k in differ)
+            raise ConfigError(
+                f"--out {out} holds a sweep with other settings ({had}; asked: {asked}); "
+                "pick another --out"
+            )
+
+
+def check_existing(runs: dict[str, Config]) -> None:
+    """Refuse a run folder whose saved config is not the run's (other than where it runs)."""
+    for cfg in runs.values():
+        path = Path(cfg.run_dir) / "config.json"
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
+        wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
+        differ = [k for k, v in wanted.items() if saved.get(k) != v]
+        if differ:
+            k = differ[0]
+            raise ConfigError(
+                f"{path.parent} holds a run with {k} {saved.get(k)!r}, not {wanted[k]!r}; "
+                "move it away or pick another --out"
+            )
+
+
+def write_record(out: Path, grid: Grid) -> None:
+    """Record the grid, merged with the values and seeds already recorded there."""
+    path = out / RECORD
+    record = grid.to_dict()
+    if path.is_file():
+        old = json.loads(path.read_text())
+        for name, values in old["axes"].items():
+            record["axes"][name] = _union(values, record["axes"][name])
+        record["seeds"] = _union(old["seeds"], record["seeds"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+def _union(a: list, b: list) -> list:
+    return a + [v for v in b if v not in a]
+
+
+def _show(d: dict[str, Any], key: str) -> str:
+    return json.dumps(list(d["axes"]) if key == "crossed options" else d[key])

@@ -1,0 +1,379 @@
+"""The one training loop: every task, every optimizer and detach setting, checkpoint/resume.
+
+A run writes one directory::
+
+    config.json        the full resolved config
+    metrics.jsonl      one JSON line per evaluation (train averages over the interval + val)
+    tb/                TensorBoard event files
+    last.pt, best.pt   checkpoints: model, optimizer, every RNG state, sampler, step, best
+    summary.json       final summary: status ("finished" or "diverged"), test metrics of
+                       the best-validation model
+
+Resuming from ``last.pt`` restores every generator, so an interrupted run ends with
+exactly the same metrics as one that was never interrupted (same machine and threads).
+The loop reads training metrics off the device only at evaluations and progress updates.
+It trains one run, or several in lockstep whose gradients one joint pass computes (a
+population, ``hdetach.experiments.train_population``): everything else is each run's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hdetach.experiments.checkpoint import load_checkpoint, save_checkpoint
+from hdetach.experiments.config import (
+    CHOICES,
+    TASKS,
+    Config,
+    ConfigError,
+    add_dataclass_options,
+    check_threads,
+    flag,
+    resolve,
+)
+from hdetach.experiments.gradients.tracking import GradientTracker
+from hdetach.experiments.interrupt import StopRequest
+from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.runlog import RunLog
+from hdetach.experiments.session import Callback, Divergence, DivergenceWatch, Run, open_run
+from hdetach.experiments.tasks import Task
+from hdetach.rng import rng_state, set_rng_state
+
+__all__ = [
+    "Callback",
+    "Config",
+    "ConfigError",
+    "evaluate",
+    "load_checkpoint",
+    "p_at_epoch",
+    "resolve",
+    "rng_state",
+    "set_rng_state",
+    "train",
+]
+
+
+def checks_every_step(device: str) -> bool:
+    """Whether divergence is checked after every step, before the update is applied.
+
+    On the CPU the check costs nothing. On a GPU it would make the host wait for the
+    device at every step, so there the loop checks at each point where it reads numbers
+    off the device anyway (evaluations, progress updates); the steps in between may
+    apply non-finite updates, but no checkpoint is written before the check.
+    """
+    return torch.device(device).type == "cpu"
+
+
+def p_at_epoch(cfg: Config, epoch: int) -> float:
+    """The detach probability of an epoch: h-detach is switched off for the last K epochs."""
+    return 0.0 if epoch >= cfg.epochs - cfg.anneal_epochs else cfg.p_detach
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, task: Task, split: str, batch_size: int, device: str
+) -> dict[str, float]:
+    """Metrics of ``split`` averaged over all its examples (eval mode: a plain LSTM)."""
+    was_training = model.training
+    model.eval()
+    n, sums = task.size(split), {}
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        x, y = task.batch(split, idx)
+        _, m = task.loss_and_metrics(model(x.to(device)), y.to(device))
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64) * len(idx)
+    means = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+    means.update(task.corpus_metrics(model, split, batch_size, device))
+    model.train(was_training)
+    return means
+
+
+def train(
+    cfg: Config | None = None,
+    resume: str | Path | None = None,
+    progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train (or resume) one run and return its summary. ``progress``: None = bar on a tty.
+
+    The summary's ``status`` is "finished", "interrupted" (Ctrl-C; resume it) or
+    "diverged" (a non-finite loss or gradient; checkpoints keep the last good state).
+    """
+    run = open_run(cfg, resume)
+    if run.cfg.track_gradients:
+        callbacks = (*callbacks, GradientTracker(run.cfg.track_gradients))
+    (summary,) = train_runs([run], [resume is not None], forward_backward, progress, callbacks)
+    return summary
+
+
+# The joint forward and backward pass of the runs being trained together: each run's
+# gradients (clipped), and per run its loss and metrics (on the device) and batch size.
+StepResult = tuple[torch.Tensor, dict[str, Any], int]
+ForwardBackward = Callable[[list[Run], Sequence[Callback]], list[StepResult]]
+
+
+@dataclass
+class Trainee:
+    """A run being trained: its state, where it reports, and its watch for non-finite
+    values (``divergence``: the first one found; the run stops there)."""
+
+    run: Run
+    log: RunLog
+    watch: DivergenceWatch
+    divergence: Divergence | None = None
+
+    def diverged(self) -> bool:
+        """Read the watch (one device sync); True if the run has diverged."""
+        self.divergence = self.watch.check()
+        return self.divergence is not None
+
+
+def train_runs(
+    runs: list[Run],
+    resumed: Sequence[bool],
+    step: ForwardBackward,
+    progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> list[dict[str, Any]]:
+    """Train runs that share their schedule (steps, evaluations) in lockstep, ``step``
+    computing their gradients together; each run's summary, as ``train`` returns it."""
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(
+            StopRequest(
+                "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+                second_aborts=True,
+            )
+        )
+        trainees = []
+        for run, was_saved in zip(runs, resumed):
+            cfg = run.cfg
+            desc = f"{cfg.task} p={cfg.p_detach:g}"
+            log = stack.enter_context(RunLog(run.dir, cfg.total_steps, run.step, desc, progress))
+            if was_saved:
+                log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
+            elif run.step == 0:
+                log.config(cfg.to_dict())
+            trainees.append(Trainee(run, log, DivergenceWatch(run.step, cfg.device)))
+        _run_steps(trainees, stop, callbacks, step)
+    return [_outcome(t) for t in trainees]
+
+
+def _outcome(t: Trainee) -> dict[str, Any]:
+    """The summary of a run whose training stopped: diverged, interrupted or finished."""
+    run = t.run
+    if t.divergence is not None:
+        return _diverged(run, t.divergence)
+    if run.step < run.cfg.total_steps:
+        print(
+            f"stopped at step {run.step}; continue with: hdetach train --resume {run.dir}",
+            file=sys.stderr,
+        )
+        return {"status": "interrupted", "step": run.step, "run_dir": str(run.dir)}
+    return _finish(run)
+
+
+def _run_steps(
+    trainees: list[Trainee], stop: StopRequest, callbacks: Sequence[Callback], step: ForwardBackward
+) -> None:
+    """Step until the end or an interrupt; a run that diverges stops there, alone."""
+    every_step = checks_every_step(trainees[0].run.cfg.device)
+    for t in trainees:
+        t.run.model.train()
+    active = list(trainees)
+    while active and active[0].run.step < active[0].run.cfg.total_steps and not stop.requested:
+        results = step([t.run for t in active], callbacks)
+        for t, (loss, metrics, n_seqs) in zip(active, results):
+            t.watch.update(loss, metrics["grad_norm"])
+            if not (every_step and t.diverged()):
+                _apply(t, metrics, n_seqs, callbacks)
+        active = [t for t in active if t.divergence is None]
+    for t in active:
+        run = t.run
+        between_evaluations = run.step % run.cfg.eval_every != 0 and run.step != run.cfg.total_steps
+        if between_evaluations and not t.diverged():
+            save_checkpoint(run.state_dict(), run.dir / "last.pt")  # the stop's step boundary
+
+
+def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence[Callback]) -> None:
+    """Apply a run's step and count it; evaluate or show progress when due."""
+    run, log = t.run, t.log
+    run.optimizer.step()
+    run.step += 1
+    run.accumulate(metrics)
+    log.count(n_seqs)
+    at_eval = run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
+    # at most about once a second: these read the device
+    if (at_eval or log.due()) and not t.diverged():
+        if at_eval:
+            _evaluate_and_save(run, log, callbacks)
+        else:
+            log.progress(run.step, run.task.metric, run.train_means)
+
+
+def training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set the detach probability of the run's epoch; its next minibatch, on its device."""
+    cfg = run.cfg
+    run.model.lstm.p_detach = p_at_epoch(cfg, run.step // cfg.steps_per_epoch)
+    x, y = run.task.batch("train", run.sampler.next())
+    return x.to(cfg.device), y.to(cfg.device)
+
+
+def after_backward(run: Run, callbacks: Sequence[Callback]) -> torch.Tensor:
+    """The callbacks, then the run's own gradient clipping; the norm before clipping."""
+    for cb in callbacks:
+        cb.after_backward(run)
+    return run.clip_gradients()
+
+
+def forward_backward(runs: list[Run], callbacks: Sequence[Callback]) -> list[StepResult]:
+    """One minibatch's gradients (clipped) of a single run."""
+    (run,) = runs
+    x, y = training_batch(run)
+    loss, metrics = run.task.loss_and_metrics(run.model(x), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["grad_norm"] = after_backward(run, callbacks)
+    return [(loss.detach(), metrics, len(y))]
+
+
+def _evaluate_and_save(run: Run, log: RunLog, callbacks: Sequence[Callback]) -> None:
+    """Validate, log one record, and write last.pt (and best.pt when it improved)."""
+    cfg, metric = run.cfg, run.task.metric
+    train_means = run.take_train_means()
+    seq_per_s = log.seq_per_s()  # before validating: the speed of training alone
+    val = evaluate(run.model, run.task, "val", cfg.eval_batch_size, cfg.device)
+    improved = run.update_best(val[metric])
+    record = {
+        "step": run.step,
+        "epoch": run.step / cfg.steps_per_epoch,
+        "p_detach": run.model.lstm.p_detach,
+        "metric": metric,
+        "train": train_means,
+        "val": val,
+        "best": dict(run.best),
+        "time": {"seq_per_s": seq_per_s},
+    }
+    for cb in callbacks:
+        cb.on_eval(run, record)
+    log.record(record, metric)
+    state = run.state_dict()
+    if improved:
+        save_checkpoint(state, run.dir / "best.pt")
+    save_checkpoint(state, run.dir / "last.pt")
+    log.start_interval()
+
+
+def _summary(run: Run, status: str, **fields: Any) -> dict[str, Any]:
+    best = run.best
+    summary = {
+        "status": status,
+        "run_dir": str(run.dir),
+        "task": run.cfg.task,
+        "metric": run.task.metric,
+        "steps": run.step,
+        "best_step": best["step"],
+        "best_epoch": None if best["step"] is None else best["step"] / run.cfg.steps_per_epoch,
+        "best_val": best["value"],
+        **fields,
+    }
+    write_json(run.dir / "summary.json", summary)
+    return summary
+
+
+def _finish(run: Run) -> dict[str, Any]:
+    """Test the best-validation model and write summary.json."""
+    cfg, metric = run.cfg, run.task.metric
+    lines = (run.dir / "metrics.jsonl").read_text().splitlines()
+    run.model.load_state_dict(load_checkpoint(run.dir / "best.pt")["model"])
+    test = evaluate(run.model, run.task, "test", cfg.eval_batch_size, cfg.device)
+    summary = _summary(
+        run, "finished", final_val=json.loads(lines[-1])["val"][metric], test_at_best=test
+    )
+    print(
+        f"done: best val {metric} {run.best['value']:.4f} at step {run.best['step']}, "
+        f"test {metric} {test[metric]:.4f} -> {run.dir}",
+        file=sys.stderr,
+    )
+    return summary
+
+
+def _diverged(run: Run, bad: Divergence) -> dict[str, Any]:
+    """Say so in one line and write summary.json; the checkpoints are left as they were."""
+    kept = (
+        f"last.pt keeps step {load_checkpoint(run.dir / 'last.pt')['step']}"
+        if (run.dir / "last.pt").is_file()
+        else "no checkpoint was written"
+    )
+    print(
+        f"diverged at step {bad.step}: training {bad.what} is {bad.value} ({kept}); "
+        "try gradient clipping (--clip norm) or a smaller --lr",
+        file=sys.stderr,
+    )
+    run.step = bad.step
+    return _summary(run, "diverged", diverged={"what": bad.what, "value": bad.value})
+
+
+TRAIN_EXAMPLES = """examples:
+  hdetach train copy --T 100 --p-detach 0.5                 # the paper's copying task
+  hdetach train copy --T 100 --p-detach 0 --seed 1          # the vanilla LSTM baseline
+  hdetach train mnist --data-dir ~/mnist --anneal-epochs 40 # pixel MNIST, h-detach off at the end
+  hdetach train pmnist --perm-seed 0                        # permuted MNIST, fixed permutation
+  hdetach train adding --T 200 --epochs 20
+  hdetach train --resume runs/copy-T100-p0.5-s0-20260101-120000
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``hdetach train`` subcommand: one option per Config field."""
+    p = subparsers.add_parser(
+        "train",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train an LSTM on a task.",
+    )
+    p.add_argument("task", nargs="?", choices=TASKS, help="the task")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint (no other options)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="progress bar (default: on a terminal only)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    add_dataclass_options(p, Config, CHOICES, skip=("task",))
+    p.set_defaults(run=_command)
+
+
+def _command(a: argparse.Namespace) -> None:
+    opts = {k: v for k, v in vars(a).items() if k not in ("cmd", "run")}
+    task, progress, resume, threads = (
+        opts.pop(k) for k in ("task", "progress", "resume", "threads")
+    )
+    check_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if resume is not None:
+        if opts or task:
+            flags = ([task] if task else []) + [flag(k) for k in opts]
+            raise ConfigError(f"--resume takes the saved config; drop {', '.join(flags)}")
+        summary = train(resume=resume, progress=progress)
+    elif task is None:
+        raise ConfigError(f"train needs a TASK ({', '.join(TASKS)}) or --resume RUN_DIR")
+    else:
+        summary = train(Config(task=task, **opts), progress=progress)
+    if summary["status"] != "finished":
+        sys.exit(130 if summary["status"] == "interrupted" else 1)

@@ -1,7 +1,0 @@
-"""Sweeps: a grid of ordinary runs (options x seeds) run locally or on Ray, resumable."""
-
-from hdetach.sweep.command import add_parser
-from hdetach.sweep.grid import Grid
-from hdetach.sweep.runner import SweepResult, run_sweep
-
-__all__ = ["Grid", "SweepResult", "add_parser", "run_sweep"]

@@ -1,0 +1,135 @@
+"""The package's shape: the library never imports the lab, and no module imports itself
+back through others (function-local imports included)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import hdetach
+from hdetach.experiments import config
+from hdetach.experiments.tasks import TASKS, metric_direction
+
+PACKAGE = Path(hdetach.__file__).parent
+LAB = "hdetach.experiments"
+ENTRY_POINT = "hdetach.__main__"  # ``python -m hdetach`` runs the lab's CLI by design
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every hdetach module that ``path`` imports anywhere in its body (the deepest module
+    an import names: ``from hdetach.nn import lstm`` is hdetach.nn.lstm)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name.startswith("hdetach"):
+                out.add(name)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: _imports(p, modules) - {m} for m, p in modules.items()}
+
+
+def test_the_import_walk_sees_function_local_imports():
+    # The walk must see through functions, or a hidden cycle would pass.
+    graph = _graph()
+    assert "hdetach.experiments.gradients.tracking" in graph["hdetach.experiments.train"]
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(path[path.index(n) :] + [n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_library_never_imports_the_lab():
+    graph = _graph()
+    library = [m for m in graph if not m.startswith(LAB) and m != ENTRY_POINT]
+    assert "hdetach.functional" in library and "hdetach.analysis.paths" in library
+    offenders = {m: sorted(n for n in graph[m] if n.startswith(LAB)) for m in library}
+    assert not {m: n for m, n in offenders.items() if n}
+
+
+def test_import_hdetach_loads_no_lab_module():
+    code = (
+        "import sys, hdetach, hdetach.analysis\n"
+        "print(hdetach.LSTM, hdetach.gradient_paths, hdetach.gradient_profiles)\n"
+        f"print(sorted(m for m in sys.modules if m.startswith('{LAB}')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_one_task_registry_knows_every_task_and_its_metric_direction():
+    assert set(TASKS) == {*config.TASKS, config.CAPTION_TASK}
+    for cls in TASKS.values():
+        assert metric_direction(cls.metric) is cls.higher_is_better
+    assert metric_direction("cider") is True  # captioning's metric: larger is better
+
+
+# Imported inside functions, and only there: the optional dependencies (extras), and the
+# host code of the triton kernels, which imports triton itself.
+# torch.utils.cpp_extension: torch's build tooling, loaded when the compiled CPU recurrence
+# is first built (importing it probes for CUDA and setuptools, and logs).
+OPTIONAL = (
+    "torchvision",
+    "PIL",
+    "pycocoevalcap",
+    "ray",
+    "triton",
+    "hdetach.ops.triton_lstm",
+    "torch.utils.cpp_extension",
+)
+
+
+def test_function_local_imports_are_only_for_optional_dependencies():
+    late = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    names = [a.name for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom):
+                    names = [f"{sub.module}.{a.name}" for a in sub.names]
+                else:
+                    continue
+                late += [f"{name}:{sub.lineno} {n}" for n in names if not n.startswith(OPTIONAL)]
+    assert not late, "function-local imports of required modules: " + ", ".join(late)

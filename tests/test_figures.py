@@ -1,0 +1,87 @@
+"""What the report's figures say: ticks at the tested T, titles, the chance line, and
+what every band is. The figures are read back from matplotlib as they are saved."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.figure
+import pytest
+
+from hdetach.experiments.gradients.plots import plot_gradient_balance
+from hdetach.experiments.report import report
+from hdetach.experiments.tasks.copying import CHANCE
+
+TESTED_T = [10, 25, 50]
+
+
+@pytest.fixture
+def saved(monkeypatch) -> dict:
+    """File name -> the Figure written there."""
+    figures, original = {}, matplotlib.figure.Figure.savefig
+
+    def keep(self, fname, *args, **kwargs):
+        figures[fname.name] = self
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures
+
+
+def copy_run(folder, p: float, seed: int, acc: list[float], transfer: list[float]) -> None:
+    """A finished copying run trained at T=5, evaluated at TESTED_T."""
+    folder.mkdir(parents=True)
+    config = {"task": "copy", "T": 5, "p_detach": p, "seed": seed, "run_dir": str(folder)}
+    (folder / "config.json").write_text(json.dumps(config))
+    records = [
+        {"step": k, "epoch": float(k), "metric": "acc", "val": {"acc": a}, "best": {"value": a}}
+        for k, a in enumerate(acc, 1)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"status": "finished", "metric": "acc", "test_at_best": {"acc": acc[-1]}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "transfer.json").write_text(json.dumps({"T": TESTED_T, "acc": transfer}))
+
+
+def chance_lines(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+
+
+def test_transfer_figure_ticks_title_chance_and_band(tmp_path, saved):
+    for p in (0.0, 0.5):
+        for seed in (0, 1):
+            copy_run(tmp_path / f"p{p}-s{seed}", p, seed, [0.2, 0.4 + p / 2], [0.5, 0.3, 0.2])
+    report([tmp_path], tmp_path / "out")
+    (ax,) = saved["transfer.png"].axes
+    assert list(ax.get_xticks()) == TESTED_T
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "25", "50"]
+    assert len(ax.xaxis.get_minorticklocs()) == 0  # no 2x10^1 ... labels
+    title = ax.get_title()
+    assert "trained at T=5" in title and "band: their min to max" in title
+    (chance,) = chance_lines(ax)
+    assert list(chance.get_ydata()) == [CHANCE, CHANCE] and CHANCE == 1 / 8
+    assert {"vanilla (n=2)", "h-detach p=0.5 (n=2)"} <= {t.get_text() for t in ax.legend_.texts}
+
+
+def test_curves_say_what_the_band_is_only_where_one_is_drawn(tmp_path, saved):
+    copy_run(tmp_path / "a", 0.0, 0, [0.2, 0.4], [0.5, 0.3, 0.2])
+    report([tmp_path], tmp_path / "one")
+    (ax,) = saved["curves.png"].axes
+    assert "band" not in ax.get_title() and len(chance_lines(ax)) == 1
+    copy_run(tmp_path / "b", 0.0, 1, [0.3, 0.5], [0.5, 0.3, 0.2])
+    report([tmp_path], tmp_path / "two")
+    (ax,) = saved["curves.png"].axes
+    assert "band: their min to max" in ax.get_title()
+
+
+def test_gradient_balance_says_what_its_band_is(tmp_path, saved):
+    dirs = []
+    for seed, ratios in enumerate(([2.0, 1.0], [4.0, 3.0])):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        tracked = [{"step": 10 * k, "lstm": {"ratio": r}} for k, r in enumerate(ratios)]
+        (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "gradients": tracked}) + "\n")
+        dirs.append(d)
+    plot_gradient_balance({"h-detach": dirs}, tmp_path / "gradients.png")
+    (ax,) = saved["gradients.png"].axes
+    assert "geometric mean over the n seeds; band: their min to max" in ax.get_title()
