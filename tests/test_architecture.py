@@ -117,7 +117,17 @@ def test_one_task_registry_knows_every_task_and_its_metric_direction():
 
 # Imported inside functions, and only there: the optional dependencies (extras), and the
 # host code of the triton kernels, which imports triton itself.
-OPTIONAL = ("torchvision", "PIL", "pycocoevalcap", "ray", "triton", "hdetach.ops.triton_lstm")
+# torch.utils.cpp_extension: torch's build tooling, loaded when the compiled CPU recurrence
+# is first built (importing it probes for CUDA and setuptools, and logs).
+OPTIONAL = (
+    "torchvision",
+    "PIL",
+    "pycocoevalcap",
+    "ray",
+    "triton",
+    "hdetach.ops.triton_lstm",
+    "torch.utils.cpp_extension",
+)
 
 
 def test_function_local_imports_are_only_for_optional_dependencies():

@@ -31,12 +31,17 @@ def test_bench_prints_a_table_with_every_row(monkeypatch, tmp_path, capsys):
     for impl in (
         "torch.nn.LSTM",
         "authors' loop",
-        "hdetach fused",
+        "hdetach fused, compiled",
+        "hdetach fused, python",
         "hdetach reference",
         "matmul floor",
+        "FLOP floor",
     ):
         assert f"| {impl} |" in text
-    assert text.count("| tiny (6, 3, 2, 4) |") == 1 + 2 + 2 * 2 + 1
+    # torch, the loop at 2 p, fused on 2 kernels and reference at 2 p, 2 floors at p 0 and 0.5
+    assert text.count("| tiny (6, 3, 2, 4) |") == 1 + 2 + 3 * 2 + 1 + 2
+    floor_ratios = [line.rsplit("|", 2)[1].strip() for line in text.splitlines() if "tiny" in line]
+    assert all(r.endswith("x") and float(r[:-1]) > 0 for r in floor_ratios)
     assert text in capsys.readouterr().out
 
 

@@ -39,6 +39,19 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+CPU_KERNELS = ("auto", "compiled", "python")
+
+
+def cpu_kernel() -> str:
+    """``HDETACH_CPU_KERNEL``: the fused backend's CPU steps. ``auto`` (unset): the compiled
+    recurrence where it can be built, else the eager steps after one warning;
+    ``compiled``: the compiled recurrence or an error; ``python``: the eager steps."""
+    setting = os.environ.get("HDETACH_CPU_KERNEL", "auto")
+    if setting not in CPU_KERNELS:
+        raise ValueError(f"HDETACH_CPU_KERNEL must be one of {CPU_KERNELS}, got {setting!r}")
+    return setting
+
+
 def onednn_products() -> str:
     """``HDETACH_ONEDNN``: the fused backend's float32 CPU products. ``auto`` (unset):
     oneDNN when torch runs one thread, else torch.mm (MKL); ``1`` always oneDNN; ``0``

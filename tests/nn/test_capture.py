@@ -171,7 +171,7 @@ def test_traced_eval_model_runs_with_grad_at_other_lengths():
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
 
 
-def test_compiled_module_with_a_mask_matches_eager():
+def test_compiled_module_with_a_mask_matches_eager(cpu_kernel):
     torch.manual_seed(1)
     lstm = hdetach.LSTM(3, 5, num_layers=2, p_detach=0.5)
     x = torch.randn(7, 2, 3)
@@ -185,7 +185,7 @@ def test_compiled_module_with_a_mask_matches_eager():
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
 
 
-def test_torch_compile_traces_the_op_without_breaking_its_graph():
+def test_torch_compile_traces_the_op_without_breaking_its_graph(cpu_kernel):
     # The buffer pool, the oneDNN choice and the functorch check stay out of the trace, and
     # the backward that reads the detach mask on the host gives way to the traceable one.
     lstm = hdetach.LSTM(3, 5, p_detach=0.5)

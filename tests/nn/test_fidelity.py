@@ -262,7 +262,7 @@ def test_options_are_validated_on_assignment(module, attribute, value, choices):
         assert getattr(module, attribute) == valid
 
 
-def test_interlayer_dropout_with_detach_masks_matches_the_reference_stack():
+def test_interlayer_dropout_with_detach_masks_matches_the_reference_stack(cpu_kernel):
     """Dropout between layers draws what a stack of one-layer reference modules draws."""
     torch.manual_seed(4)
     lstm = hdetach.LSTM(3, 5, num_layers=2, dropout=0.4, dtype=torch.float64, backend="fused")
@@ -311,7 +311,7 @@ def test_deepcopy_is_independent_and_keeps_the_options():
     )
 
 
-def test_threads_running_one_module_get_their_own_results():
+def test_threads_running_one_module_get_their_own_results(cpu_kernel):
     """Several threads train through one module at once (the fused op keeps no state)."""
     torch.manual_seed(7)
     lstm = hdetach.LSTM(3, 6, num_layers=2, p_detach=0.5)

@@ -66,7 +66,7 @@ def outputs_per_example(output, batch_first, packed, lengths):
 @pytest.mark.parametrize("path", ["h", "c"])
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 def test_module_matches_oracle(
-    layers, bidirectional, batch_first, bias, packed, with_hx, mask_shape, path, backend
+    cpu_kernel, layers, bidirectional, batch_first, bias, packed, with_hx, mask_shape, path, backend
 ):
     gen = torch.Generator().manual_seed(layers * 7 + bidirectional + 2 * packed)
     input_size, hidden, batch, steps = 3, 4, 4, 6
@@ -135,7 +135,7 @@ TORCH_CASES = list(itertools.product([1, 2], [False, True], [False, True], [Fals
 
 
 @pytest.mark.parametrize("layers,bidirectional,batch_first,packed", TORCH_CASES)
-def test_p0_matches_torch_lstm(layers, bidirectional, batch_first, packed):
+def test_p0_matches_torch_lstm(cpu_kernel, layers, bidirectional, batch_first, packed):
     ours, native = make_pair(
         input_size=5,
         hidden_size=7,
@@ -225,7 +225,7 @@ def test_drawn_mask_is_reproducible_and_changes_the_gradient():
 
 
 @pytest.mark.parametrize("scope", ["batch", "sample"])
-def test_p1_detaches_every_step(scope):
+def test_p1_detaches_every_step(cpu_kernel, scope):
     lstm = hdetach.LSTM(2, 5, num_layers=2, p_detach=1.0, detach_scope=scope)
     x = torch.randn(7, 3, 2)
     every_step = detached_grads(lstm, x, detach_mask=torch.ones(7, dtype=torch.bool))

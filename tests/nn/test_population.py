@@ -42,7 +42,7 @@ def _params_of(member: hdetach.LSTM) -> list[list[torch.Tensor]]:
     ],
     ids=["h", "c", "2-layer-bi", "proj-batch_first", "no-bias"],
 )
-def test_members_outputs_and_gradients_equal_the_float64_loop(backend, options):
+def test_members_outputs_and_gradients_equal_the_float64_loop(cpu_kernel, backend, options):
     pop = _population(backend, **options)
     first = pop.member(0)
     states, batch_first = first._num_states, first.batch_first
@@ -124,7 +124,7 @@ def test_auto_on_a_cpu_runs_the_members_in_turn_with_the_batched_results():
     assert_all_close(results[0], results[1], names)
 
 
-def test_members_are_independent():
+def test_members_are_independent(cpu_kernel):
     pop = _population("fused", p_detach=0.5)
     out, _ = pop(torch.randn(K, T, B, IN, dtype=F64))
     out[0].sum().backward()
@@ -133,7 +133,7 @@ def test_members_are_independent():
         assert all(w.grad is None or not w.grad.any() for w in pop.member(k).parameters())
 
 
-def test_each_parameter_gets_a_gradient_of_its_own():
+def test_each_parameter_gets_a_gradient_of_its_own(cpu_kernel):
     """Clipping scales gradients in place: no two parameters may share a gradient tensor."""
     pop = _population("fused", p_detach=0.5, num_layers=2)
     out, _ = pop(torch.randn(K, T, B, IN, dtype=F64))
@@ -178,7 +178,7 @@ def test_eval_mode_runs_each_member_as_torchs_lstm():
         torch.testing.assert_close(h_n[k], h_e)
 
 
-def test_double_backward_equals_the_members_own():
+def test_double_backward_equals_the_members_own(cpu_kernel):
     """create_graph=True (gradient penalties) takes the differentiable backward, member by
     member the same as a lone model's (tests/ops/test_double_backward.py checks that one)."""
     pop = _population("fused", p_detach=0.5)

@@ -56,7 +56,7 @@ def test_proj_size_at_p0_matches_torch_lstm(layers, bidirectional, batch_first, 
 
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("path", ["h", "c"])
-def test_proj_size_with_mask_matches_the_reference_backend(packed, path):
+def test_proj_size_with_mask_matches_the_reference_backend(cpu_kernel, packed, path):
     modules = []
     for backend in ("fused", "reference"):
         torch.manual_seed(3)

@@ -76,7 +76,7 @@ CASES = list(itertools.product(["none", "batch", "sample", "all"], ["h", "c"], [
 
 @pytest.mark.parametrize("mask_kind,path,packed", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fused_matches_reference(mask_kind, path, packed, seed, monkeypatch):
+def test_fused_matches_reference(cpu_kernel, mask_kind, path, packed, seed, monkeypatch):
     gen = torch.Generator().manual_seed(100 + seed)
     steps, batch, inputs, hidden = (
         int(torch.randint(lo, hi, (1,), generator=gen))
@@ -99,7 +99,7 @@ def test_fused_matches_reference(mask_kind, path, packed, seed, monkeypatch):
         assert_all_close(actual, expected, NAMES, rtol=1e-10, atol=1e-12)
 
 
-def test_all_true_mask_equals_a_loop_that_detaches_every_step():
+def test_all_true_mask_equals_a_loop_that_detaches_every_step(cpu_kernel):
     tensors, weights, _ = random_problem(3, 6, 3, 2, 4)
     t = tensors
     h, c, outs = t["h0"], t["c0"], []
@@ -124,7 +124,7 @@ def test_all_true_mask_equals_a_loop_that_detaches_every_step():
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_gradcheck_fused(packed):
+def test_gradcheck_fused(cpu_kernel, packed):
     # Finite differences see the forward function, whose true gradient h-detach
     # modifies: gradcheck applies without a mask only (masks are checked above).
     tensors, _, gen = random_problem(5, 4, 3, 2, 3)
@@ -136,7 +136,7 @@ def test_gradcheck_fused(packed):
     assert torch.autograd.gradcheck(f, tuple(layer_inputs(tensors)))
 
 
-def test_backward_twice_with_retain_graph():
+def test_backward_twice_with_retain_graph(cpu_kernel):
     tensors, weights, _ = random_problem(7, 5, 3, 2, 4)
     t = tensors
     out, h_n, c_n = lstm_layer(
@@ -151,7 +151,7 @@ def test_backward_twice_with_retain_graph():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_no_grad_forward_matches_grad_forward(monkeypatch):
+def test_no_grad_forward_matches_grad_forward(cpu_kernel, monkeypatch):
     monkeypatch.setattr(fused_module, "CHUNK_BYTES", 1)  # one step per chunk, buffers reused
     tensors, _, gen = random_problem(8, 7, 4, 3, 5)
     t = tensors
@@ -166,7 +166,7 @@ def test_no_grad_forward_matches_grad_forward(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_matches_torch_lstm_without_detach(dtype):
+def test_fused_matches_torch_lstm_without_detach(cpu_kernel, dtype):
     torch.manual_seed(0)
     native = torch.nn.LSTM(3, 6, dtype=dtype)
     x = torch.randn(20, 4, 3, dtype=dtype, requires_grad=True)

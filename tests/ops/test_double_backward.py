@@ -13,7 +13,7 @@ MASK = torch.tensor([False, True, False, True])
 
 @pytest.mark.parametrize("path", ["h", "c"])
 @pytest.mark.parametrize("mask", [None, MASK], ids=["p0", "fixed-mask"])
-def test_gradgradcheck_fused(path, mask):
+def test_gradgradcheck_fused(cpu_kernel, path, mask):
     # With a fixed mask the first derivative is h-detach's; gradgradcheck compares its
     # derivative with finite differences of it, so the mask is honoured at both orders
     # (autograd through the reference backend would not pass: there the detached state
@@ -28,7 +28,7 @@ def test_gradgradcheck_fused(path, mask):
     assert torch.autograd.gradgradcheck(f, tuple(layer_inputs(tensors)))
 
 
-def test_gradgradcheck_fused_projection_packed_per_example_mask():
+def test_gradgradcheck_fused_projection_packed_per_example_mask(cpu_kernel):
     gen = torch.Generator().manual_seed(14)
     steps, batch, hidden, proj = 4, 3, 3, 2
     shapes = [(steps, batch, 4 * hidden), (batch, proj), (batch, hidden), (4 * hidden, proj)]
@@ -44,7 +44,7 @@ def test_gradgradcheck_fused_projection_packed_per_example_mask():
     assert torch.autograd.gradgradcheck(f, tuple(inputs))
 
 
-def test_create_graph_without_detach_matches_the_reference_backend():
+def test_create_graph_without_detach_matches_the_reference_backend(cpu_kernel):
     # Without a mask the reference backend's double backward is plain autograd's.
     tensors, weights, _ = random_problem(12, 5, 3, 2, 4)
     inputs = layer_inputs(tensors)
@@ -68,7 +68,7 @@ def _loss(weights, mask):
 
 
 @pytest.mark.parametrize("mask", [None, MASK], ids=["p0", "fixed-mask"])
-def test_func_grad_equals_autograd(mask):
+def test_func_grad_equals_autograd(cpu_kernel, mask):
     tensors, weights, _ = random_problem(13, 4, 3, 2, 4)
     inputs = layer_inputs(tensors)
     loss = _loss(weights, mask)
@@ -82,7 +82,7 @@ def test_func_grad_equals_autograd(mask):
         assert not torch.allclose(functional[4], plain[4])
 
 
-def test_vmap_forward_and_per_sample_gradients_with_a_mask():
+def test_vmap_forward_and_per_sample_gradients_with_a_mask(cpu_kernel):
     tensors, _, gen = random_problem(15, 5, 3, 2, 4)
     x, h0, c0, *weights = [t.detach() for t in layer_inputs(tensors)]
     xs = torch.randn(6, *x.shape, generator=gen, dtype=torch.float64)

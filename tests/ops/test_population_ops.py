@@ -65,7 +65,9 @@ def _recurrence(t, mask, path, backend):
 )
 @pytest.mark.parametrize("proj", [False, True], ids=["", "proj"])
 @pytest.mark.parametrize("path", ["h", "c"])
-def test_a_population_call_equals_one_call_per_member(function, backend, mask_kind, proj, path):
+def test_a_population_call_equals_one_call_per_member(
+    cpu_kernel, function, backend, mask_kind, proj, path
+):
     gen = torch.Generator().manual_seed(0)
     t = _tensors(gen, proj)
     mask = {

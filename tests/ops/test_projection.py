@@ -32,7 +32,9 @@ def _weights(gen, layers, directions, inputs, hidden, proj):
     "bidirectional, packed, path, scope",
     [(False, False, "h", "batch"), (True, True, "h", "sample"), (True, False, "c", "sample")],
 )
-def test_projection_matches_a_per_example_oracle(backend, bidirectional, packed, path, scope):
+def test_projection_matches_a_per_example_oracle(
+    cpu_kernel, backend, bidirectional, packed, path, scope
+):
     gen = torch.Generator().manual_seed(31)
     layers, directions, steps, batch, inputs, hidden, proj = 2, 1 + bidirectional, 6, 3, 2, 5, 3
     params = _weights(gen, layers, directions, inputs, hidden, proj)
@@ -71,7 +73,7 @@ def test_projection_matches_a_per_example_oracle(backend, bidirectional, packed,
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "batch", "sample"])
-def test_fused_recurrence_with_projection_matches_reference(mask_kind, monkeypatch):
+def test_fused_recurrence_with_projection_matches_reference(cpu_kernel, mask_kind, monkeypatch):
     gen = torch.Generator().manual_seed(32)
     steps, batch, hidden, proj = 9, 4, 6, 2
     monkeypatch.setattr(fused_module, "CHUNK_BYTES", 2 * batch * 4 * hidden * 8)  # 2-step chunks
@@ -98,7 +100,7 @@ def test_fused_recurrence_with_projection_matches_reference(mask_kind, monkeypat
 
 
 @pytest.mark.parametrize("backend", ["fused", "reference", "native", "auto"])
-def test_projection_without_detach_matches_torch_lstm(backend):
+def test_projection_without_detach_matches_torch_lstm(cpu_kernel, backend):
     torch.manual_seed(3)
     native = torch.nn.LSTM(3, 6, num_layers=2, proj_size=4, bidirectional=True, dtype=F64)
     x = torch.randn(8, 5, 3, dtype=F64, requires_grad=True)

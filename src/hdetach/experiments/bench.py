@@ -6,14 +6,17 @@
 
 Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
 (``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
-backends at several p; and the matrix-product floor (only the products any
-implementation must do: per step the recurrent product forward and backward, then
-the weight gradients). Ratios are against rows timed in the same run.
+backends at several p (on a CPU, ``fused`` once per CPU kernel of ``--cpu-kernels``); the
+matrix-product floor (only the products any implementation must do at p = 0, run on the
+fused backend's product kernels); and the FLOP floor at each p (see ``FlopFloor``), which
+the last column divides into every row's time. Ratios are against rows timed in the same
+run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 from collections.abc import Callable
@@ -24,7 +27,7 @@ from torch import nn
 
 import hdetach
 from hdetach.experiments.bench_population import format_population_table, population_rows
-from hdetach.experiments.timing import timed_ms
+from hdetach.experiments.timing import CLOCKS, set_clock, timed_ms
 from hdetach.ops.products import add_outer_, block_product, product
 
 # name -> (steps, batch, input, hidden)
@@ -33,6 +36,8 @@ SHAPES = {
     "copy300": (320, 100, 1, 128),
     "pmnist": (784, 100, 1, 100),
     "wide": (100, 64, 512, 512),
+    "study": (30, 100, 9, 128),  # the hidden-128 studies of results/studies
+    "small": (40, 32, 64, 64),
 }
 
 
@@ -89,6 +94,103 @@ def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[
     return run
 
 
+class FlopFloor:
+    """The FLOP floor of one h-detach forward+backward: the products it must do, each on
+    the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, operands laid out
+    as each kernel likes them), at the current thread count, run back to back.
+
+    Products (B rows, H hidden, I inputs, T steps): h_{t-1} W_hh^T (B x H by H x 4H) at
+    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, round((1 - p) T) of them;
+    the weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
+    The faster kernel of each product is chosen once from short timings; the floor itself
+    is timed as one run of all its products, in turn with the other rows, so that a
+    loaded machine stretches it as much as them.
+    """
+
+    def __init__(self, steps, batch, input_size, hidden, device, dtype) -> None:
+        def rand(*shape):
+            return torch.randn(*shape, device=device, dtype=dtype)
+
+        self.steps, self.device = steps, device
+        h, w_hh, dz = rand(batch, hidden), rand(4 * hidden, hidden), rand(batch, 4 * hidden)
+        all_dz, all_h, x = (
+            rand(steps * batch, 4 * hidden),
+            rand(steps * batch, hidden),
+            rand(steps * batch, input_size),
+        )
+        # per product: (a, b) for a @ b on torch.mm; (a, b^T contiguous) for oneDNN's linear
+        operands = {
+            "step": ((h, w_hh.t()), (h, w_hh)),
+            "back": ((dz, w_hh), (dz, w_hh.t().contiguous())),
+            "w_hh": ((all_dz.t(), all_h), (all_dz.t().contiguous(), all_h.t().contiguous())),
+            "w_ih": ((all_dz.t(), x), (all_dz.t().contiguous(), x.t().contiguous())),
+        }
+        onednn = (
+            device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+        )
+        self.kernels: dict[str, list[Callable[[], object]]] = {}
+        for name, ((a, b), (a1, w1)) in operands.items():
+            out = torch.mm(a, b)
+            self.kernels[name] = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
+            if onednn:
+                self.kernels[name].append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
+        self.chosen: dict[str, Callable[[], object]] = {}
+
+    def choose(self) -> dict[str, int]:
+        """Pick each product's faster kernel (median of a few calls); 0 torch.mm, 1 oneDNN."""
+        picks = {}
+        for name, kernels in self.kernels.items():
+            calls = 5 if name.startswith("w_") else 20
+            ms = [
+                statistics.median(timed_ms(kernel, self.device) for _ in range(calls))
+                for kernel in kernels
+            ]
+            picks[name] = ms.index(min(ms))
+            self.chosen[name] = kernels[picks[name]]
+        return picks
+
+    def run(self, p: float) -> Callable[[], None]:
+        """One forward+backward's products at ``p``, on the chosen kernels."""
+        kept = round((1 - p) * self.steps)
+
+        def products() -> None:
+            if not self.chosen:
+                self.choose()
+            step, back = self.chosen["step"], self.chosen["back"]
+            for _ in range(self.steps):
+                step()
+            for _ in range(kept):
+                back()
+            self.chosen["w_hh"]()
+            self.chosen["w_ih"]()
+
+        return products
+
+
+def _onednn_linear(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """a @ weight^T on oneDNN (``torch.ops.mkldnn._linear_pointwise``, as ``products.py``)."""
+    return torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
+
+
+def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with ``HDETACH_CPU_KERNEL=kernel`` (unchanged for None)."""
+    if kernel is None:
+        return fn
+
+    def run():
+        before = os.environ.get("HDETACH_CPU_KERNEL")
+        os.environ["HDETACH_CPU_KERNEL"] = kernel
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ["HDETACH_CPU_KERNEL"]
+            else:
+                os.environ["HDETACH_CPU_KERNEL"] = before
+
+    return run
+
+
 def benchmark_shape(
     name: str,
     device: torch.device,
@@ -96,6 +198,7 @@ def benchmark_shape(
     backends: list[str],
     ps: list[float],
     repeats: int,
+    cpu_kernels: list[str] | None = None,
 ) -> list[dict]:
     """Time every implementation on one shape; one dict per row of the table.
 
@@ -109,25 +212,32 @@ def benchmark_shape(
     grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
     entries = []  # (row, forward or None, timed call for the fwd+bwd column)
 
-    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor]) -> None:
+    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
         def fwd_bwd() -> None:
             forward().backward(grad)
 
-        entries.append(({"shape": name, "impl": impl, "p": p}, forward, fwd_bwd))
+        row = {"shape": name, "impl": impl, "p": p}
+        entries.append((row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)))
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
     for p in ps:
         loop = AuthorsLoop(input_size, hidden, p, device=device, dtype=dtype)
         add("authors' loop", p, lambda loop=loop: loop(x)[0])
+    kernels = cpu_kernels if device.type == "cpu" and cpu_kernels else [None]
     for backend in backends:
-        for p in ps:
-            ours = hdetach.LSTM(
-                input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
-            )
-            add(f"hdetach {backend}", p, lambda ours=ours: ours(x)[0])
+        for kernel in kernels if backend == "fused" else [None]:
+            impl = f"hdetach {backend}" + ("" if kernel is None else f", {kernel}")
+            for p in ps:
+                ours = hdetach.LSTM(
+                    input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
+                )
+                add(impl, p, lambda ours=ours: ours(x)[0], kernel)
     floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
     entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
+    flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
+    for p in sorted({0.0, *ps}):
+        entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
 
     def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -137,7 +247,7 @@ def benchmark_shape(
         return run
 
     times: dict[int, dict[str, list[float]]] = {
-        k: {"fwd": [], "bwd": []} for k in range(len(entries))
+        k: {"fwd": [], "train_fwd": [], "bwd": []} for k in range(len(entries))
     }
     for round_ in range(repeats + 1):  # round 0 warms up
         for k, (row, forward, fwd_bwd) in enumerate(entries):
@@ -146,26 +256,38 @@ def benchmark_shape(
                 continue
             if forward is not None:
                 times[k]["fwd"].append(timed_ms(forward_only(forward), device))
+                times[k]["train_fwd"].append(timed_ms(forward, device))  # graph recorded, dropped
             times[k]["bwd"].append(timed_ms(fwd_bwd, device))
+    floors = {
+        row["p"]: statistics.median(times[k]["bwd"][1:])
+        for k, (row, _, _) in enumerate(entries)
+        if row["impl"] == "FLOP floor"
+    }
     rows = []
     for k, (row, _, _) in enumerate(entries):
         fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
+        train_fwd = times[k]["train_fwd"][1:]
+        floor_p = row["p"] or 0.0  # torch.nn.LSTM: p = 0
         rows.append(
             {
                 **row,
                 "fwd_ms": statistics.median(fwd) if fwd else None,
+                "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
                 "fwd_bwd_ms": statistics.median(bwd),
+                "flop_floor_ms": floors[floor_p],
             }
         )
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same shape."""
+    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same
+    shape, and against the FLOP floor at the row's p (p = 0 for torch.nn.LSTM)."""
     lines = [
-        "| shape (T, B, I, H) | implementation | p | forward ms | fwd+bwd ms "
-        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) |",
-        "|---|---|---|---|---|---|---|",
+        "| shape (T, B, I, H) | implementation | p | forward ms (no grad) "
+        "| forward ms (training) | fwd+bwd ms "
+        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) | vs FLOP floor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         same_shape = [r for r in rows if r["shape"] == row["shape"]]
@@ -173,11 +295,13 @@ def format_table(rows: list[dict]) -> str:
         loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
         loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
         fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
+        train_fwd = "" if row.get("train_fwd_ms") is None else f"{row['train_fwd_ms']:.1f}"
         p = "" if row["p"] is None else f"{row['p']:g}"
         vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
         lines.append(
-            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} "
-            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} |"
+            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} | {train_fwd} "
+            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} "
+            f"| {row['fwd_bwd_ms'] / row['flop_floor_ms']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -234,6 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="p_detach values for the loop and our backends (default: 0 0.25 0.5)",
     )
     parser.add_argument(
+        "--cpu-kernels",
+        nargs="+",
+        choices=["compiled", "python"],
+        default=["compiled", "python"],
+        help="on a CPU, time the fused backend on each of these kernels (HDETACH_CPU_KERNEL; "
+        "default: compiled python)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time (default), or cpu: the thread's CPU time, for --threads 1 on a loaded "
+        "machine (time spent waiting for a core is not counted)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads for the run (default: torch's default)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)"
     )
     parser.add_argument(
@@ -260,6 +404,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--p: each value must be in [0, 1], got {p}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu measures one thread: add --threads 1")
+    set_clock(args.clock)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -269,10 +420,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         rows = []
         for shape in args.shapes:
-            rows += benchmark_shape(shape, device, dtype, args.backends, args.ps, args.repeats)
+            rows += benchmark_shape(
+                shape, device, dtype, args.backends, args.ps, args.repeats, args.cpu_kernels
+            )
             print(f"measured {shape}", flush=True)
         table = format_table(rows)
-    text = f"Machine: {machine_description(device)}; dtype {args.dtype}\n\n{table}\n"
+    text = (
+        f"Machine: {machine_description(device)}; dtype {args.dtype}; clock {args.clock}"
+        f"\n\n{table}\n"
+    )
     print(text)
     if args.output:
         with open(args.output, "w") as f:

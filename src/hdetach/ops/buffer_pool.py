@@ -68,7 +68,14 @@ class BufferPool:
                 self._bytes += buffer.nbytes
 
     def give_back_when_freed(self, owner: object, buffers: list[Tensor]) -> None:
-        """Return ``buffers`` to the pool once ``owner`` is garbage."""
+        """Return ``buffers`` to the pool once ``owner`` is garbage.
+
+        Not while torch.compile traces: nothing is pooled then (``_poolable``), and tracing
+        ``weakref.finalize`` iterates its registry, which a garbage collection during the
+        trace can change under it ("dictionary changed size during iteration").
+        """
+        if torch.compiler.is_compiling():
+            return
         weakref.finalize(owner, self.give_back, buffers)
 
     def set_limit(self, max_bytes: int) -> None:

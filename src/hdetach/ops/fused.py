@@ -13,6 +13,11 @@ Why this is fast on a CPU (and correct on any device):
 * Work is done in chunks of a few MB, which stay in cache, and the chunks' buffers
   are reused from one minibatch to the next (``buffer_pool``) instead of being
   page-faulted in anew.
+* On a CPU (float32, float64) each chunk's steps, forward and backward, run in one call
+  of a compiled C++ recurrence (``cpu_kernel.py``, ``csrc/lstm_cpu.cpp``): per step one
+  product and one fused pass over the gates instead of a dozen eager operations. The
+  eager steps below remain for other devices and dtypes, torch.compile, torch.func,
+  and where the extension cannot be built (``HDETACH_CPU_KERNEL``).
 
 With a projection (``weight_hr``, P x H, as ``torch.nn.LSTM(proj_size=P)``) a step
 also computes h_t = W_hr m_t from m_t = o_t * tanh(c_t), and the state carried
@@ -30,6 +35,7 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
+from hdetach.ops import cpu_kernel
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.differentiable import differentiable_backward
 from hdetach.ops.fused_backward import fused_backward
@@ -66,10 +72,12 @@ def _take_chunk(saved: dict, size: int, batch: int, widths: dict[str, int], like
     return buffers
 
 
-def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tuple:
+def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool, compiled: bool) -> tuple:
     """Outputs (out, h_n, c_n) and the activations (chunk bounds, pooled buffers).
 
     Without ``save`` one chunk's buffers are reused for every chunk: only the outputs count.
+    ``compiled``: the steps of each chunk run in one call of the compiled recurrence
+    (``cpu_kernel.py``), which takes tanh directly: nothing is doubled.
     """
     steps, batch, _ = x.shape
     hidden = c0.shape[1]
@@ -82,14 +90,17 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
     # tanh is several times slower than sigmoid in PyTorch's CPU kernels, so tanh(z)
     # is taken as 2 sigmoid(2z) - 1: the g rows of the recurrent weight (here) and of
     # the input projection (per chunk) are doubled, and one sigmoid serves all gates.
-    w_hh_doubled = w_hh.clone()
-    w_hh_doubled[..., 2 * hidden : 3 * hidden, :] *= 2
+    if compiled:  # it reads whole rows of the state through pointers
+        h, c = h0.contiguous(), c0.contiguous()
+    else:
+        h, c = h0, c0
+        w_hh_doubled = w_hh.clone()
+        w_hh_doubled[..., 2 * hidden : 3 * hidden, :] *= 2
     widths = {"gates": 4 * hidden, "cells": hidden, "tanh_cells": hidden}
     if w_hr is not None:
         widths["pre_projection"] = hidden  # m_t = o_t * tanh(c_t)
     saved = {name: [] for name in widths}
     h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)  # filled as rows finish
-    h, c = h0, c0
     for start, end in bounds:
         size = end - start
         if save or not saved["gates"]:
@@ -100,7 +111,19 @@ def _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save: bool) -> tupl
         if w_ih is None:
             gates.copy_(x[start:end])
         else:
-            block_product(x[start:end], w_ih, out=gates, bias=bias)
+            # The compiled path writes the input part in place with torch's addmm.
+            block_product(
+                x[start:end], w_ih, out=gates, bias=bias, onednn=False if compiled else None
+            )
+        if compiled:
+            if not save:  # the reused cell buffer is written while c is read
+                c = c.clone()
+            cpu_kernel.compiled_ops().forward_chunk(
+                gates, h, c, w_hh, w_hr, out, buffers["cells"], buffers["tanh_cells"],
+                buffers.get("pre_projection"), h_n, c_n, batch_sizes or [], start,
+            )  # fmt: skip
+            h, c = out[end - 1], buffers["cells"][size - 1]
+            continue
         gates[..., 2 * hidden : 3 * hidden] *= 2
         sizes = None if batch_sizes is None else batch_sizes[start:end]
         h, c = _chunk_steps(
@@ -155,13 +178,18 @@ class _FusedLSTM(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes, save):
-        return _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save)
+    def forward(
+        x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes, save, compiled
+    ):
+        return _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, batch_sizes, save, compiled)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes, save = inputs
+        x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes, save, compiled = (
+            inputs
+        )
         out, _, _, activations = output
+        ctx.compiled = compiled
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, bias, w_hr, out, detach_mask)
         ctx.detach_path = detach_path
         ctx.batch_sizes = batch_sizes
@@ -176,7 +204,7 @@ class _FusedLSTM(torch.autograd.Function):
     def vmap(info, in_dims, *inputs):
         """Under ``torch.func.vmap`` the in-place forward cannot run: the values come from
         the reference recurrence, vmapped; the backward then takes its differentiable path."""
-        *tensors, detach_mask, detach_path, batch_sizes, _ = inputs
+        *tensors, detach_mask, detach_path, batch_sizes, _, _ = inputs
 
         def layer(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask):
             gates_x = x if w_ih is None else rows_linear(x, w_ih, bias)
@@ -206,9 +234,10 @@ class _FusedLSTM(torch.autograd.Function):
             grads = differentiable_backward(inputs, needs, (d_out, d_h_n, d_c_n), *mask_and_layout)
         else:
             grads = fused_backward(
-                inputs, needs, out, ctx.activations, (d_out, d_h_n, d_c_n), *mask_and_layout
-            )
-        return (*grads, None, None, None, None)
+                inputs, needs, out, ctx.activations, (d_out, d_h_n, d_c_n), *mask_and_layout,
+                compiled=ctx.compiled,
+            )  # fmt: skip
+        return (*grads, None, None, None, None, None)
 
 
 def _wrapped(*tensors: Tensor | None) -> bool:
@@ -223,12 +252,15 @@ def _apply(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_si
     tensors = (x, h0, c0, w_ih, w_hh, bias, w_hr)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     sizes = None if batch_sizes is None else tuple(batch_sizes)
-    args = (*tensors, detach_mask, detach_path, sizes, save)
+    compiled = cpu_kernel.uses_compiled(*tensors, detach_mask)
+    args = (*tensors, detach_mask, detach_path, sizes, save, compiled)
     if not save and not _wrapped(
         *tensors, detach_mask
     ):  # inference: no node, the buffers go straight back to the pool
         with torch.no_grad():
-            out, h_n, c_n, (_, saved) = _forward(x, h0, c0, w_ih, w_hh, bias, w_hr, sizes, False)
+            out, h_n, c_n, (_, saved) = _forward(
+                x, h0, c0, w_ih, w_hh, bias, w_hr, sizes, False, compiled
+            )
         POOL.give_back([b for chunks in saved.values() for b in chunks])
         return out, h_n, c_n
     out, h_n, c_n, _ = _FusedLSTM.apply(*args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hdetach.ops import cpu_kernel
 from hdetach.ops.buffer_pool import POOL
 from hdetach.ops.members import members_of, rows_sum
 from hdetach.ops.packed import rows_at, steps_of
@@ -20,8 +21,14 @@ from hdetach.ops.products import add_outer_, block_product, product
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
 
 
-def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes):
-    """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed."""
+def fused_backward(
+    inputs, needs, out, activations, grads, detach_mask, detach_path, batch_sizes, compiled=False
+):
+    """Gradients of (x, h0, c0, w_ih, w_hh, bias, w_hr), None where not needed.
+
+    ``compiled``: each chunk's steps run in one call of the compiled recurrence
+    (``cpu_kernel.py``); the weight gradients are the same large products either way.
+    """
     x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
     bounds, saved = activations
     d_out, d_h_n, d_c_n = grads
@@ -36,23 +43,37 @@ def fused_backward(inputs, needs, out, activations, grads, detach_mask, detach_p
     }
     # Running gradients w.r.t. the state entering the current step, taking in d_out of
     # the step before as they go; inactive rows (packed input) carry theirs untouched.
-    state = {"dh": d_h_n.clone(), "dc": d_c_n.clone()}
-    largest = max(e - s for s, e in bounds)
-    buffers = {
-        "dz": POOL.take((largest, batch, 4 * hidden), out).zero_(),
-        "coef": POOL.take((largest, batch, 5 * hidden), out),
+    state = {
+        "dh": d_h_n.clone(memory_format=torch.contiguous_format),
+        "dc": d_c_n.clone(memory_format=torch.contiguous_format),
     }
+    largest = max(e - s for s, e in bounds)
+    buffers = {"dz": POOL.take((largest, batch, 4 * hidden), out)}
+    if not compiled:  # the compiled steps write every active row and make these factors
+        buffers["dz"].zero_()
+        buffers["coef"] = POOL.take((largest, batch, 5 * hidden), out)
     if w_hr is not None:  # the total dh of each step (for dW_hr) and dm = dh W_hr
         buffers["dh_steps"] = POOL.take((largest, batch, h0.shape[1]), out)
         buffers["dm"] = POOL.take((batch, hidden), out)
     cuts = _detached_steps(detach_mask, steps, out.dtype, members_of(w_hh))
-    # The backward's products dz W_hh and dh W_hr, in the layout of products.py.
-    w_hh_back = w_hh.transpose(-2, -1).contiguous()
-    w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
+    if compiled:
+        compiled_cuts = _compiled_cuts(cuts, steps, members_of(w_hh))
+        d_out = d_out.contiguous()
+    else:  # the backward's products dz W_hh and dh W_hr, as products.py takes them
+        w_hh_back = w_hh.transpose(-2, -1).contiguous()
+        w_hr_back = None if w_hr is None else w_hr.transpose(-2, -1).contiguous()
     for j in range(len(bounds) - 1, -1, -1):
         start, end = bounds[j]
         chunk = {name: chunks[j] for name, chunks in saved.items()}
         c_before = c0 if j == 0 else saved["cells"][j - 1][-1]
+        if compiled:
+            dz = _compiled_chunk_backward(
+                start, end, chunk, c_before, d_out, w_hh, w_hr, state, buffers, compiled_cuts,
+                detach_path == "h", batch_sizes, result["bias"],
+            )  # fmt: skip
+            # torch's addmm takes dz^T as it is (oneDNN would copy it first).
+            _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers, True)
+            continue
         dz = _chunk_backward(
             start, end, chunk, c_before, out, d_out, w_hh_back, w_hr_back, state, buffers, cuts,
             detach_path == "h", batch_sizes,
@@ -83,6 +104,51 @@ def _detached_steps(detach_mask: Tensor | None, steps: int, dtype, members: int)
             # scope): per-member flags replace the keep factors.
             return [all(f) or tuple(f) for f in member_whole.tolist()], None
     return whole, (~detach_mask).to(dtype).unsqueeze(-1)
+
+
+def _compiled_cuts(cuts: tuple, steps: int, members: int) -> tuple[Tensor, Tensor | None]:
+    """``_detached_steps``' answer for the compiled steps: (T, K) uint8, whether member k
+    (K = 1: the whole batch) is detached at t; (T, B) keep factors or None."""
+    whole, keep = cuts
+    rows = [list(f) if isinstance(f, tuple) else [bool(f)] * members for f in whole]
+    cut = torch.tensor(rows, dtype=torch.uint8).reshape(steps, members)
+    return cut, None if keep is None else keep.squeeze(-1).contiguous()
+
+
+def _compiled_chunk_backward(
+    start,
+    end,
+    chunk,
+    c_before,
+    d_out,
+    w_hh,
+    w_hr,
+    state,
+    buffers,
+    cuts,
+    detach_h,
+    batch_sizes,
+    d_bias,
+) -> Tensor:
+    """``_chunk_backward`` in one call of the compiled recurrence; returns the chunk's
+    gate gradients dz (end - start, B, 4H).
+    The bias gradient ``d_bias`` (if not None) takes the chunk's share as dz is made."""
+    size = end - start
+    dz = buffers["dz"][:size]
+    dh_steps = None
+    if w_hr is not None:
+        dh_steps = buffers["dh_steps"][:size]
+        if batch_sizes is not None:
+            dh_steps.zero_()  # inactive rows add nothing to dW_hr
+    if batch_sizes is not None:
+        dz.zero_()
+    cut, keep = cuts
+    cpu_kernel.compiled_ops().backward_chunk(
+        chunk["gates"], chunk["cells"], chunk["tanh_cells"], c_before.contiguous(), d_out, w_hh,
+        w_hr, state["dh"], state["dc"], dz, dh_steps, buffers.get("dm"), d_bias, cut, keep,
+        detach_h, batch_sizes or [], start,
+    )  # fmt: skip
+    return dz
 
 
 def _chunk_backward(
@@ -205,20 +271,25 @@ def _into_state_before_by_member(dh_t, dc_t, dz_t, f_t, w_hh_back, d_out_before,
             product(dz_t[part], w_hh_back[k], out=dh_t[part], add=d_out_before[part])
 
 
-def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> None:
-    """Add one chunk's share of the weight and input gradients: large products."""
+def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers, compiled=False):
+    """Add one chunk's share of the weight and input gradients: large products.
+
+    ``compiled``: the products on torch's addmm (see ``block_product``), and the bias
+    gradient already taken by the compiled steps.
+    """
     size = end - start
+    onednn = False if compiled else None
     if result["w_hh"] is not None:
         # sum_t dz_t^T h_{t-1}, h_{t-1} being out[t-1] (or h0 at t = 0)
         if start == 0:
-            add_outer_(result["w_hh"], dz[0], h0)
+            add_outer_(result["w_hh"], dz[0], h0, onednn)
             if size > 1:
-                add_outer_(result["w_hh"], dz[1:], out[: size - 1])
+                add_outer_(result["w_hh"], dz[1:], out[: size - 1], onednn)
         else:
-            add_outer_(result["w_hh"], dz, out[start - 1 : end - 1])
+            add_outer_(result["w_hh"], dz, out[start - 1 : end - 1], onednn)
     if result["w_hr"] is not None:  # sum_t dh_t^T m_t
-        add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"])
-    if result["bias"] is not None:
+        add_outer_(result["w_hr"], buffers["dh_steps"][:size], chunk["pre_projection"], onednn)
+    if result["bias"] is not None and not compiled:
         members = result["bias"].shape[0] if result["bias"].dim() == 2 else 1  # (K, 4H)
         result["bias"] += rows_sum(dz, members)
     if w_ih is None:
@@ -226,10 +297,10 @@ def _weight_grads(result, start, end, dz, x, h0, w_ih, out, chunk, buffers) -> N
             result["x"][start:end] = dz
     else:
         if result["w_ih"] is not None:
-            add_outer_(result["w_ih"], dz, x[start:end])
+            add_outer_(result["w_ih"], dz, x[start:end], onednn)
         if result["x"] is not None:  # dz W_ih
             w_ih_back = w_ih.transpose(-2, -1).contiguous()
-            block_product(dz, w_ih_back, out=result["x"][start:end])
+            block_product(dz, w_ih_back, out=result["x"][start:end], onednn=onednn)
 
 
 def _gate_derivatives(

@@ -95,19 +95,29 @@ def sigmoid_of_sum_(z: Tensor, a: Tensor, weight: Tensor) -> None:
             torch.sigmoid(_onednn(a[part], weight[k], add=z[part]), out=z[part])
 
 
-def block_product(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None = None) -> None:
+def block_product(
+    a: Tensor,
+    weight: Tensor,
+    *,
+    out: Tensor,
+    bias: Tensor | None = None,
+    onednn: bool | None = None,
+) -> None:
     """out = bias + a @ weight^T for a block of steps: a (S, N, X), out (S, N, Y), bias
-    (Y,) or (K, Y). For a population, member by member, each as one model's block."""
+    (Y,) or (K, Y). For a population, member by member, each as one model's block.
+    ``onednn``: None as ``uses_onednn`` says; False: torch's addmm, which writes ``out``
+    in place (oneDNN returns a new tensor, copied into ``out``)."""
     if weight.dim() == 3:
         rows = a.shape[1] // weight.shape[0]
         for k in range(weight.shape[0]):
             part = slice(k * rows, (k + 1) * rows)
             result = torch.empty(a.shape[0], rows, weight.shape[1], dtype=a.dtype, device=a.device)
-            block_product(a[:, part], weight[k], out=result, bias=None if bias is None else bias[k])
+            member_bias = None if bias is None else bias[k]
+            block_product(a[:, part], weight[k], out=result, bias=member_bias, onednn=onednn)
             out[:, part] = result
         return
     flat_a, flat_out = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
-    if uses_onednn(a):
+    if uses_onednn(a) if onednn is None else onednn:
         flat_out.copy_(_onednn(flat_a, weight, bias))
     elif bias is None:
         torch.mm(flat_a, weight.t(), out=flat_out)
@@ -115,7 +125,7 @@ def block_product(a: Tensor, weight: Tensor, *, out: Tensor, bias: Tensor | None
         torch.addmm(bias, flat_a, weight.t(), out=flat_out)
 
 
-def add_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
+def add_outer_(acc: Tensor, d: Tensor, v: Tensor, onednn: bool | None = None) -> None:
     """acc += sum over steps and rows of d^T v, in place: d (..., N, G), v (..., N, X),
     acc (G, X), or (K, G, X) for a population: member by member, each member's rows
     gathered into one matrix (a small copy) so that its product is one model's, the same
@@ -124,10 +134,14 @@ def add_outer_(acc: Tensor, d: Tensor, v: Tensor) -> None:
         rows = d.shape[-2] // acc.shape[0]
         for k in range(acc.shape[0]):
             part = slice(k * rows, (k + 1) * rows)
-            add_outer_(acc[k], d[..., part, :], v[..., part, :])
+            add_outer_(acc[k], d[..., part, :], v[..., part, :], onednn)
         return
     flat_d, flat_v = d.reshape(-1, d.shape[-1]), v.reshape(-1, v.shape[-1])
-    if uses_onednn(acc):
+    if uses_onednn(acc) if onednn is None else onednn:
         acc += _onednn(flat_d.t(), flat_v.t())
+    elif flat_v.shape[-1] < 32:
+        # A narrow v (few inputs): MKL's d^T v with a narrow result runs at a fifth of the
+        # speed of (v^T d)^T (5 vs 26 GFLOP/s for 3000 rows of 512 by 9, one thread).
+        acc += torch.mm(flat_v.t(), flat_d).t()
     else:
         acc.addmm_(flat_d.t(), flat_v)
