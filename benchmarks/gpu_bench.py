@@ -22,7 +22,6 @@ lose the main table.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from hdetach.experiments.bench import AuthorsLoop
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton_loader import triton_backend
 from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS
+from hdetach.settings import overridden
 
 DEVICE = "cuda"
 ACCURACY_SHAPE = (784, 100, 100)  # pixel MNIST: (steps, batch, hidden)
@@ -99,17 +99,10 @@ def _rows(
 
     measure("cuDNN torch.nn.LSTM", nn.LSTM(inputs, hidden).to(device), x, True)
     if split:
-        previous = os.environ.get("HDETACH_TRITON_SPLIT_HIDDEN")
-        os.environ["HDETACH_TRITON_SPLIT_HIDDEN"] = "1"  # read by the backend at each call
-        try:
+        with overridden("HDETACH_TRITON_SPLIT_HIDDEN", "1"):  # read by the backend at each call
             for i, p in enumerate(PS):
                 model = hdetach.LSTM(inputs, hidden, p_detach=p, backend="triton").to(device)
                 measure(f"hdetach triton split p={p}", model, x, forward_too=i == 0)
-        finally:
-            if previous is None:
-                del os.environ["HDETACH_TRITON_SPLIT_HIDDEN"]
-            else:
-                os.environ["HDETACH_TRITON_SPLIT_HIDDEN"] = previous
         return rows
     measure("authors' loop p=0.25", AuthorsLoop(inputs, hidden, 0.25).to(device), x, True)
     for backend in ("fused", "triton"):

@@ -7,7 +7,9 @@ what is computed beyond float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -66,3 +68,18 @@ def mnist_data_dir() -> Path:
     if root:
         return Path(root).expanduser() / "mnist"
     return Path(platformdirs.user_cache_dir("hdetach")) / "mnist"
+
+
+@contextlib.contextmanager
+def overridden(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in the environment for the duration of the block, then as before
+    (the benchmarks time one implementation after another this way)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before

@@ -16,7 +16,6 @@ run.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import hdetach
 from hdetach.experiments.bench_population import format_population_table, population_rows
 from hdetach.experiments.timing import CLOCKS, set_clock, timed_ms
 from hdetach.ops.products import add_outer_, block_product, product
+from hdetach.settings import overridden
 
 # name -> (steps, batch, input, hidden)
 SHAPES = {
@@ -178,15 +178,8 @@ def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[
         return fn
 
     def run():
-        before = os.environ.get("HDETACH_CPU_KERNEL")
-        os.environ["HDETACH_CPU_KERNEL"] = kernel
-        try:
+        with overridden("HDETACH_CPU_KERNEL", kernel):
             return fn()
-        finally:
-            if before is None:
-                del os.environ["HDETACH_CPU_KERNEL"]
-            else:
-                os.environ["HDETACH_CPU_KERNEL"] = before
 
     return run
 
