@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hdetach.experiments.cli import main
-from hdetach.experiments.report import at_epochs_table, markdown_table, report
+from hdetach.experiments.report import at_epochs_table, markdown_table, reach_table, report
 from hdetach.experiments.report_runs import find_runs, group_runs
 
 
@@ -153,3 +153,23 @@ def test_reference_lines_are_drawn_and_named(tmp_path, monkeypatch):
     assert "paper (0.985)" in labels
     (line,) = [ln for ln in drawn[0].get_lines() if ln.get_label() == "paper (0.985)"]
     assert list(line.get_ydata()) == [0.985, 0.985]
+
+
+def test_reach_table_counts_seeds_and_the_epochs_they_took(tmp_path):
+    _fake_run(tmp_path / "a", 0.0, 0, [0.5, 0.92, 0.96], 0.9)  # 0.9 at epoch 2, 0.95 at 3
+    _fake_run(tmp_path / "b", 0.0, 1, [0.91, 0.93, 0.94], 0.9)  # 0.9 at epoch 1, never 0.95
+    _fake_run(tmp_path / "c", 0.0, 2, [0.2, 0.3, 0.4], 0.3)  # neither
+    table = reach_table(group_runs(find_runs([tmp_path])), [0.9, 0.95], higher=True)
+    assert "| configuration | reached ≥ 0.9 | epochs to 0.9 | reached ≥ 0.95 |" in table
+    assert "| copy | 2/3 | 1.5 [1, 2] | 1/3 | 3 [3, 3] |" in table
+    lower = reach_table(group_runs(find_runs([tmp_path])), [0.3], higher=False)
+    assert "| copy | 1/3 | 1 [1, 1] |" in lower  # only run c, at 0.2 from epoch 1
+
+
+def test_report_cli_refuses_a_malformed_reach_in_one_line(tmp_path, capsys):
+    _fake_run(tmp_path / "runs" / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--reach", "nan"])
+    assert e.value.code == 2 and "--reach takes numbers" in capsys.readouterr().err
+    main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--reach", "0.25"])
+    assert "| copy | 1/1 | 2 [2, 2] |" in (tmp_path / "o" / "report.md").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from hdetach.experiments.report_runs import (
     transfer_lengths,
 )
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
+from hdetach.experiments.stats import group_stats
 from hdetach.experiments.tasks.copying import CHANCE
 from hdetach.experiments.tasks.registry import metric_direction
 
@@ -149,6 +151,28 @@ def at_epochs_table(groups: dict[str, list[Run]], epochs: list[float]) -> str:
     )
 
 
+def reach_table(groups: dict[str, list[Run]], thresholds: list[float], higher: bool) -> str:
+    """Per configuration and threshold: how many seeds reached it (diverged runs count as
+    not reaching it), and the epochs they took, median [min, max] over those that did."""
+    metric = _metric([r for runs in groups.values() for r in runs])
+    sign = "≥" if higher else "≤"
+    rows = [
+        "| configuration | "
+        + " | ".join(f"reached {sign} {x:g} | epochs to {x:g}" for x in thresholds)
+        + " |",
+        "|---|" + "---|---|" * len(thresholds),
+    ]
+    for label, runs in groups.items():
+        cells = []
+        for x in thresholds:
+            g = group_stats(runs, x, higher)
+            epochs = g.epochs_to_threshold
+            spread = f"{np.median(epochs):g} [{min(epochs):g}, {max(epochs):g}]" if epochs else "-"
+            cells += [f"{g.successes}/{g.seeds}", spread]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return f"Epochs to reach each validation {metric}.\n\n" + "\n".join(rows) + "\n"
+
+
 def markdown_table(groups: dict[str, list[Run]]) -> str:
     """Best and final validation metric (and test at best) per configuration, over seeds.
 
@@ -202,6 +226,7 @@ def report(
     baseline: Baseline | None = None,
     references: dict[str, float] | None = None,
     at_epochs: list[float] | None = None,
+    reach: list[float] | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
     any run tracked its gradients) and report.md; with several seeds per configuration (or
@@ -209,7 +234,8 @@ def report(
     ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
     says); ``baseline``: (option, value) of the configurations each other is compared with
     (default: p_detach 0); ``references``: label -> value, lines on the curves;
-    ``at_epochs``: a table of the validation metric at those epochs."""
+    ``at_epochs``: a table of the validation metric at those epochs; ``reach``: a table
+    of how many seeds reached each of these values, and in how many epochs."""
 
     runs = find_runs(paths)
     groups = one_run_per_seed(group_runs(runs))
@@ -224,6 +250,9 @@ def report(
     text = markdown_table(groups)
     if at_epochs:
         text += "\n" + at_epochs_table(groups, at_epochs)
+    if reach:
+        higher = metric_direction(_metric(runs)) if direction is None else direction == "higher"
+        text += "\n" + reach_table(groups, reach, higher)
     if threshold is not None or any(len(g) > 1 for g in groups.values()):
         metric = _metric(runs)
         higher = metric_direction(metric) if direction is None else direction == "higher"
@@ -278,6 +307,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="E1,E2",
         help="add a table of the validation metric at these epochs (e.g. 1,5,10,20)",
     )
+    p.add_argument(
+        "--reach",
+        metavar="X1,X2",
+        help="add a table of the seeds reaching each value and the epochs they took "
+        "(e.g. 0.9,0.95)",
+    )
     p.set_defaults(run=_command)
 
 
@@ -295,23 +330,27 @@ def parse_references(texts: list[str] | None) -> dict[str, float]:
     return references
 
 
-def parse_epochs(text: str | None) -> list[float] | None:
-    """``--at-epochs 1,5,10``: positive epochs, in order."""
+def parse_numbers(text: str | None, option: str, positive: bool = True) -> list[float] | None:
+    """``--at-epochs 1,5,10`` or ``--reach 0.9,0.95``: finite numbers (positive ones where
+    ``positive``), in order."""
     if text is None:
         return None
     try:
-        epochs = [float(e) for e in text.split(",")]
+        values = [float(e) for e in text.split(",")]
     except ValueError:
-        epochs = []
-    if not epochs or any(not e > 0 for e in epochs):
-        raise ConfigError(f"--at-epochs takes positive numbers separated by commas; got {text!r}")
-    return sorted(epochs)
+        values = []
+    if not values or any(not math.isfinite(v) or (positive and v <= 0) for v in values):
+        kind = "positive numbers" if positive else "numbers"
+        raise ConfigError(f"{option} takes {kind} separated by commas; got {text!r}")
+    return sorted(values)
 
 
 def _command(a: argparse.Namespace) -> None:
 
     baseline = None if a.baseline is None else parse_baseline(a.baseline)
-    references, epochs = parse_references(a.reference), parse_epochs(a.at_epochs)
+    references = parse_references(a.reference)
+    epochs = parse_numbers(a.at_epochs, "--at-epochs")
+    reach = parse_numbers(a.reach, "--reach", positive=False)
     try:
         written = report(
             a.run_dirs,
@@ -321,6 +360,7 @@ def _command(a: argparse.Namespace) -> None:
             baseline,
             references,
             epochs,
+            reach,
         )
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
