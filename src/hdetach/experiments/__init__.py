@@ -3,11 +3,15 @@
 The library (``import hdetach``: the op, the modules, the gradient-path analysis) never
 imports anything from here. This package holds the ``hdetach`` command and what it runs:
 
-- ``config``, ``model``, ``tasks``: what a run is, its model and its data
-- ``session``, ``train``, ``checkpoint``, ``runfiles``, ``runlog``: the one training loop,
-  its run folder and exact resume
+- ``cli``: wires the subcommands (only the chosen one's module is imported)
+- ``config``, ``model``, ``tasks`` (``tasks.registry``: every task by name): what a run
+  is, its model and its data; ``download`` and ``data``: fetching and checking MNIST
+- ``session``, ``train``, ``checkpoint``, ``runfiles``, ``runlog``, ``interrupt``: the one
+  training loop, its run folder, exact resume, stopping at a step boundary
 - ``train_population``: several runs trained as one computation
 - ``sweep``: grids of runs on local processes, populations or Ray
-- ``report``, ``report_study``, ``stats``: tables, figures and statistics of finished runs
-- ``transfer``, ``demo``, ``gradients``, ``captioning``, ``bench``: the other subcommands
+- ``report``, ``report_runs``, ``report_study``, ``stats``, ``plotting``: tables, figures and
+  statistics of finished and unfinished runs
+- ``transfer``, ``demo``, ``gradients``, ``captioning``: the other experiments
+- ``bench``, ``bench_population``, ``timing``: the speed tables
 """
