@@ -55,7 +55,8 @@ def plot_curves(
             continue
         epochs = _band([[rec["epoch"] for rec in r.records] for r in runs])[0]
         mean, lo, hi = _band([[rec["val"][r.metric] for rec in r.records] for r in runs])
-        (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+        marker = "o" if len(epochs) <= 40 else None  # a few evaluations: show each
+        (line,) = ax.plot(epochs, mean, marker=marker, ms=3, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
             banded = True
