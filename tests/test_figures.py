@@ -85,3 +85,26 @@ def test_gradient_balance_says_what_its_band_is(tmp_path, saved):
     plot_gradient_balance({"h-detach": dirs}, tmp_path / "gradients.png")
     (ax,) = saved["gradients.png"].axes
     assert "geometric mean over the n seeds; band: their min to max" in ax.get_title()
+
+
+def test_mnist_curves_draw_the_ten_class_chance_line(tmp_path, monkeypatch):
+    from hdetach.experiments import report as report_module
+    from hdetach.experiments.report_runs import find_runs, group_runs
+
+    drawn = []
+    real = report_module.subplots
+
+    def spy(*args, **kwargs):
+        fig, ax = real(*args, **kwargs)
+        drawn.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(report_module, "subplots", spy)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "pmnist", "p_detach": 0, "seed": 0}))
+    line = {"step": 1, "epoch": 1.0, "metric": "acc", "val": {"acc": 0.3}, "best": {"value": 0.3}}
+    (run / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    report_module.plot_curves(group_runs(find_runs([tmp_path])), tmp_path / "c.png")
+    (chance,) = [ln for ln in drawn[0].get_lines() if ln.get_label().startswith("chance")]
+    assert list(chance.get_ydata()) == [0.1, 0.1]

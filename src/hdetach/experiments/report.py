@@ -29,7 +29,7 @@ from hdetach.experiments.report_runs import (
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
 from hdetach.experiments.stats import group_stats
 from hdetach.experiments.tasks.copying import CHANCE
-from hdetach.experiments.tasks.registry import metric_direction
+from hdetach.experiments.tasks.registry import TASKS, metric_direction
 
 
 def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,8 +38,9 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a.mean(0), a.min(0), a.max(0)
 
 
-def _chance_line(ax) -> None:
-    ax.axhline(CHANCE, color="gray", ls="--", lw=1, label=f"chance ({CHANCE:.3g})")
+def _chance_line(ax, chance: float | None = CHANCE) -> None:
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
 
 
 def plot_curves(
@@ -66,7 +67,11 @@ def plot_curves(
         Ts = sorted({r.config["T"] for r in runs})
         title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
     else:
-        title_with_band(ax, ", ".join(sorted({r.config["task"] for r in runs})), banded)
+        tasks = sorted({r.config["task"] for r in runs})
+        chances = {TASKS[t].chance for t in tasks if t in TASKS}
+        if len(chances) == 1:
+            _chance_line(ax, chances.pop())
+        title_with_band(ax, ", ".join(tasks), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
     metric = _metric(runs)

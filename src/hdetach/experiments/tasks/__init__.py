@@ -24,6 +24,7 @@ class Task:
     readout: str  # "all": the model predicts at every step; "last": only at the final step
     metric: str  # the validation metric used for model selection
     higher_is_better: bool
+    chance: float | None = None  # the metric of a uniform guess, where there is one
     sample_with_replacement: bool  # True: an epoch is a fixed number of random minibatches
 
     def size(self, split: str) -> int:

@@ -63,6 +63,7 @@ class CopyingTask(SequenceTask):
     readout = "all"
     metric = "acc"
     higher_is_better = True
+    chance = CHANCE
     sample_with_replacement = True
 
     def __init__(self, T: int, encoding: str, n_train: int, n_val: int, n_test: int, seed: int):

@@ -159,6 +159,7 @@ class MNISTTask(SequenceTask):
     readout = "last"
     metric = "acc"
     higher_is_better = True
+    chance = 1 / 10  # ten digits
     sample_with_replacement = False
 
     def __init__(
