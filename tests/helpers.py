@@ -251,3 +251,18 @@ SMALLEST_COPY = dict(
     n_val=20,
     batch_size=10,
 )
+
+
+def axes_drawn_by(module, monkeypatch) -> list:
+    """Every matplotlib Axes that ``module`` makes through its ``subplots`` from now on,
+    so that a test can read the lines a figure has, not just that a PNG was written."""
+    drawn = []
+    real = module.subplots
+
+    def spy(*args, **kwargs):
+        fig, ax = real(*args, **kwargs)
+        drawn.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(module, "subplots", spy)
+    return drawn

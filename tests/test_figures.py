@@ -7,6 +7,7 @@ import json
 
 import matplotlib.figure
 import pytest
+from helpers import axes_drawn_by
 
 from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.report import report
@@ -91,15 +92,7 @@ def test_mnist_curves_draw_the_ten_class_chance_line(tmp_path, monkeypatch):
     from hdetach.experiments import report as report_module
     from hdetach.experiments.report_runs import find_runs, group_runs
 
-    drawn = []
-    real = report_module.subplots
-
-    def spy(*args, **kwargs):
-        fig, ax = real(*args, **kwargs)
-        drawn.append(ax)
-        return fig, ax
-
-    monkeypatch.setattr(report_module, "subplots", spy)
+    drawn = axes_drawn_by(report_module, monkeypatch)
     run = tmp_path / "r"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"task": "pmnist", "p_detach": 0, "seed": 0}))

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from helpers import axes_drawn_by
 
 from hdetach.experiments.cli import main
 from hdetach.experiments.report import at_epochs_table, markdown_table, reach_table, report
@@ -136,15 +137,7 @@ def test_report_cli_draws_references_and_the_at_epochs_table(tmp_path, capsys):
 def test_reference_lines_are_drawn_and_named(tmp_path, monkeypatch):
     from hdetach.experiments import report as report_module
 
-    drawn = []
-    real = report_module.subplots
-
-    def spy(*args, **kwargs):
-        fig, ax = real(*args, **kwargs)
-        drawn.append(ax)
-        return fig, ax
-
-    monkeypatch.setattr(report_module, "subplots", spy)
+    drawn = axes_drawn_by(report_module, monkeypatch)
     _fake_run(tmp_path / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
     report_module.plot_curves(
         group_runs(find_runs([tmp_path])), tmp_path / "c.png", {"paper": 0.985}
