@@ -77,8 +77,9 @@ def load_trained(
 
     ``make`` builds the task from the run's config (default: the run's own task, its
     splits as trained; transfer passes a copying task at another T, captioning one with
-    every test image). Resuming training goes through ``session.open_run`` instead, which
-    restores the optimizer, sampler and random state too.
+    every test image), and may refuse a config with ConfigError before any model is
+    built. Resuming training goes through ``session.open_run`` instead, which restores
+    the optimizer, sampler and random state too.
     """
     path = Path(path)
     ckpt = load_checkpoint(path)

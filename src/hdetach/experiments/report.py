@@ -38,7 +38,7 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a.mean(0), a.min(0), a.max(0)
 
 
-def _chance_line(ax, chance: float | None = CHANCE) -> None:
+def _chance_line(ax, chance: float | None) -> None:
     if chance is not None:
         ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
 
@@ -62,15 +62,14 @@ def plot_curves(
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
             banded = True
     runs = [r for rs in groups.values() for r in rs]
-    if {r.config["task"] for r in runs} == {"copy"}:
-        _chance_line(ax)
+    tasks = sorted({r.config["task"] for r in runs})
+    chances = {TASKS[t].chance if t in TASKS else None for t in tasks}
+    if len(chances) == 1:  # one chance level for every run plotted
+        _chance_line(ax, chances.pop())
+    if tasks == ["copy"]:
         Ts = sorted({r.config["T"] for r in runs})
         title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
     else:
-        tasks = sorted({r.config["task"] for r in runs})
-        chances = {TASKS[t].chance for t in tasks if t in TASKS}
-        if len(chances) == 1:
-            _chance_line(ax, chances.pop())
         title_with_band(ax, ", ".join(tasks), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
@@ -101,7 +100,7 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
             banded = True
         tested.update(Ts)
         trained.update(r.config["T"] for r in runs)
-    _chance_line(ax)
+    _chance_line(ax, CHANCE)
     ax.set_xscale("log")
     ticks = sorted(tested)  # the tested T themselves, not the log scale's 2x10^1 ...
     ax.set_xticks(ticks, [str(T) for T in ticks])
@@ -256,12 +255,13 @@ def report(
     text = markdown_table(groups)
     if at_epochs:
         text += "\n" + at_epochs_table(groups, at_epochs)
-    if reach:
-        higher = metric_direction(_metric(runs)) if direction is None else direction == "higher"
-        text += "\n" + reach_table(groups, reach, higher)
-    if threshold is not None or any(len(g) > 1 for g in groups.values()):
-        metric = _metric(runs)
+    metric = _metric(runs)
+    study = threshold is not None or any(len(g) > 1 for g in groups.values())
+    if reach or study:  # only these need the direction (an unknown metric's is an error)
         higher = metric_direction(metric) if direction is None else direction == "higher"
+    if reach:
+        text += "\n" + reach_table(groups, reach, higher)
+    if study:
         section, files = study_section(
             groups, metric, threshold, higher, out_dir, baseline or VANILLA
         )

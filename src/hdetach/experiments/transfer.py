@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hdetach.experiments.checkpoint import config_of, load_checkpoint, load_trained
-from hdetach.experiments.config import ConfigError, check_device
+from hdetach.experiments.checkpoint import load_trained
+from hdetach.experiments.config import Config, ConfigError, check_device
 from hdetach.experiments.runfiles import write_json
 from hdetach.experiments.tasks.copying import CopyingTask
 from hdetach.experiments.train import evaluate
@@ -34,20 +34,20 @@ def transfer(
     if n < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
     check_device(device)
-    cfg = config_of(load_checkpoint(path), path)
-    if cfg.task != "copy":
-        raise ConfigError(
-            f"CHECKPOINT {checkpoint}: transfer needs a copy-task run, this one is {cfg.task!r}"
-        )
 
-    def test_at(T: int) -> CopyingTask:
+    def test_at(T: int, cfg: Config) -> CopyingTask:
         # Only a test split: n sequences from the transfer seed's own data stream, which
         # never coincides with the train/val streams of any training seed.
+        if cfg.task != "copy":
+            raise ConfigError(
+                f"CHECKPOINT {checkpoint}: transfer needs a copy-task run, this one is {cfg.task!r}"
+            )
         return CopyingTask(T, cfg.input_encoding, 0, 0, n, seed=seed)
 
-    trained = load_trained(path, device, make=lambda cfg: test_at(Ts[0]))  # any T: same model
-    ckpt, model = trained.checkpoint, trained.model
-    accs = [evaluate(model, test_at(T), "test", batch_size, device)["acc"] for T in Ts]
+    # The model does not depend on T: it is built once, with the first T's task.
+    trained = load_trained(path, device, make=lambda cfg: test_at(Ts[0], cfg))
+    cfg, ckpt, model = trained.config, trained.checkpoint, trained.model
+    accs = [evaluate(model, test_at(T, cfg), "test", batch_size, device)["acc"] for T in Ts]
     result = {
         "checkpoint": str(path),
         "train_T": cfg.T,

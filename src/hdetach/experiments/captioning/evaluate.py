@@ -28,7 +28,7 @@ from hdetach.experiments.captioning.metrics import (
     score_captions,
 )
 from hdetach.experiments.captioning.task import SPLIT_FILE, CaptionTask
-from hdetach.experiments.checkpoint import config_of, load_checkpoint, load_trained
+from hdetach.experiments.checkpoint import load_trained
 from hdetach.experiments.config import Config, ConfigError, check_device
 from hdetach.experiments.runfiles import write_json
 
@@ -38,16 +38,15 @@ def load_caption_run(run_dir: str | Path, device: str) -> tuple[Any, CaptionTask
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no best.pt (not a captioning run, or not validated yet)")
-    cfg = config_of(load_checkpoint(path), path)
-    if cfg.task != "caption":
-        raise ConfigError(f"{run_dir}: a {cfg.task} run, not a captioning run")
 
     def every_test_image(cfg: Config) -> CaptionTask:
+        if cfg.task != "caption":
+            raise ConfigError(f"{run_dir}: a {cfg.task} run, not a captioning run")
         counts = {"train": cfg.n_train, "val": None, "test": None}
         return CaptionTask(cfg.data_dir, CaptionTask.options_of(cfg), counts)
 
     trained = load_trained(path, device, make=every_test_image)
-    return cfg, trained.task, trained.model.eval()
+    return trained.config, trained.task, trained.model.eval()
 
 
 def evaluate_run(

@@ -3,7 +3,7 @@
 Both call ``run_one`` (or a function like it) with the run's config and its thread count
 and hand back ``(name, summary)`` or ``(name, error text)``; the run's files are written to
 its folder by the ordinary training loop, which neither engine changes. (The population
-engine, ``sweep.populations``, trains several runs per process on the same pool.)
+engine, ``sweep.population_engine``, trains several runs per process on the same pool.)
 """
 
 from __future__ import annotations
