@@ -6,7 +6,7 @@
 set -eu
 OUT=${1:-runs/paper}
 HERE=$(cd "$(dirname "$0")" && pwd)
-for study in mnist pmnist mnist-no-clip copy-T100; do
+for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200; do
     [ -d "$OUT/$study" ] || continue
     for run in "$OUT/$study"/*/; do
         dest="$HERE/$study/$(basename "$run")"
@@ -27,3 +27,6 @@ report mnist --reference "paper, h-detach=0.985" $MNIST_AT
 report pmnist --reference "paper, h-detach=0.923" $MNIST_AT
 report mnist-no-clip --reference "paper, h-detach=0.985" $MNIST_AT
 report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30
+report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30
+report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
+    --reach 0.9,0.92
