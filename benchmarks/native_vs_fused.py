@@ -1,11 +1,15 @@
 """Forward+backward of torch's own LSTM kernel vs the fused backend with nothing detached.
 
-    PYTHONPATH=src python benchmarks/native_vs_fused.py [--repeats 7] [--output FILE]
+    PYTHONPATH=src python benchmarks/native_vs_fused.py [--threads N] [--inference]
+        [--repeats 7] [--cells T,B,H ...] [--output FILE]
 
-The measurement behind ``select_backend``'s CPU rule for ``"auto"`` (see the README,
-"Backends"): one layer, float32, no detach mask, on a grid of (T, B, H) with input size
-16. The two implementations take turns, one call each per round, and each cell is the
-median over the rounds, so a slow spell of a shared machine hits both alike.
+The measurement behind ``select_backend``'s CPU rule for ``"auto"`` (``docs/speed.md``):
+one layer, float32, no detach mask, on a grid of (T, B, H) with input size 16; training
+(forward+backward) or, with ``--inference``, the forward alone under ``torch.no_grad``.
+The fused backend runs as ``"auto"`` would run it: on the compiled CPU recurrence where
+it can be built (the header says which). The two implementations take turns, one call
+each per round, and each cell is the median over the rounds, so a slow spell of a shared
+machine hits both alike.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import time
 
 import torch
 
+from hdetach import settings
 from hdetach.functional import lstm_layer
+from hdetach.ops import cpu_kernel
 
 GRID_T = (100, 784)
 GRID_B = (1, 8, 32, 100, 256)
@@ -32,7 +38,17 @@ def _fwd_bwd(forward, grad: torch.Tensor) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def measure(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, float]:
+def _fwd(forward, grad: torch.Tensor) -> float:
+    with torch.no_grad():
+        start = time.perf_counter()
+        forward()
+        return (time.perf_counter() - start) * 1e3
+
+
+def measure(
+    steps: int, batch: int, hidden: int, repeats: int, inference: bool = False
+) -> tuple[float, float]:
+    """Median milliseconds of (native, fused) for one call, training or inference."""
     torch.manual_seed(0)
     native = torch.nn.LSTM(INPUT, hidden)
     x = torch.randn(steps, batch, INPUT)
@@ -46,7 +62,7 @@ def measure(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, f
     times = {name: [] for name in calls}
     for round_ in range(repeats + 1):  # round 0 warms up
         for name, forward in calls.items():
-            ms = _fwd_bwd(forward, grad)
+            ms = (_fwd if inference else _fwd_bwd)(forward, grad)
             if round_:
                 times[name].append(ms)
     return statistics.median(times["native"]), statistics.median(times["fused"])
@@ -56,6 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per shape")
     parser.add_argument("--output", help="also write the table (Markdown) to this file")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--inference", action="store_true", help="time the forward alone, under no_grad"
+    )
     parser.add_argument(
         "--cells",
         nargs="+",
@@ -63,6 +83,8 @@ def main() -> None:
         help="time only these shapes (default: the grid, long sequences at small B*H)",
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.cells:
         cells = [tuple(int(v) for v in cell.split(",")) for cell in args.cells]
     else:
@@ -78,16 +100,20 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for steps, batch, hidden in cells:
-        native_ms, fused_ms = measure(steps, batch, hidden, args.repeats)
+        native_ms, fused_ms = measure(steps, batch, hidden, args.repeats, args.inference)
         lines.append(
             f"| {steps} | {batch} | {hidden} | {batch * hidden} | {native_ms:.2f} "
             f"| {fused_ms:.2f} | {fused_ms / native_ms:.2f} |"
         )
         print(lines[-1], flush=True)
+    mode = "inference (forward, no_grad)" if args.inference else "training (forward+backward)"
+    kernel = "eager steps" if cpu_kernel.unavailable_reason() else "compiled recurrence"
     header = (
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; float32, one layer, "
-        f"input size {INPUT}, no detach mask; median of {args.repeats} interleaved rounds."
+        f"input size {INPUT}, no detach mask; "
+        f"{mode}; fused on the {kernel} (HDETACH_CPU_KERNEL={settings.cpu_kernel()}); "
+        f"median of {args.repeats} interleaved rounds."
     )
     text = header + "\n\n" + "\n".join(lines) + "\n"
     print(text)

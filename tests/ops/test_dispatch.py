@@ -6,8 +6,11 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import hdetach
 from hdetach import settings
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
+from hdetach.ops import cpu_kernel
+from hdetach.ops.dispatch import FUSED_MIN_ROWS_X_STEPS
 
 
 def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
@@ -34,9 +37,66 @@ def test_bad_or_impossible_explicit_backends_are_refused():
         choose("triton", detached=True)  # CPU tensors without TRITON_INTERPRET=1
 
 
-def test_auto_without_detach_is_torch_kernel():
+def test_auto_without_detach_is_torch_kernel_for_small_calls_and_off_the_cpu():
     assert choose(device="cuda") == "native"
-    assert choose() == "native"  # on the CPU, training or not (measured rule)
+    assert choose() == "native"  # steps * batch = 40, far below the measured threshold
+
+
+def choose_large(dtype=torch.float32, device="cpu"):
+    """A call just at FUSED_MIN_ROWS_X_STEPS, nothing detached."""
+    steps = 100
+    return select_backend(
+        "auto", device=torch.device(device), dtype=dtype, steps=steps,
+        batch=FUSED_MIN_ROWS_X_STEPS // steps, hidden_size=8, detached=False,
+    )  # fmt: skip
+
+
+def test_auto_without_detach_trains_large_one_thread_cpu_calls_on_the_compiled_kernel(
+    one_thread, monkeypatch
+):
+    if cpu_kernel.unavailable_reason() is not None:
+        assert choose_large() == "native"  # no compiled recurrence: torch's kernel
+        pytest.skip(f"compiled CPU recurrence unavailable: {cpu_kernel.unavailable_reason()}")
+    assert choose_large() == "fused"
+    assert choose_large(torch.float64) == "fused"
+    with torch.no_grad():
+        assert choose_large() == "native"  # inference: oneDNN's forward was faster
+    assert choose_large(torch.bfloat16) == "native"
+    assert choose_large(device="cuda") == "native"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert choose_large() == "native"  # torch's own autocast rules
+    seen = []
+    torch.func.vmap(lambda t: seen.append(choose_large()) or t)(torch.zeros(2, 1))
+    assert seen == ["native"]  # under a torch.func transform fused runs its eager steps
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert choose_large() == "native"
+    monkeypatch.undo()
+    monkeypatch.setenv("HDETACH_CPU_KERNEL", "python")
+    assert choose_large() == "native"
+    monkeypatch.undo()
+    torch.set_num_threads(2)  # not measured on a quiet machine: torch's kernel
+    assert choose_large() == "native"
+
+
+def test_p0_lstm_on_the_fused_rule_matches_a_float64_torch_lstm(one_thread):
+    """Where auto runs fused with nothing detached, the module is still the plain LSTM:
+    outputs and every gradient against torch.nn.LSTM in float64 (the oracle)."""
+    torch.manual_seed(0)
+    ours = hdetach.LSTM(3, 8, num_layers=2, batch_first=True, p_detach=0.0)
+    oracle = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True, dtype=torch.float64)
+    oracle.load_state_dict(ours.state_dict())
+    x = torch.randn(FUSED_MIN_ROWS_X_STEPS // 100, 100, 3)
+    expected_backend = "native" if cpu_kernel.unavailable_reason() else "fused"
+    assert ours._backend_for(x.transpose(0, 1), None) == expected_backend
+    grad = torch.randn(x.shape[0], 100, 8)
+    out, (h_n, c_n) = ours(x)
+    out_e, (h_e, c_e) = oracle(x.double())
+    (out * grad).sum().backward()
+    (out_e * grad.double()).sum().backward()
+    for a, e in ((out, out_e), (h_n, h_e), (c_n, c_e)):
+        torch.testing.assert_close(a, e.float(), rtol=1e-5, atol=1e-6)
+    for (name, a), e in zip(ours.named_parameters(), oracle.parameters()):
+        torch.testing.assert_close(a.grad, e.grad.float(), rtol=1e-4, atol=1e-4, msg=name)
 
 
 def test_auto_with_detach_is_fused_unless_triton_enabled(monkeypatch):

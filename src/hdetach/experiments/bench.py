@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["fused"],
         help="our backends to time (default: fused; 'reference' is slow; at p = 0 'auto' "
-        "runs torch's own kernel)",
+        "runs torch's own kernel except in one-thread CPU training at T x B >= 10,000)",
     )
     parser.add_argument(
         "--p",

@@ -161,8 +161,8 @@ class PopulationStep:
     training (a member that diverged is left out from then on).
 
     The members that detach at this step run as one ``PopulationLSTM``; the others run
-    their own LSTM, as they would alone (where nothing is detached, ``hdetach.LSTM``
-    runs torch's own kernel, which has no member dimension to batch over anyway)."""
+    their own LSTM, exactly as they would alone (where nothing is detached ``"auto"``
+    may pick torch's own kernel, which has no member dimension to batch over)."""
 
     def __init__(self, runs: list[Run], generators: list[torch.Generator]) -> None:
         self.generator_of = {id(run): g for run, g in zip(runs, generators)}

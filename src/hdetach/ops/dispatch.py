@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from hdetach import settings
+from hdetach.ops import cpu_kernel
 from hdetach.ops.checks import check_choice
 from hdetach.ops.triton_support import triton_unsupported_reason
-from hdetach.settings import triton_in_auto
 
 BACKENDS = ("auto", "native", "fused", "triton", "reference")
+
+# Training without a mask on one CPU thread: the compiled recurrence beat torch's kernel in
+# every measured shape with T * B at or above this, by 6 % to 2.4x, and lost or tied in
+# most shapes below it (benchmarks/native-vs-fused-cpu.md, one thread, 2026-12-06).
+FUSED_MIN_ROWS_X_STEPS = 10_000
 
 
 def select_backend(
@@ -31,10 +37,13 @@ def select_backend(
     run the call (``"native"`` with a mask; ``"triton"`` off CUDA, for float64, H > 1024
     or ``proj_size > 0``). ``"auto"`` resolves as follows:
 
-    1. Nothing detached: ``"native"``, on every device, training or not. torch's own
-       kernel (cuDNN, oneDNN) gives the same result and was faster than ``"fused"`` in
-       every measured CPU shape (``benchmarks/native-vs-fused-cpu.md``: fused/native
-       forward+backward 1.07x to 13x, T in {100, 784}, B in 1..256, H in 32..512).
+    1. Nothing detached: ``"native"`` (torch's own kernel: cuDNN, oneDNN), except for
+       training on the CPU on one thread (as each process of a sweep runs) with
+       steps * batch >= ``FUSED_MIN_ROWS_X_STEPS``, where ``"fused"`` on the compiled
+       recurrence was faster (``_fused_beats_native``; ``benchmarks/native-vs-fused-cpu.md``:
+       0.41x to 0.94x of torch's time there, 0.58x at T = 784, B = 100, H = 128). Both
+       compute the same LSTM, equal to float rounding; ``backend="native"`` asks for
+       torch's kernel whatever the shape.
     2. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
        apply, else ``"fused"``.
     """
@@ -52,7 +61,38 @@ def select_backend(
     if backend != "auto":
         return backend
     if not detached:
-        return "native"
-    if triton_in_auto() and triton_unsupported_reason(*sizes, members=members) is None:
+        return "fused" if _fused_beats_native(device, dtype, steps * batch) else "native"
+    if settings.triton_in_auto() and triton_unsupported_reason(*sizes, members=members) is None:
         return "triton"
     return "fused"
+
+
+def _fused_beats_native(device: torch.device, dtype: torch.dtype, rows_x_steps: int) -> bool:
+    """Where ``"auto"`` runs ``"fused"`` with nothing detached: the measured case only.
+
+    Training (grad enabled) on the CPU, one torch thread, float32 or float64, a call of at
+    least ``FUSED_MIN_ROWS_X_STEPS`` rows x steps, and the compiled recurrence available
+    (``HDETACH_CPU_KERNEL`` not ``python``, the extension built). Inference stays on torch's
+    kernel (oneDNN's forward was faster in most measured shapes), and so do more threads
+    (not measured on a quiet machine yet), autocast (torch's own dtype rules), tracing by
+    torch.compile and torch.func transforms (where ``"fused"`` runs its slower eager steps).
+    """
+    if (
+        device.type != "cpu"
+        or dtype not in cpu_kernel.DTYPES
+        or rows_x_steps < FUSED_MIN_ROWS_X_STEPS
+        or not torch.is_grad_enabled()
+        or torch.get_num_threads() != 1
+        or _cpu_autocast()
+        or torch.compiler.is_compiling()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+        or settings.cpu_kernel() == "python"
+    ):
+        return False
+    return cpu_kernel.compiled_ops() is not None
+
+
+def _cpu_autocast() -> bool:
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.is_autocast_enabled("cpu")
+    return torch.is_autocast_cpu_enabled()
