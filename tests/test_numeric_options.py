@@ -34,7 +34,15 @@ REFUSED = [
     (["--T", str(2**63)], "--T must fit int64"),
     (["--batch-size", str(10**30)], "--batch-size must fit int64"),
     (["--track-gradients", str(2**63)], "--track-gradients must fit int64"),
-]
+    # Sizes int64 holds but no machine's memory does (experiments/footprint.py):
+    (["--hidden-size", str(10**9)], r"--hidden-size 1000000000 with --num-layers 1 needs "
+     r"at least [0-9.e+]+ GiB \(model: .*\), more than the [0-9.]+ GiB of cpu"),
+    (["--batch-size", str(10**11)], r"--batch-size 100000000000 x 23 steps \(--T 3\) x "
+     r"--hidden-size 8 x --num-layers 1 needs at least .* \(activations"),
+    (["--T", str(10**12)], r"x 1000000000020 steps \(--T 1000000000000\) .* \(activations"),
+    (["--n-train", str(10**14)], r"--n-train 100000000000000, --n-val 20 and --n-test 20 "
+     r"needs at least .* \(data"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("options,message", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
@@ -73,12 +81,19 @@ def test_subnormal_float32_values_are_accepted():
         resolve(Config(lr=2.0**-151, run_dir="unused"))
 
 
-def test_sweep_grid_values_go_through_the_same_checks(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ("lr=1e-3,1e300", "--lr must be representable as float32"),
+        ("num_layers=1,1000000000000", "x --num-layers 1000000000000 needs at least"),
+    ],
+)
+def test_sweep_grid_values_go_through_the_same_checks(tmp_path, capsys, grid, message):
     out = tmp_path / "sweep"
-    argv = ["sweep", "copy", *SMALLEST, "--grid", "lr=1e-3,1e300", "--out", str(out)]
+    argv = ["sweep", "copy", *SMALLEST, "--grid", grid, "--out", str(out)]
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "--lr must be representable as float32" in err
+    assert message in err
     assert not out.exists()
 
 

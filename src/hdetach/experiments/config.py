@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from hdetach.experiments import footprint
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
 from hdetach.ops.dispatch import select_backend
@@ -275,6 +276,11 @@ def resolve(cfg: Config) -> Config:
         d["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     if d["backend"] == "triton":
         _check_triton(d)
+    if d["task"] != CAPTION_TASK:  # captioning's sizes come from its dataset, read later
+        length = {"copy": d["T"] + 20, "adding": d["T"]}.get(d["task"], MNIST_T)
+        reason = footprint.shortfall(d, length)
+        if reason is not None:
+            raise ConfigError(reason)
     if d.get("run_dir") is None:
         p = "vanilla" if d["p_detach"] == 0 else f"p{d['p_detach']:g}"
         stamp = time.strftime("%Y%m%d-%H%M%S")

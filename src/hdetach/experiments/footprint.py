@@ -1,0 +1,77 @@
+"""A run's memory, bounded from below before any work, so that ``config.resolve`` refuses
+sizes the machine cannot hold in one line naming the options, instead of an allocation
+traceback mid-run.
+
+The bound counts only what a run must hold at once, in float32 (4 bytes):
+
+* the model: every LSTM and read-out weight four times (the weight, its gradient, and
+  Adam's two moments; SGD and RMSprop keep fewer, so this is an upper count there, but
+  the weights alone times two already exceed any machine for the sizes it refuses);
+* one training step's activations: the LSTM's output, its cell states and its gates are
+  all kept for the backward pass, at least 6 numbers per hidden unit, step, row and layer;
+* the copying and adding tasks' fixed data (adding keeps whole sequences).
+
+It is a lower bound: a run it passes may still not fit, but a run it refuses cannot.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+FLOAT_BYTES = 4
+GIB = 2**30
+# Input and output widths by task (copying one-hot has 10 inputs, its scalar one 1).
+TASK_WIDTHS = {"copy": (10, 9), "adding": (2, 1), "mnist": (1, 10), "pmnist": (1, 10)}
+
+
+def lower_bounds(d: dict[str, Any], length: int) -> dict[str, int]:
+    """Bytes a resolved sequence-task config (a dict of Config fields) with training
+    sequences of ``length`` steps needs at least: {"model", "activations", "data"}."""
+    inputs, outputs = TASK_WIDTHS[d["task"]]
+    hidden, layers = d["hidden_size"], d["num_layers"]
+    first = 4 * hidden * (inputs + hidden + 2)
+    weights = first + (layers - 1) * 4 * hidden * (2 * hidden + 2) + outputs * (hidden + 1)
+    examples = d["n_train"] + d["n_val"] + d["n_test"]
+    data = {"copy": examples * 10 * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
+    return {
+        "model": 4 * weights * FLOAT_BYTES,
+        "activations": 6 * length * d["batch_size"] * hidden * layers * FLOAT_BYTES,
+        "data": data.get(d["task"], 0),
+    }
+
+
+def memory_of(device: str) -> int | None:
+    """Total memory of the run's device in bytes (None where it cannot be read)."""
+    try:
+        if device.startswith("cuda"):
+            return torch.cuda.get_device_properties(torch.device(device)).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError, AssertionError):
+        return None
+
+
+def shortfall(d: dict[str, Any], length: int) -> str | None:
+    """Why a resolved sequence-task config cannot fit its device (the lower bound exceeds
+    the device's total memory), naming the options behind the largest part; else None."""
+    total = memory_of(d["device"])
+    needs = lower_bounds(d, length)
+    if total is None or sum(needs.values()) <= total:
+        return None
+    blame = max(needs, key=needs.get)
+    options = {
+        "model": f"--hidden-size {d['hidden_size']} with --num-layers {d['num_layers']}",
+        "activations": (
+            f"--batch-size {d['batch_size']} x {length} steps"
+            f"{' (--T ' + str(d['T']) + ')' if d['task'] in ('copy', 'adding') else ''}"
+            f" x --hidden-size {d['hidden_size']} x --num-layers {d['num_layers']}"
+        ),
+        "data": f"--n-train {d['n_train']}, --n-val {d['n_val']} and --n-test {d['n_test']}",
+    }[blame]
+    return (
+        f"{options} needs at least {sum(needs.values()) / GIB:.3g} GiB "
+        f"({blame}: {needs[blame] / GIB:.3g} GiB), more than the {total / GIB:.3g} GiB of "
+        f"{d['device']}; choose smaller sizes"
+    )
