@@ -229,6 +229,18 @@ def test_a_population_sweep_equals_a_local_one_and_skips_finished_runs(tmp_path,
     assert mtimes == {p: p.stat().st_mtime for p in population.rglob("summary.json")}
 
 
+def test_a_population_sweep_given_more_epochs_trains_on_as_one_started_with_them(tmp_path, capsys):
+    straight = tmp_path / "straight"
+    train_population(list(_grid_runs(straight, epochs=3).values()))
+    out = tmp_path / "sweep"
+    argv = ["sweep", *SWEEP_ARGS, "--out", str(out), "--engine", "population"]
+    assert run_cli(argv, capsys)[0] == 0  # 2 epochs
+    code, stdout, err = run_cli([*argv, "--epochs", "3"], capsys)
+    assert code == 0 and "4 done, 0 failed" in stdout, err
+    assert all("resuming" in (d / "train.log").read_text() for d in out.iterdir() if d.is_dir())
+    _assert_close(_sweep_records(out), _sweep_records(straight))
+
+
 def test_an_interrupted_population_sweep_resumes_to_the_same_summaries(tmp_path):
     straight = tmp_path / "straight"
     train_population(list(_grid_runs(straight, epochs=10).values()))  # what the worker runs

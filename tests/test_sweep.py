@@ -136,6 +136,32 @@ def test_a_run_folder_holding_another_config_is_refused_before_any_work(tmp_path
     assert not (tmp_path / "p_detach=0.0,seed=0").exists()
 
 
+def test_a_finished_sweep_given_more_epochs_trains_its_runs_on_to_them(tmp_path, capsys):
+    from hdetach.experiments.sweep.engines import run_one
+
+    for cfg in (
+        Grid("copy", {**TINY, "epochs": 3}, {"p_detach": [0.0, 0.5]})
+        .runs(tmp_path / "straight")
+        .values()
+    ):
+        run_one(cfg, 1)
+    out = tmp_path / "sweep"
+    argv = ["sweep", *TINY_ARGS, "--grid", "p_detach=0,0.5", "--out", str(out), "--threads", "1"]
+    assert run_cli(argv, capsys)[0] == 0  # 2 epochs
+    code, _, err = run_cli([*argv, "--epochs", "3"], capsys)
+    assert code == 0 and "runs already done" not in err, err
+    assert _summaries(out) == _summaries(tmp_path / "straight")
+    assert json.loads((out / "sweep.json").read_text())["base"]["epochs"] == 3
+    # a length left out is not a request for the task's default length
+    code, _, err = run_cli([a for a in argv if a not in ("--epochs", "2")], capsys)
+    assert code == 2 and "holds a sweep with other settings" in err, err
+    # nor can a run be made shorter than it has trained
+    code, _, err = run_cli([*argv, "--epochs", "1"], capsys)
+    assert code == 2 and "holds a run with epochs 3, not 1" in err, err
+    code, _, err = run_cli([*argv, "--epochs", "3"], capsys)
+    assert code == 0 and "2 of 2 runs already done" in err, err
+
+
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "hdetach", "sweep", *TINY_ARGS, "--epochs", "10",

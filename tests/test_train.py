@@ -219,3 +219,67 @@ def test_split_sizes_follow_the_config():
         t = make_task(resolve(Config(task=task, T=3, n_train=30, n_val=20, n_test=10)))
         assert [t.size(s) for s in ("train", "val", "test")] == [30, 20, 10]
         assert resolve(Config(task=task, n_val=20)).n_test == 20  # default: as many as val
+
+
+# Evaluations once per epoch, as by default: the shorter run's end is one in both runs.
+PER_EPOCH = {**TINY, "eval_every": TINY["steps_per_epoch"]}
+
+
+def _same_run(a: Path, b: Path, summary_a: dict, summary_b: dict) -> None:
+    assert _metrics(a) == _metrics(b)
+    drop = {"run_dir"}
+    assert {k: v for k, v in summary_a.items() if k not in drop} == {
+        k: v for k, v in summary_b.items() if k not in drop
+    }
+    w_a, w_b = (load_checkpoint(d / "last.pt")["model"] for d in (a, b))
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+
+
+def test_a_finished_run_trained_on_to_more_epochs_equals_one_started_with_them(tmp_path):
+    straight = train(Config(**PER_EPOCH, run_dir=str(tmp_path / "straight")), progress=False)
+    short = tmp_path / "short"
+    first = train(Config(**{**PER_EPOCH, "epochs": 2}, run_dir=str(short)), progress=False)
+    assert first["status"] == "finished" and first["steps"] == 40
+    longer = train(resume=short, progress=False, epochs=3)
+    _same_run(short, tmp_path / "straight", longer, straight)
+    saved = json.loads((short / "config.json").read_text())
+    assert saved["epochs"] == 3 and saved["total_steps"] == 60
+    assert json.loads((short / "summary.json").read_text())["steps"] == 60
+
+
+def test_a_lengthened_run_interrupted_resumes_to_the_new_length(tmp_path, monkeypatch):
+    from helpers import interrupt_at
+
+    straight = train(Config(**PER_EPOCH, run_dir=str(tmp_path / "straight")), progress=False)
+    short = tmp_path / "short"
+    train(Config(**{**PER_EPOCH, "epochs": 2}, run_dir=str(short)), progress=False)
+    interrupt_at(monkeypatch, 5)  # the fifth minibatch of the extension
+    part = train(resume=short, progress=False, epochs=3)
+    assert part["status"] == "interrupted" and 40 < part["step"] < 60
+    assert not (short / "summary.json").exists()  # no longer a finished run
+    monkeypatch.undo()
+    resumed = train(resume=short, progress=False)  # the new length was saved with it
+    _same_run(short, tmp_path / "straight", resumed, straight)
+
+
+def test_a_length_that_cannot_be_had_is_refused_before_any_work(tmp_path, capsys):
+    from helpers import run_cli
+
+    run = tmp_path / "run"
+    train(Config(**{**PER_EPOCH, "epochs": 2}, run_dir=str(run)), progress=False)
+    before = (run / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    for argv, message in [
+        (["--epochs", "1"], "--epochs 1: the run has already trained 40 steps (2 epochs of 20)"),
+        (["--epochs", "3", "--lr", "0.1"], "--resume takes the saved config; drop --lr"),
+    ]:
+        code, _, err = run_cli(["train", "--resume", str(run), *argv], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    annealed = tmp_path / "annealed"
+    train(Config(**PER_EPOCH, anneal_epochs=1, run_dir=str(annealed)), progress=False)
+    capsys.readouterr()
+    code, _, err = run_cli(["train", "--resume", str(annealed), "--epochs", "4"], capsys)
+    assert code == 2 and "switches h-detach off for its last 1 epochs" in err, err
+    assert (run / "last.pt").stat().st_mtime_ns == before
+    code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3"], capsys)
+    assert code == 0 and json.loads((run / "summary.json").read_text())["steps"] == 60, err

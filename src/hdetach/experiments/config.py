@@ -288,6 +288,32 @@ def resolve(cfg: Config) -> Config:
     return Config(**d)
 
 
+def with_epochs(cfg: Config, epochs: int, step: int) -> Config:
+    """A saved run's resolved ``cfg`` trained for ``epochs`` instead: resumed from ``step``,
+    it ends exactly as a run started with that length would have, as nothing before the
+    end depends on the length, provided the old end was an evaluation (the default: one
+    per epoch); otherwise its record keeps that extra evaluation. Refused for a run that
+    anneals h-detach over its last epochs (its schedule depends on the length) and for a
+    length shorter than what the run has trained."""
+    if epochs == cfg.epochs:
+        return cfg
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"--epochs must be an int >= 1; got {epochs!r}")
+    if cfg.anneal_epochs:
+        raise ConfigError(
+            f"--epochs: the run switches h-detach off for its last {cfg.anneal_epochs} "
+            f"epochs, so its schedule depends on its length ({cfg.epochs} epochs); it "
+            "cannot be changed"
+        )
+    if epochs * cfg.steps_per_epoch < step:
+        raise ConfigError(
+            f"--epochs {epochs}: the run has already trained {step} steps "
+            f"({step / cfg.steps_per_epoch:g} epochs of {cfg.steps_per_epoch})"
+        )
+    total = min(epochs * cfg.steps_per_epoch, cfg.max_steps or math.inf)
+    return dataclasses.replace(cfg, epochs=epochs, total_steps=total)
+
+
 def _check_triton(d: dict[str, Any]) -> None:
     """Refuse --backend triton where its kernels cannot run the run's LSTM (the reason is
     dispatch.select_backend's, which would otherwise raise at the first step)."""

@@ -11,8 +11,13 @@ from typing import Any
 
 import torch
 
-from hdetach.experiments.checkpoint import CheckpointError, config_of, load_checkpoint
-from hdetach.experiments.config import Config, ConfigError, resolve
+from hdetach.experiments.checkpoint import (
+    CheckpointError,
+    config_of,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hdetach.experiments.config import Config, ConfigError, resolve, with_epochs
 from hdetach.experiments.model import clip_gradients, make_optimizer
 from hdetach.experiments.runfiles import write_json
 from hdetach.experiments.tasks import Task, data_rng
@@ -161,17 +166,19 @@ class Run:
         }
 
 
-def open_run(cfg: Config | None, resume: str | Path | None) -> Run:
-    """A fresh run from ``cfg`` (its directory created) or the one saved in ``resume``."""
-    cfg, ckpt = run_config(cfg, resume)
+def open_run(cfg: Config | None, resume: str | Path | None, epochs: int | None = None) -> Run:
+    """A fresh run from ``cfg`` (its directory created) or the one saved in ``resume``
+    (trained for ``epochs`` in all, if given)."""
+    cfg, ckpt = run_config(cfg, resume, epochs)
     return build_run(cfg, ckpt, Path(resume or cfg.run_dir))
 
 
 def run_config(
-    cfg: Config | None, resume: str | Path | None
+    cfg: Config | None, resume: str | Path | None, epochs: int | None = None
 ) -> tuple[Config, dict[str, Any] | None]:
     """The resolved config of a fresh run, or the saved config and checkpoint of the run
-    in ``resume``; checked, nothing created."""
+    in ``resume``, lengthened (or shortened) to ``epochs`` if given; checked, nothing
+    created."""
     if resume is None:
         cfg = resolve(cfg or Config())
         if (Path(cfg.run_dir) / "last.pt").exists():
@@ -181,7 +188,8 @@ def run_config(
     if not path.is_file():
         raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
     ckpt = load_checkpoint(path)
-    return config_of(ckpt, path), ckpt
+    cfg = config_of(ckpt, path)
+    return (cfg if epochs is None else with_epochs(cfg, epochs, ckpt["step"])), ckpt
 
 
 def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
@@ -201,6 +209,11 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
                 f"{run_dir / 'last.pt'}: does not fit its own config ({reason})"
             ) from None
         _truncate_metrics(run.dir / "metrics.jsonl", run.step)
+        if cfg.to_dict() != ckpt["config"]:  # another length: the run goes on to the new end
+            # The checkpoint first: an interrupted run then resumes at the new length.
+            save_checkpoint({**ckpt, "config": cfg.to_dict()}, run.dir / "last.pt")
+            write_json(run.dir / "config.json", cfg.to_dict())
+            (run.dir / "summary.json").unlink(missing_ok=True)
     else:
         try:
             run.dir.mkdir(parents=True, exist_ok=True)

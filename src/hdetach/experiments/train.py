@@ -104,13 +104,16 @@ def train(
     resume: str | Path | None = None,
     progress: bool | None = None,
     callbacks: Sequence[Callback] = (),
+    epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one run and return its summary. ``progress``: None = bar on a tty.
+    """Train (or resume) one run and return its summary. ``progress``: None = bar on a tty;
+    ``epochs`` (with ``resume``): train the saved run to this length instead, a finished
+    one included (``config.with_epochs``).
 
     The summary's ``status`` is "finished", "interrupted" (Ctrl-C; resume it) or
     "diverged" (a non-finite loss or gradient; checkpoints keep the last good state).
     """
-    run = open_run(cfg, resume)
+    run = open_run(cfg, resume, epochs)
     if run.cfg.track_gradients:
         callbacks = (*callbacks, GradientTracker(run.cfg.track_gradients))
     (summary,) = train_runs([run], [resume is not None], forward_backward, progress, callbacks)
@@ -346,7 +349,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted run from its last checkpoint (no other options)",
+        help="continue an interrupted run from its last checkpoint (no other options but "
+        "--epochs, which trains it, even a finished one, to that length instead)",
     )
     p.add_argument(
         "--progress",
@@ -367,10 +371,11 @@ def _command(a: argparse.Namespace) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     if resume is not None:
+        epochs = opts.pop("epochs", None)
         if opts or task:
             flags = ([task] if task else []) + [flag(k) for k in opts]
             raise ConfigError(f"--resume takes the saved config; drop {', '.join(flags)}")
-        summary = train(resume=resume, progress=progress)
+        summary = train(resume=resume, progress=progress, epochs=epochs)
     elif task is None:
         raise ConfigError(f"train needs a TASK ({', '.join(TASKS)}) or --resume RUN_DIR")
     else:

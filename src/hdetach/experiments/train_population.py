@@ -101,9 +101,11 @@ def train_population(
     members: Sequence[Config | str | Path],
     progress: bool | None = False,
     callbacks: Sequence[Callback] = (),
+    epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train runs together and return their summaries, as ``train`` returns each: a
-    Config starts a fresh run, a folder resumes the run saved there (all at one step).
+    Config starts a fresh run, a folder resumes the run saved there (all at one step),
+    trained to ``epochs`` in all if given.
 
     Every member is checked before any work (``check_members``). A member that diverges
     stops alone; Ctrl-C stops every member at a step boundary with its checkpoint.
@@ -112,7 +114,8 @@ def train_population(
         if isinstance(member, Config):
             check_member(member)  # before resolve(), which a caption config may not pass
     starts = [
-        run_config(None, m) if isinstance(m, (str, Path)) else run_config(m, None) for m in members
+        run_config(None, m, epochs) if isinstance(m, (str, Path)) else run_config(m, None)
+        for m in members
     ]
     check_members(
         [cfg for cfg, _ in starts], [0 if ckpt is None else ckpt["step"] for _, ckpt in starts]

@@ -40,7 +40,8 @@ A study file:
 
 Run the same command again to continue: finished and diverged runs are kept, interrupted
 ones resumed, failed ones retried. New values or seeds for the same crossed options
-extend the sweep; other base options need another --out.
+extend the sweep, and a larger --epochs trains every run on to it (finished ones too);
+other base options need another --out.
 """
 
 

@@ -42,14 +42,20 @@ NextTask = Callable[[], "Task | None"]
 RunFn = Callable[[Config, int], dict[str, Any]]
 
 
-def plan(run_dir: Path) -> str:
-    """What a run's folder needs: "done" (summary.json says finished or diverged),
-    "resume" (last.pt) or "start"."""
+def plan(run_dir: Path, epochs: int | None = None) -> str:
+    """What a run's folder needs: "done" (summary.json says diverged, or finished at
+    ``epochs`` or more), "resume" (last.pt: interrupted, or finished short of ``epochs``)
+    or "start"."""
     summary = run_dir / "summary.json"
     if summary.is_file():
-        with contextlib.suppress(ValueError):
-            if json.loads(summary.read_text()).get("status") in ("finished", "diverged"):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            status = json.loads(summary.read_text()).get("status")
+            if status == "diverged":
                 return "done"
+            if status == "finished":
+                trained = json.loads((run_dir / "config.json").read_text())["epochs"]
+                if epochs is None or trained >= epochs:
+                    return "done"
     return "resume" if (run_dir / "last.pt").is_file() else "start"
 
 
@@ -58,7 +64,7 @@ def run_one(cfg: Config, threads: int) -> dict[str, Any]:
     train.log."""
 
     run_dir = Path(cfg.run_dir)
-    todo = plan(run_dir)
+    todo = plan(run_dir, cfg.epochs)
     if todo == "done":
         return json.loads((run_dir / "summary.json").read_text())
     torch.set_num_threads(threads)
@@ -69,7 +75,7 @@ def run_one(cfg: Config, threads: int) -> dict[str, Any]:
         contextlib.redirect_stdout(log),
     ):
         summary = (
-            train(resume=run_dir, progress=False)
+            train(resume=run_dir, progress=False, epochs=cfg.epochs)
             if todo == "resume"
             else train(cfg, progress=False)
         )

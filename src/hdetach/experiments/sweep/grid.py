@@ -186,12 +186,20 @@ def prepare(out: Path, grid: Grid) -> dict[str, Config]:
 
 def check_record(out: Path, grid: Grid) -> None:
     """Refuse a grid whose task, base options or crossed options differ from those the
-    folder's sweep was started with; new values and seeds extend it (recorded)."""
+    folder's sweep was started with; new values and seeds extend it (recorded), and so
+    does another ``--epochs`` (its runs are trained to the new length: check_existing)."""
     path = out / RECORD
     if path.is_file():
         old = json.loads(path.read_text())
         new = grid.to_dict()
+        # Only an explicit --epochs changes the length: one left out is not a request for
+        # the task's default (200 epochs for MNIST) on a finished study.
+        same_but_length = "epochs" in new["base"] and (
+            _without_epochs(old["base"]) == _without_epochs(new["base"])
+        )
         differ = [k for k in ("task", "base") if old[k] != new[k]]
+        if same_but_length and "base" in differ:
+            differ.remove("base")
         if list(old["axes"]) != list(new["axes"]):
             differ.append("crossed options")
         if differ:
@@ -204,7 +212,8 @@ def check_record(out: Path, grid: Grid) -> None:
 
 
 def check_existing(runs: dict[str, Config]) -> None:
-    """Refuse a run folder whose saved config is not the run's (other than where it runs)."""
+    """Refuse a run folder whose saved config is not the run's (other than where it runs,
+    and its length where the run can be trained on to a longer one)."""
     for cfg in runs.values():
         path = Path(cfg.run_dir) / "config.json"
         if not path.is_file():
@@ -215,12 +224,34 @@ def check_existing(runs: dict[str, Config]) -> None:
             raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
         differ = [k for k, v in wanted.items() if saved.get(k) != v]
+        if set(differ) <= LENGTH and _lengthens(saved, cfg, path.parent):
+            continue
         if differ:
             k = differ[0]
             raise ConfigError(
                 f"{path.parent} holds a run with {k} {saved.get(k)!r}, not {wanted[k]!r}; "
                 "move it away or pick another --out"
             )
+
+
+LENGTH = {"epochs", "total_steps"}  # what another --epochs changes in a saved config
+
+
+def _without_epochs(base: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in base.items() if k != "epochs"}
+
+
+def _lengthens(saved: dict[str, Any], cfg: Config, folder: Path) -> bool:
+    """Whether the run saved in ``folder`` can be trained on to ``cfg``'s longer length;
+    refuses the cases with_epochs refuses, in one line, before any run starts."""
+    if cfg.epochs < saved["epochs"]:
+        return False  # shorter than what is saved: the generic refusal
+    if saved.get("anneal_epochs"):
+        raise ConfigError(
+            f"{folder} anneals h-detach over its last {saved['anneal_epochs']} epochs, so "
+            f"its length ({saved['epochs']} epochs) cannot be changed; pick another --out"
+        )
+    return True
 
 
 def write_record(out: Path, grid: Grid) -> None:

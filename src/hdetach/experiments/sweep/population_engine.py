@@ -40,7 +40,7 @@ def run_population(cfgs: list[Config], threads: int) -> list[dict[str, Any]]:
 
     torch.set_num_threads(threads)
     dirs = [Path(cfg.run_dir) for cfg in cfgs]
-    todo = [plan(d) for d in dirs]
+    todo = [plan(d, cfg.epochs) for cfg, d in zip(cfgs, dirs)]
     members = [d if t == "resume" else cfg for cfg, d, t in zip(cfgs, dirs, todo) if t != "done"]
     summaries: list[dict[str, Any]] = []
     if members:
@@ -51,7 +51,7 @@ def run_population(cfgs: list[Config], threads: int) -> list[dict[str, Any]]:
                 logs.append(stack.enter_context(open(d / LOG, "a")))
             stack.enter_context(contextlib.redirect_stderr(_Tee(logs)))
             stack.enter_context(contextlib.redirect_stdout(_Tee(logs)))
-            summaries = train_population(members, progress=False)
+            summaries = train_population(members, progress=False, epochs=cfgs[0].epochs)
     trained = iter(summaries)
     return [
         json.loads((d / "summary.json").read_text())
@@ -128,7 +128,7 @@ def group_key(cfg: Config) -> str:
 
     run_dir = Path(cfg.run_dir)
     step: int | str = 0
-    if plan(run_dir) == "resume":
+    if plan(run_dir, cfg.epochs) == "resume":
         try:
             step = load_checkpoint(run_dir / "last.pt")["step"]
         except CheckpointError:

@@ -68,7 +68,7 @@ def run_sweep(
     result = SweepResult()
     todo: deque[Task] = deque()
     for name, cfg in runs.items():
-        if plan(Path(cfg.run_dir)) == "done":
+        if plan(Path(cfg.run_dir), cfg.epochs) == "done":
             result.summaries[name] = run_one(cfg, threads)  # reads summary.json
         else:
             todo.append((name, cfg, threads))
