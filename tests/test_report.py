@@ -4,12 +4,22 @@ import pytest
 from helpers import axes_drawn_by
 
 from hdetach.experiments.cli import main
-from hdetach.experiments.report import at_epochs_table, markdown_table, reach_table, report
+from hdetach.experiments.report import report
 from hdetach.experiments.report_runs import find_runs, group_runs
+from hdetach.experiments.report_tables import at_epochs_table, markdown_table, reach_table
 
 
 def _fake_run(
-    path, p, seed, accs, test_acc, transfer=None, task="copy", metric="acc", status="finished"
+    path,
+    p,
+    seed,
+    accs,
+    test_acc,
+    transfer=None,
+    task="copy",
+    metric="acc",
+    status="finished",
+    losses=None,
 ):
     path.mkdir(parents=True)
     cfg = {"task": task, "T": 10, "p_detach": p, "seed": seed, "run_dir": str(path)}
@@ -26,6 +36,7 @@ def _fake_run(
                     "metric": metric,
                     "val": {metric: a, "loss": 1},
                     "best": {"value": best, "step": i + 1},
+                    **({"train": {"loss": losses[i]}} if losses else {}),
                 }
             )
         )
@@ -166,3 +177,40 @@ def test_report_cli_refuses_a_malformed_reach_in_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "--reach takes numbers" in capsys.readouterr().err
     main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--reach", "0.25"])
     assert "| copy | 1/1 | 2 [2, 2] |" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_path, capsys):
+    from hdetach.experiments.report_runs import find_runs, group_runs
+    from hdetach.experiments.report_stability import instability, stability_section
+
+    steady = dict(accs=[0.5, 0.8, 0.9, 0.95], losses=[1.5, 0.6, 0.3, 0.2])
+    # vanilla: one steady run, one whose loss rises 0.7 above its lowest (a spike) and
+    # whose accuracy falls 0.3 below its best (a dip), one diverged
+    _fake_run(tmp_path / "v0", 0.0, 0, test_acc=0.9, **steady)
+    _fake_run(tmp_path / "v1", 0.0, 1, [0.5, 0.8, 0.5, 0.9], 0.9, losses=[1.5, 0.5, 1.2, 0.4])
+    _fake_run(tmp_path / "v2", 0.0, 2, [0.5], None, status="diverged", losses=[1.5])
+    for seed in range(3):  # h-detach: steady, but for a 0.04 dip (below the 0.05 line)
+        _fake_run(
+            tmp_path / f"h{seed}",
+            0.25,
+            seed,
+            [0.5, 0.8, 0.76, 0.9],
+            0.9,
+            losses=[1.5, 0.6, 0.3, 0.2],
+        )
+    groups = group_runs(find_runs([tmp_path]))
+    v1 = next(r for r in groups["vanilla"] if r.path.name == "v1")
+    measures = instability(v1, "acc", higher=True)
+    assert measures.spike == pytest.approx(0.7) and measures.dip == pytest.approx(0.3)
+    section = stability_section(groups, "acc", True, spike=0.5, dip=0.05)
+    assert "| vanilla | 3 | 1 | 1 | 1 | 2 | 0.35 [0, 0.7] | 0.15 [0, 0.3] |" in section
+    assert "| h-detach p=0.25 | 3 | 0 | 0 | 0 | 0 | 0 [0, 0] | 0.04 [0.04, 0.04] |" in section
+    # 0 of 3 against 2 of 3: Fisher's exact test gives p = 0.4
+    assert "h-detach p=0.25: 0 of 3 runs unstable, against 2 of 3 for vanilla" in section
+    assert "p = 0.4)" in section
+    code = main(["report", str(tmp_path), "--out", str(tmp_path / "r"), "--stability"])
+    assert code is None or code == 0
+    assert "## Stability" in (tmp_path / "r" / "report.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path), "--stability", "--dip", "0"])
+    assert e.value.code == 2 and "--dip must be finite and > 0" in capsys.readouterr().err

@@ -23,11 +23,15 @@ from hdetach.experiments.report_runs import (
     Run,
     find_runs,
     group_runs,
-    transfer_accuracies,
-    transfer_lengths,
 )
+from hdetach.experiments.report_stability import stability_section
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
-from hdetach.experiments.stats import group_stats
+from hdetach.experiments.report_tables import (
+    at_epochs_table,
+    markdown_table,
+    metric_of,
+    reach_table,
+)
 from hdetach.experiments.tasks.copying import CHANCE
 from hdetach.experiments.tasks.registry import TASKS, metric_direction
 
@@ -73,7 +77,7 @@ def plot_curves(
         title_with_band(ax, ", ".join(tasks), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
-    metric = _metric(runs)
+    metric = metric_of(runs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
     ax.grid(alpha=0.3)
@@ -116,113 +120,6 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     return out
 
 
-def _metric(runs: list[Run]) -> str:
-    return next((r.metric for r in runs if r.metric), "metric")
-
-
-def _stat(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]  # null: a non-finite number
-    if not values:
-        return "-"
-    a = np.array(values)
-    if len(a) == 1:
-        return f"{a[0]:.4f}"
-    # sample std (ddof=1), as in the study section: the seeds are a sample
-    return f"{a.mean():.4f} ± {a.std(ddof=1):.4f} [{a.min():.4f}, {a.max():.4f}]"
-
-
-def at_epochs_table(groups: dict[str, list[Run]], epochs: list[float]) -> str:
-    """The validation metric at each of ``epochs`` (the last evaluation at or before it),
-    ``mean ± std [min, max]`` over the runs that got there."""
-    metric = _metric([r for runs in groups.values() for r in runs])
-    rows = [
-        "| configuration | " + " | ".join(f"epoch {e:g}" for e in epochs) + " |",
-        "|---|" + "---|" * len(epochs),
-    ]
-    for label, runs in groups.items():
-        done = [r for r in runs if r.records and not r.diverged]
-        cells = []
-        for e in epochs:
-            reached = [r for r in done if r.records[-1]["epoch"] >= e - 1e-9]
-            values = [
-                [rec for rec in r.records if rec["epoch"] <= e + 1e-9][-1]["val"][metric]
-                for r in reached
-                if r.records[0]["epoch"] <= e + 1e-9
-            ]
-            cells.append(_stat(values) + (f" (n={len(values)})" if len(values) > 1 else ""))
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    return f"Validation {metric} at fixed epochs, mean ± std [min, max] over seeds.\n\n" + (
-        "\n".join(rows) + "\n"
-    )
-
-
-def reach_table(groups: dict[str, list[Run]], thresholds: list[float], higher: bool) -> str:
-    """Per configuration and threshold: how many seeds reached it (diverged runs count as
-    not reaching it), and the epochs they took, median [min, max] over those that did."""
-    metric = _metric([r for runs in groups.values() for r in runs])
-    sign = "≥" if higher else "≤"
-    rows = [
-        "| configuration | "
-        + " | ".join(f"reached {sign} {x:g} | epochs to {x:g}" for x in thresholds)
-        + " |",
-        "|---|" + "---|---|" * len(thresholds),
-    ]
-    for label, runs in groups.items():
-        cells = []
-        for x in thresholds:
-            g = group_stats(runs, x, higher)
-            epochs = g.epochs_to_threshold
-            spread = f"{np.median(epochs):g} [{min(epochs):g}, {max(epochs):g}]" if epochs else "-"
-            cells += [f"{g.successes}/{g.seeds}", spread]
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    return f"Epochs to reach each validation {metric}.\n\n" + "\n".join(rows) + "\n"
-
-
-def markdown_table(groups: dict[str, list[Run]]) -> str:
-    """Best and final validation metric (and test at best) per configuration, over seeds.
-
-    Cells read ``mean ± std [min, max]`` across seeds; diverged runs are counted in the
-    seeds column, listed below the table, and left out of the statistics.
-    """
-    rows = [
-        "| configuration | seeds | epochs | best val | final val | test at best |",
-        "|---|---|---|---|---|---|",
-    ]
-    all_runs = [r for runs in groups.values() for r in runs]
-    metric = _metric(all_runs)
-    for label, runs in groups.items():
-        done = [r for r in runs if r.records and not r.diverged]
-        best = [r.records[-1]["best"]["value"] for r in done]
-        final = [r.records[-1]["val"][metric] for r in done]
-        test = [r.summary["test_at_best"][metric] for r in done if r.summary]
-        epochs = sorted({f"{r.records[-1]['epoch']:g}" for r in done})
-        n_diverged = sum(r.diverged for r in runs)
-        seeds = f"{len(runs)}" + (f", {n_diverged} diverged" if n_diverged else "")
-        rows.append(
-            f"| {label} | {seeds} | {', '.join(epochs)} | {_stat(best)} | "
-            f"{_stat(final)} | {_stat(test)} |"
-        )
-    table = f"Validation/test {metric}, mean ± std [min, max] over seeds.\n\n" + "\n".join(rows)
-    diverged = [r for r in all_runs if r.diverged]
-    if diverged:
-        table += "\n\nDiverged (non-finite loss or gradient), not in the statistics:\n"
-        table += "".join(f"\n- {r.path} at step {r.summary['steps']}" for r in diverged)
-    with_transfer = {k: [r for r in v if r.transfer] for k, v in groups.items()}
-    with_transfer = {k: v for k, v in with_transfer.items() if v}
-    Ts = transfer_lengths(groups)
-    if Ts is not None:
-        table += (
-            "\n\nTransfer copying accuracy by T:\n\n| configuration | "
-            + " | ".join(f"T={T}" for T in Ts)
-            + " |\n|---|"
-            + "---|" * len(Ts)
-        )
-        for label, runs in with_transfer.items():
-            cols = [_stat(accs) for accs in transfer_accuracies(runs, Ts)]
-            table += f"\n| {label} | " + " | ".join(cols) + " |"
-    return table + "\n"
-
-
 def report(
     paths: list[str | Path],
     out_dir: str | Path,
@@ -232,6 +129,7 @@ def report(
     references: dict[str, float] | None = None,
     at_epochs: list[float] | None = None,
     reach: list[float] | None = None,
+    stability: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
     any run tracked its gradients) and report.md; with several seeds per configuration (or
@@ -240,7 +138,10 @@ def report(
     says); ``baseline``: (option, value) of the configurations each other is compared with
     (default: p_detach 0); ``references``: label -> value, lines on the curves;
     ``at_epochs``: a table of the validation metric at those epochs; ``reach``: a table
-    of how many seeds reached each of these values, and in how many epochs."""
+    of how many seeds reached each of these values, and in how many epochs;
+    ``stability``: (spike, dip), a section counting the runs that diverged, whose training
+    loss rose more than spike above its lowest, or whose validation metric fell more than
+    dip below its best (``report_stability``)."""
 
     runs = find_runs(paths)
     groups = one_run_per_seed(group_runs(runs))
@@ -255,12 +156,14 @@ def report(
     text = markdown_table(groups)
     if at_epochs:
         text += "\n" + at_epochs_table(groups, at_epochs)
-    metric = _metric(runs)
+    metric = metric_of(runs)
     study = threshold is not None or any(len(g) > 1 for g in groups.values())
-    if reach or study:  # only these need the direction (an unknown metric's is an error)
+    if reach or study or stability:  # these need the direction (unknown metric: an error)
         higher = metric_direction(metric) if direction is None else direction == "higher"
     if reach:
         text += "\n" + reach_table(groups, reach, higher)
+    if stability:
+        text += "\n" + stability_section(groups, metric, higher, *stability, baseline or VANILLA)
     if study:
         section, files = study_section(
             groups, metric, threshold, higher, out_dir, baseline or VANILLA
@@ -319,6 +222,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="add a table of the seeds reaching each value and the epochs they took "
         "(e.g. 0.9,0.95)",
     )
+    p.add_argument(
+        "--stability",
+        action="store_true",
+        help="add a section counting per configuration the runs that diverged, spiked "
+        "(--spike) or dipped (--dip), compared with the baseline's",
+    )
+    p.add_argument(
+        "--spike",
+        type=float,
+        default=0.5,
+        help="a loss spike: an evaluation interval's mean training loss more than this "
+        "above the lowest before it (default 0.5)",
+    )
+    p.add_argument(
+        "--dip",
+        type=float,
+        default=0.05,
+        help="a dip: the validation metric more than this below its best so far, in its "
+        "own units (default 0.05)",
+    )
     p.set_defaults(run=_command)
 
 
@@ -357,6 +280,10 @@ def _command(a: argparse.Namespace) -> None:
     references = parse_references(a.reference)
     epochs = parse_numbers(a.at_epochs, "--at-epochs")
     reach = parse_numbers(a.reach, "--reach", positive=False)
+    if not (math.isfinite(a.spike) and a.spike > 0):
+        raise ConfigError(f"--spike must be finite and > 0; got {a.spike}")
+    if not (math.isfinite(a.dip) and a.dip > 0):
+        raise ConfigError(f"--dip must be finite and > 0; got {a.dip}")
     try:
         written = report(
             a.run_dirs,
@@ -367,6 +294,7 @@ def _command(a: argparse.Namespace) -> None:
             references,
             epochs,
             reach,
+            (a.spike, a.dip) if a.stability else None,
         )
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None

@@ -1,0 +1,114 @@
+"""How stable each run's training was: the measures of the paper's claim that without
+gradient clipping the vanilla LSTM is unstable while h-detach is not (``report
+--stability``).
+
+Per run, from its evaluation records (one per ``--eval-every`` steps, by default one per
+epoch) and its summary:
+
+* diverged: a non-finite loss or gradient stopped it;
+* loss spike: the largest rise of an interval's mean training loss above the lowest
+  interval mean before it, in the loss's units (above ``spike``, e.g. 0.5 nats; a rise,
+  not a ratio, so that the noise of a loss near 0 does not count);
+* validation dip: the largest fall of the validation metric below its best so far, in
+  the metric's units and toward worse (above ``dip``, e.g. 0.05: five points of accuracy).
+
+Configurations are compared with their baseline (p = 0) by the count of runs with any of
+the three, in Fisher's exact test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import fisher_exact
+
+from hdetach.experiments.report_runs import Baseline, Run
+from hdetach.experiments.report_study import VANILLA, baselines
+
+
+@dataclass
+class Instability:
+    """One run's measures (None where its records cannot say: fewer than two)."""
+
+    diverged: bool
+    spike: float | None  # largest rise of the loss above its lowest earlier value, >= 0
+    dip: float | None  # largest fall below the best earlier validation value, >= 0
+
+    def unstable(self, spike: float, dip: float) -> bool:
+        return (
+            self.diverged
+            or (self.spike is not None and self.spike > spike)
+            or (self.dip is not None and self.dip > dip)
+        )
+
+
+def instability(run: Run, metric: str, higher: bool) -> Instability:
+    """The measures of one run (``higher``: whether a larger ``metric`` is better)."""
+    losses = [r.get("train", {}).get("loss") for r in run.records]
+    values = [r["val"].get(metric) for r in run.records]
+    spikes, dips = [], []
+    for i in range(1, len(run.records)):
+        earlier_loss = [v for v in losses[:i] if v is not None]
+        if losses[i] is not None and earlier_loss:
+            spikes.append(max(0.0, losses[i] - min(earlier_loss)))
+        earlier = [v for v in values[:i] if v is not None]
+        if values[i] is not None and earlier:
+            best = max(earlier) if higher else min(earlier)
+            dips.append(max(0.0, best - values[i] if higher else values[i] - best))
+    return Instability(run.diverged, max(spikes) if spikes else None, max(dips) if dips else None)
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
+
+
+def stability_section(
+    groups: dict[str, list[Run]],
+    metric: str,
+    higher: bool,
+    spike: float,
+    dip: float,
+    baseline: Baseline = VANILLA,
+) -> str:
+    """Markdown: per configuration the runs that diverged, spiked or dipped, and the
+    comparison of the unstable counts with the baseline's."""
+    measures = {
+        label: [instability(r, metric, higher) for r in runs] for label, runs in groups.items()
+    }
+    rows = [
+        f"| configuration | runs | diverged | loss spike > {spike:g} | val {metric} dip > "
+        f"{dip:g} | any of these | largest loss rise | largest dip |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, ms in measures.items():
+        spikes = [m.spike for m in ms if m.spike is not None]
+        dips = [m.dip for m in ms if m.dip is not None]
+        rows.append(
+            f"| {label} | {len(ms)} | {sum(m.diverged for m in ms)} | "
+            f"{sum(s > spike for s in spikes)} | {sum(d > dip for d in dips)} | "
+            f"{sum(m.unstable(spike, dip) for m in ms)} | {_spread(spikes)} | {_spread(dips)} |"
+        )
+    lines = [
+        "## Stability",
+        "",
+        f"Per run, over its evaluations: a loss spike is an interval's mean training loss "
+        f"more than {spike:g} above the lowest interval mean before it; a dip is the validation "
+        f"{metric} falling more than {dip:g} below its best before it. The last two columns "
+        "give each measure's largest value in a run, median [min, max] over the runs.",
+        "",
+        *rows,
+        "",
+    ]
+    for label, base in baselines(groups, baseline).items():
+        a, b = measures[label], measures[base]
+        bad_a = sum(m.unstable(spike, dip) for m in a)
+        bad_b = sum(m.unstable(spike, dip) for m in b)
+        _, p = fisher_exact([[bad_a, len(a) - bad_a], [bad_b, len(b) - bad_b]])
+        lines.append(
+            f"- {label}: {bad_a} of {len(a)} runs unstable, against {bad_b} of {len(b)} for "
+            f"{base} (Fisher's exact test, two-sided: p = {p:.2g})."
+        )
+    return "\n".join(lines) + "\n"
