@@ -10,7 +10,7 @@ import hdetach
 from hdetach import settings
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
 from hdetach.ops import cpu_kernel
-from hdetach.ops.dispatch import FUSED_MIN_ROWS_X_STEPS
+from hdetach.ops.dispatch import FUSED_MIN_HIDDEN, FUSED_MIN_ROWS_X_STEPS
 
 
 def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
@@ -42,12 +42,12 @@ def test_auto_without_detach_is_torch_kernel_for_small_calls_and_off_the_cpu():
     assert choose() == "native"  # steps * batch = 40, far below the measured threshold
 
 
-def choose_large(dtype=torch.float32, device="cpu"):
+def choose_large(dtype=torch.float32, device="cpu", hidden_size=FUSED_MIN_HIDDEN):
     """A call just at FUSED_MIN_ROWS_X_STEPS, nothing detached."""
     steps = 100
     return select_backend(
         "auto", device=torch.device(device), dtype=dtype, steps=steps,
-        batch=FUSED_MIN_ROWS_X_STEPS // steps, hidden_size=8, detached=False,
+        batch=FUSED_MIN_ROWS_X_STEPS // steps, hidden_size=hidden_size, detached=False,
     )  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def test_auto_without_detach_trains_large_one_thread_cpu_calls_on_the_compiled_k
         pytest.skip(f"compiled CPU recurrence unavailable: {cpu_kernel.unavailable_reason()}")
     assert choose_large() == "fused"
     assert choose_large(torch.float64) == "fused"
+    assert choose_large(hidden_size=FUSED_MIN_HIDDEN - 1) == "native"
     with torch.no_grad():
         assert choose_large() == "native"  # inference: oneDNN's forward was faster
     assert choose_large(torch.bfloat16) == "native"
@@ -74,7 +75,9 @@ def test_auto_without_detach_trains_large_one_thread_cpu_calls_on_the_compiled_k
     monkeypatch.setenv("HDETACH_CPU_KERNEL", "python")
     assert choose_large() == "native"
     monkeypatch.undo()
-    torch.set_num_threads(2)  # not measured on a quiet machine: torch's kernel
+    torch.set_num_threads(2)
+    assert choose_large() == "fused"
+    torch.set_num_threads(3)  # not measured (two cores): torch's kernel
     assert choose_large() == "native"
 
 
@@ -82,13 +85,13 @@ def test_p0_lstm_on_the_fused_rule_matches_a_float64_torch_lstm(one_thread):
     """Where auto runs fused with nothing detached, the module is still the plain LSTM:
     outputs and every gradient against torch.nn.LSTM in float64 (the oracle)."""
     torch.manual_seed(0)
-    ours = hdetach.LSTM(3, 8, num_layers=2, batch_first=True, p_detach=0.0)
-    oracle = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True, dtype=torch.float64)
+    ours = hdetach.LSTM(3, FUSED_MIN_HIDDEN, num_layers=2, batch_first=True, p_detach=0.0)
+    oracle = torch.nn.LSTM(3, FUSED_MIN_HIDDEN, num_layers=2, batch_first=True, dtype=torch.float64)
     oracle.load_state_dict(ours.state_dict())
     x = torch.randn(FUSED_MIN_ROWS_X_STEPS // 100, 100, 3)
     expected_backend = "native" if cpu_kernel.unavailable_reason() else "fused"
     assert ours._backend_for(x.transpose(0, 1), None) == expected_backend
-    grad = torch.randn(x.shape[0], 100, 8)
+    grad = torch.randn(x.shape[0], 100, FUSED_MIN_HIDDEN)
     out, (h_n, c_n) = ours(x)
     out_e, (h_e, c_e) = oracle(x.double())
     (out * grad).sum().backward()

@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["fused"],
         help="our backends to time (default: fused; 'reference' is slow; at p = 0 'auto' "
-        "runs torch's own kernel except in one-thread CPU training at T x B >= 10,000)",
+        "runs torch's own kernel except in CPU training on one or two threads at T x B >= 10,000 "
+        "and H >= 64)",
     )
     parser.add_argument(
         "--p",

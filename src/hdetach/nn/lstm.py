@@ -50,9 +50,10 @@ class LSTM(nn.LSTM):
     the input's device from torch's generator (``torch.manual_seed`` reproduces it);
     otherwise the module is a plain LSTM, and wherever nothing is detached the call is
     ``torch.nn.LSTM.forward`` itself (same kernels, autocast, tracing and export), but
-    for training on one CPU thread with L x N >= 10,000, where the faster compiled
-    recurrence computes the same LSTM, equal to float rounding (``backend="native"``
-    keeps torch's kernel there too; ``hdetach.functional.select_backend`` gives the rule).
+    for training on one or two CPU threads with L x N >= 10,000 and ``hidden_size`` >= 64,
+    where the faster compiled recurrence computes the same LSTM, equal to float rounding
+    (``backend="native"`` keeps torch's kernel there too;
+    ``hdetach.functional.select_backend`` gives the rule).
 
     Constructor, parameters (names, shapes, initialisation), inputs and outputs are
     those of ``torch.nn.LSTM``; a state dict moves between the two key for key.

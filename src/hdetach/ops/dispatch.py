@@ -11,10 +11,13 @@ from hdetach.ops.triton_support import triton_unsupported_reason
 
 BACKENDS = ("auto", "native", "fused", "triton", "reference")
 
-# Training without a mask on one CPU thread: the compiled recurrence beat torch's kernel in
-# every measured shape with T * B at or above this, by 6 % to 2.4x, and lost or tied in
-# most shapes below it (benchmarks/native-vs-fused-cpu.md, one thread, 2026-12-06).
+# Training without a mask on one or two CPU threads: the compiled recurrence beat or tied
+# torch's kernel in every measured shape with T * B at or above this and H at or above
+# FUSED_MIN_HIDDEN (0.43x to 0.94x of its time on one thread, 0.47x to 1.03x on two), and
+# lost in most shapes below (benchmarks/native-vs-fused-cpu.md, quiet machine, 2026-12-06).
 FUSED_MIN_ROWS_X_STEPS = 10_000
+FUSED_MIN_HIDDEN = 64
+FUSED_MAX_THREADS = 2  # the most measured: the project's machines have two cores
 
 
 def select_backend(
@@ -38,12 +41,12 @@ def select_backend(
     or ``proj_size > 0``). ``"auto"`` resolves as follows:
 
     1. Nothing detached: ``"native"`` (torch's own kernel: cuDNN, oneDNN), except for
-       training on the CPU on one thread (as each process of a sweep runs) with
-       steps * batch >= ``FUSED_MIN_ROWS_X_STEPS``, where ``"fused"`` on the compiled
-       recurrence was faster (``_fused_beats_native``; ``benchmarks/native-vs-fused-cpu.md``:
-       0.41x to 0.94x of torch's time there, 0.58x at T = 784, B = 100, H = 128). Both
-       compute the same LSTM, equal to float rounding; ``backend="native"`` asks for
-       torch's kernel whatever the shape.
+       training on the CPU on one or two threads (a sweep's processes run one each) with
+       steps * batch >= ``FUSED_MIN_ROWS_X_STEPS`` and hidden_size >= ``FUSED_MIN_HIDDEN``,
+       where ``"fused"`` on the compiled recurrence was faster (``_fused_beats_native``;
+       ``benchmarks/native-vs-fused-cpu.md``: 0.43x to 0.94x of torch's time there on one
+       thread, 0.57x at T = 784, B = 100, H = 128). Both compute the same LSTM, equal to
+       float rounding; ``backend="native"`` asks for torch's kernel whatever the shape.
     2. Something detached: ``"triton"`` where ``HDETACH_TRITON_AUTO=1`` and the kernels
        apply, else ``"fused"``.
     """
@@ -61,28 +64,33 @@ def select_backend(
     if backend != "auto":
         return backend
     if not detached:
-        return "fused" if _fused_beats_native(device, dtype, steps * batch) else "native"
+        fused = _fused_beats_native(device, dtype, steps * batch, hidden_size)
+        return "fused" if fused else "native"
     if settings.triton_in_auto() and triton_unsupported_reason(*sizes, members=members) is None:
         return "triton"
     return "fused"
 
 
-def _fused_beats_native(device: torch.device, dtype: torch.dtype, rows_x_steps: int) -> bool:
+def _fused_beats_native(
+    device: torch.device, dtype: torch.dtype, rows_x_steps: int, hidden_size: int
+) -> bool:
     """Where ``"auto"`` runs ``"fused"`` with nothing detached: the measured case only.
 
-    Training (grad enabled) on the CPU, one torch thread, float32 or float64, a call of at
-    least ``FUSED_MIN_ROWS_X_STEPS`` rows x steps, and the compiled recurrence available
-    (``HDETACH_CPU_KERNEL`` not ``python``, the extension built). Inference stays on torch's
-    kernel (oneDNN's forward was faster in most measured shapes), and so do more threads
-    (not measured on a quiet machine yet), autocast (torch's own dtype rules), tracing by
-    torch.compile and torch.func transforms (where ``"fused"`` runs its slower eager steps).
+    Training (grad enabled) on the CPU, one or two torch threads, float32 or float64, a
+    call of at least ``FUSED_MIN_ROWS_X_STEPS`` rows x steps and ``FUSED_MIN_HIDDEN``
+    hidden units, and the compiled recurrence available (``HDETACH_CPU_KERNEL`` not
+    ``python``, the extension built). Inference stays on torch's kernel (oneDNN's forward
+    was faster in most measured shapes), and so do more threads (not measured), autocast
+    (torch's own dtype rules), tracing by torch.compile and torch.func transforms (where
+    ``"fused"`` runs its slower eager steps).
     """
     if (
         device.type != "cpu"
         or dtype not in cpu_kernel.DTYPES
         or rows_x_steps < FUSED_MIN_ROWS_X_STEPS
+        or hidden_size < FUSED_MIN_HIDDEN
         or not torch.is_grad_enabled()
-        or torch.get_num_threads() != 1
+        or torch.get_num_threads() > FUSED_MAX_THREADS
         or _cpu_autocast()
         or torch.compiler.is_compiling()
         or torch._C._functorch.peek_interpreter_stack() is not None
