@@ -266,3 +266,17 @@ def axes_drawn_by(module, monkeypatch) -> list:
 
     monkeypatch.setattr(module, "subplots", spy)
     return drawn
+
+
+def require(module: str):
+    """Import ``module`` or skip the calling test module saying why: missing, or present
+    but failing as it loads (e.g. a torchvision built for another torch)."""
+    import importlib
+
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        pytest.skip(f"{module} unusable here: {reason}", allow_module_level=True)

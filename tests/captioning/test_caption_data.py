@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +80,20 @@ def test_coco_annotations_round_trip_and_load_in_pycocotools(split_file, tmp_pat
     results.write_text(json.dumps([{"image_id": 14, "caption": "a bus"}]))
     assert read_coco_results(results) == {14: "a bus"}
     assert coco.loadRes(str(results)).getImgIds() == [14]
+
+
+def test_a_torchvision_that_does_not_load_is_one_clear_error(tmp_path, monkeypatch):
+    """A torchvision built for another torch fails while it loads (not with ImportError):
+    the feature extractor names the mismatch instead of passing on the traceback."""
+    from hdetach.experiments.captioning.features import _torchvision_model
+
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(DataError, match=r"torchvision does not load with torch .*nms does not"):
+        _torchvision_model("resnet18", "none")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import require
 
 from hdetach.experiments.cli import main
 
-pytest.importorskip("torchvision")
+require("torchvision")
 pytest.importorskip("pycocoevalcap")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import require
 
 from hdetach.experiments.captioning.data import DataError, read_karpathy
 from hdetach.experiments.captioning.features import FeatureStore, StoreSettings, extract_features
 
-pytest.importorskip("torchvision")
+require("torchvision")
 
 
 @pytest.fixture

@@ -71,6 +71,13 @@ def _torchvision_model(name: str, weights: str) -> nn.Module:
         import torchvision
     except ImportError:
         raise DataError("image features need torchvision: pip install torchvision") from None
+    except Exception as e:  # a torchvision built for another torch fails as it loads
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"torchvision does not load with torch {torch.__version__} ({reason}): install "
+            "the torchvision release made for it, e.g. pip install torch==2.14.1 "
+            "torchvision==0.29.1"
+        ) from None
 
     if name not in torchvision.models.list_models(torchvision.models):
         raise DataError(f"--backbone {name}: not a torchvision classification model")
