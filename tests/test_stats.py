@@ -18,9 +18,12 @@ from hdetach.experiments.stats import Spread, compare, group_stats
 from hdetach.experiments.tasks.registry import metric_direction
 
 
-def fake_run(path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc", task="copy"):
+def fake_run(
+    path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc", task="copy", test=None
+):
     """A run folder whose validation metric follows ``curve``, one evaluation per epoch of
-    10 steps; a diverged run stops after its curve."""
+    10 steps (test at best: ``test``, else the best value); a diverged run stops after its
+    curve."""
     path.mkdir(parents=True)
     cfg = {"task": task, "T": 10, "p_detach": p, "lr": lr, "seed": seed, "run_dir": str(path)}
     (path / "config.json").write_text(json.dumps(cfg))
@@ -34,7 +37,7 @@ def fake_run(path, curve, seed=0, p=0.0, lr=1e-3, status="finished", metric="acc
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     summary = {"status": status, "metric": metric, "steps": 10 * len(curve)}
     if status == "finished":
-        summary["test_at_best"] = {metric: best}
+        summary["test_at_best"] = {metric: best if test is None else test}
     (path / "summary.json").write_text(json.dumps(summary))
 
 
@@ -132,8 +135,8 @@ def test_baselines_match_all_else_and_the_lr_by_p_table(tmp_path, capsys):
     assert (tmp_path / "r" / "success.png").is_file() and "wrote success" in out
     # two seeds each: Mann-Whitney cannot reach p < 0.05, so no claim is made
     assert (
-        "- h-detach p=0.5, lr=0.001 vs vanilla, lr=0.001: the difference (+0.3500) is within noise"
-        in out
+        "- h-detach p=0.5, lr=0.001 vs vanilla, lr=0.001, best val acc: the difference (+0.3500) "
+        "is within noise" in out
     )
 
 
@@ -192,3 +195,24 @@ def test_another_baseline_is_named_by_option_and_value(tmp_path, capsys):
     for bad in ("detach_path", "colour=red", "seed=0", "=h"):
         code, _, err = run_cli(["report", str(tmp_path), "--baseline", bad], capsys)
         assert code == 2 and "--baseline takes OPTION=VALUE" in err and err.count("\n") == 1
+
+
+def test_the_test_value_at_the_best_validation_is_compared_too(tmp_path):
+    # best val alike (0.9 each), test at best apart: vanilla 0.80-0.82, h-detach 0.90-0.92
+    for seed, (v, h) in enumerate([(0.80, 0.90), (0.81, 0.91), (0.82, 0.92)]):
+        fake_run(tmp_path / f"v{seed}", [0.5, 0.9], seed=seed, test=v)
+        fake_run(tmp_path / f"h{seed}", [0.5, 0.9], seed=seed, p=0.5, test=h)
+    groups = group_runs(find_runs([tmp_path]))
+    assert sorted(group_stats(groups["vanilla"], None, True).test) == [0.80, 0.81, 0.82]
+    report([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "difference of the mean best val acc" in md
+    assert "difference of the mean test acc at best val" in md
+    assert "| h-detach p=0.5 | vanilla | +0.0000 |" in md  # best val
+    # test: +0.1000, every h-detach seed above every vanilla one: Mann-Whitney p = 0.1,
+    # the floor for 3 vs 3 seeds, so within noise however clear the CI
+    (row,) = [r for r in md.splitlines() if r.startswith("| h-detach p=0.5 | vanilla | +0.1")]
+    low, high = (float(x) for x in row.split("[")[1].split("]")[0].split(","))
+    assert 0.08 < low < 0.1 < high < 0.12
+    assert row.endswith("| 0.1 | within noise (p = 0.1) |")
+    assert "h-detach p=0.5 vs vanilla, test acc at best val: the difference (+0.1000)" in md

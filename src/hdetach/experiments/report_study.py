@@ -113,21 +113,35 @@ def study_markdown(
 
 
 def _comparisons(groups, per_group, metric: str, higher: bool, baseline: Baseline) -> list[str]:
+    """Each configuration against its baseline: by the best validation value, and by the
+    test value at the best validation where the runs have finished."""
     pairs = baselines(groups, baseline)
     said = f"{baseline[0]} = {baseline[1]}"
     if not pairs:
         return [f"No comparisons: no {said} group equal in all other options."]
+    best = {label: g.best for label, g in per_group.items()}
+    lines = _comparison_table(pairs, best, f"best val {metric}", higher, said)
+    if any(g.test for g in per_group.values()):
+        test = {label: g.test for label, g in per_group.items()}
+        lines += ["", *_comparison_table(pairs, test, f"test {metric} at best val", higher, said)]
+    return lines
+
+
+def _comparison_table(
+    pairs: dict[str, str], values: dict[str, list[float]], what: str, higher: bool, said: str
+) -> list[str]:
+    """The table and the sentences comparing ``values`` (per label) with the baseline's."""
     lines = [
-        f"Against the baseline ({said}, all else equal): difference of the mean best "
-        f"val {metric}, {CONFIDENCE:.0%} bootstrap CI (percentile), Mann-Whitney U p "
-        "(two-sided); finished runs only.",
+        f"Against the baseline ({said}, all else equal): difference of the mean {what}, "
+        f"{CONFIDENCE:.0%} bootstrap CI (percentile), Mann-Whitney U p (two-sided); "
+        "runs that did not diverge.",
         "",
         "| configuration | baseline | difference | 95% CI | p | verdict |",
         "|---|---|---|---|---|---|",
     ]
     words = []
     for label, base in pairs.items():
-        c = compare(per_group[label].best, per_group[base].best)
+        c = compare(values[label], values[base])
         if c is None:
             lines.append(f"| {label} | {base} | - | - | - | fewer than 2 finished seeds |")
             continue
@@ -138,12 +152,12 @@ def _comparisons(groups, per_group, metric: str, higher: bool, baseline: Baselin
         )
         if c.within_noise:
             words.append(
-                f"- {label} vs {base}: the difference ({c.diff:+.4f}) is within noise "
-                f"({c.n_a} vs {c.n_b} seeds): no claim either way."
+                f"- {label} vs {base}, {what}: the difference ({c.diff:+.4f}) is within "
+                f"noise ({c.n_a} vs {c.n_b} seeds): no claim either way."
             )
         else:
             words.append(
-                f"- {label} is {verdict} than {base} by {abs(c.diff):.4f} in best val {metric} "
+                f"- {label} is {verdict} than {base} by {abs(c.diff):.4f} in {what} "
                 f"({c.n_a} vs {c.n_b} seeds, CI excludes 0, p = {c.p:.2g})."
             )
     return lines + ["", *words]

@@ -9,7 +9,7 @@ difference of means with a bootstrap confidence interval and a Mann-Whitney U te
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,13 +68,15 @@ def first_reaching(records: list[dict], metric: str, threshold: float, higher: b
 
 @dataclass
 class GroupStats:
-    """One configuration over its distinct seeds. ``best``/``final``: finished runs only;
-    ``successes``: finished runs that reached the threshold (None: no threshold)."""
+    """One configuration over its distinct seeds. ``best``/``final``: runs that did not
+    diverge; ``test``: the test value at the best validation of the finished ones;
+    ``successes``: runs that reached the threshold (None: no threshold)."""
 
     seeds: int
     diverged: int
     best: list[float]
     final: list[float]
+    test: list[float] = field(default_factory=list)
     successes: int | None = None
     steps_to_threshold: list[int] | None = None
     epochs_to_threshold: list[float] | None = None
@@ -93,6 +95,11 @@ def group_stats(runs: list, threshold: float | None, higher: bool) -> GroupStats
         diverged=sum(r.diverged for r in runs),
         best=[r.records[-1]["best"]["value"] for r in done],
         final=[r.records[-1]["val"][metric] for r in done],
+        test=[
+            r.summary["test_at_best"][metric]
+            for r in done
+            if r.summary and r.summary.get("test_at_best", {}).get(metric) is not None
+        ],
     )
     if threshold is not None:
         hits = [first_reaching(r.records, metric, threshold, higher) for r in done]
