@@ -3,9 +3,9 @@
 # sweeps side by side, one process per core, one thread each. Every run is an ordinary run
 # folder under OUT (checkpoints included); rerunning this script resumes interrupted runs
 # and skips finished ones. Only the training length and the number of seeds are cut.
-# The chains are balanced to take about as long as each other (~17 h each at the rates of
-# results/paper/README.md); the last study of each is part 5 of the issue ("if budget
-# remains") and runs for as long as the campaign is given.
+# The chains are balanced to take about as long as each other (about 13 h each before
+# their part-5 study, at the rates of results/paper/README.md); the last study of each is
+# part 5 of the issue ("if budget remains") and runs for as long as the campaign is given.
 #   A: pixel MNIST (p 0 / 0.25 x 3 seeds, 20 epochs), then pixel MNIST without clipping
 #      (p 0 / 0.25 x 3 seeds, 10 epochs), then copying T=300 (p 0 / 0.25 / 0.5 x 2 seeds,
 #      30 x 1,000 steps)
@@ -30,7 +30,9 @@ chain_b() {
     hdetach sweep copy --T 100 $POP --grid p_detach=0,0.25,0.5 --epochs 30 \
         --steps-per-epoch 1000 --out "$OUT/copy-T100"
     for run in "$OUT"/copy-T100/p_detach=*; do
-        [ -f "$run/transfer.json" ] || hdetach transfer "$run" --T 200 500 1000 2000 5000
+        # one thread, as the sweeps: the other chain has the other core
+        [ -f "$run/transfer.json" ] ||
+            OMP_NUM_THREADS=1 hdetach transfer "$run" --T 200 500 1000 2000 5000
     done
     hdetach sweep pmnist --data-dir "$DATA" $POP --grid p_detach=0,0.25 --epochs 20 \
         --out "$OUT/pmnist"
