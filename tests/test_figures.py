@@ -101,3 +101,18 @@ def test_mnist_curves_draw_the_ten_class_chance_line(tmp_path, monkeypatch):
     report_module.plot_curves(group_runs(find_runs([tmp_path])), tmp_path / "c.png")
     (chance,) = [ln for ln in drawn[0].get_lines() if ln.get_label().startswith("chance")]
     assert list(chance.get_ydata()) == [0.1, 0.1]
+
+
+def test_curve_titles_name_the_task_in_words(tmp_path):
+    from hdetach.experiments.report import curves_title
+    from hdetach.experiments.report_runs import Run
+
+    def run(task, T=None, clip="norm"):
+        return Run(tmp_path, {"task": task, "T": T, "clip": clip}, [], None, None)
+
+    assert curves_title([run("mnist", 784)]) == "pixel MNIST"
+    assert curves_title([run("pmnist", 784)]) == "permuted MNIST"
+    assert curves_title([run("copy", 100), run("copy", 300)]) == "copying task, T=100, 300"
+    no_clip = [run("mnist", 784, "none"), run("mnist", 784, "none")]
+    assert curves_title(no_clip) == "pixel MNIST; no gradient clipping"
+    assert curves_title([*no_clip, run("mnist", 784)]) == "pixel MNIST"  # one clipped

@@ -70,11 +70,7 @@ def plot_curves(
     chances = {TASKS[t].chance if t in TASKS else None for t in tasks}
     if len(chances) == 1:  # one chance level for every run plotted
         _chance_line(ax, chances.pop())
-    if tasks == ["copy"]:
-        Ts = sorted({r.config["T"] for r in runs})
-        title_with_band(ax, f"copying task, T={', '.join(map(str, Ts))}", banded)
-    else:
-        title_with_band(ax, ", ".join(tasks), banded)
+    title_with_band(ax, curves_title(runs), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
     metric = metric_of(runs)
@@ -85,6 +81,30 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out
+
+
+TASK_TITLES = {
+    "copy": "copying task",
+    "adding": "adding task",
+    "mnist": "pixel MNIST",
+    "pmnist": "permuted MNIST",
+}
+
+
+def curves_title(runs: list[Run]) -> str:
+    """What the runs of a figure are, in words: the tasks (copying and adding with their
+    T), and "no gradient clipping" where none of them clipped."""
+    tasks = sorted({r.config["task"] for r in runs})
+    parts = []
+    for task in tasks:
+        name = TASK_TITLES.get(task, task)
+        Ts = sorted({r.config.get("T") for r in runs if r.config["task"] == task} - {None})
+        if task in ("copy", "adding") and Ts:
+            name += f", T={', '.join(map(str, Ts))}"
+        parts.append(name)
+    if runs and all(r.config.get("clip") == "none" for r in runs):
+        parts.append("no gradient clipping")
+    return "; ".join(parts)
 
 
 def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
