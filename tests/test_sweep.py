@@ -162,6 +162,30 @@ def test_a_finished_sweep_given_more_epochs_trains_its_runs_on_to_them(tmp_path,
     assert code == 0 and "2 of 2 runs already done" in err, err
 
 
+def test_a_sweep_of_annealing_runs_reruns_without_a_length_change(tmp_path, capsys):
+    """Annealing runs cannot change length; a rerun at the same length is not a change."""
+    out = tmp_path / "sweep"
+    argv = [
+        "sweep", *TINY_ARGS, "--anneal-epochs", "1", "--grid", "p_detach=0.5", "--out",
+        str(out), "--threads", "1",
+    ]  # fmt: skip
+    assert run_cli(argv, capsys)[0] == 0
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0 and "1 of 1 runs already done" in err, err
+    code, _, err = run_cli([*argv, "--epochs", "3"], capsys)
+    assert code == 2 and "anneals h-detach over its last 1 epochs" in err, err
+
+
+def test_a_finished_run_whose_config_cannot_be_read_is_never_trained_again(tmp_path):
+    from hdetach.experiments.sweep.engines import plan
+
+    (tmp_path / "summary.json").write_text('{"status": "finished"}')
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert plan(tmp_path, epochs=5) == "done"  # no config.json: no guess at its length
+    (tmp_path / "config.json").write_text('{"epochs": 3}')
+    assert plan(tmp_path, epochs=5) == "resume" and plan(tmp_path, epochs=3) == "done"
+
+
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "hdetach", "sweep", *TINY_ARGS, "--epochs", "10",

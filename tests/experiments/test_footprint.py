@@ -58,3 +58,20 @@ def test_sizes_of_the_papers_experiments_pass():
     with pytest.raises(ConfigError, match="more than the"):
         resolve(Config(task="copy", hidden_size=2**20, run_dir="unused"))
     assert lower_bounds(resolve(Config(run_dir="unused")).to_dict(), 120)["model"] < GIB
+
+
+@pytest.mark.parametrize("encoding", ["scalar", "onehot"])
+@pytest.mark.parametrize("optimizer,copies", [("adam", 4), ("sgd", 3), ("rmsprop", 3)])
+def test_the_model_bound_counts_the_real_models_weights(encoding, optimizer, copies):
+    """Exactly: the weights of the model the run builds, each with its gradient and the
+    optimizer's state (Adam two moments, SGD's momentum and RMSprop one buffer)."""
+    from hdetach.experiments.tasks.registry import make_task
+
+    cfg = resolve(
+        Config(
+            task="copy", T=5, hidden_size=16, num_layers=2, input_encoding=encoding,
+            optimizer=optimizer, n_train=10, n_val=10, run_dir="unused",
+        )
+    )  # fmt: skip
+    weights = sum(p.numel() for p in make_task(cfg).make_model(cfg).parameters())
+    assert lower_bounds(cfg.to_dict(), 25)["model"] == copies * weights * 4

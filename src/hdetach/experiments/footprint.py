@@ -4,9 +4,8 @@ traceback mid-run.
 
 The bound counts only what a run must hold at once, in float32 (4 bytes):
 
-* the model: every LSTM and read-out weight four times (the weight, its gradient, and
-  Adam's two moments; SGD and RMSprop keep fewer, so this is an upper count there, but
-  the weights alone times two already exceed any machine for the sizes it refuses);
+* the model: every LSTM and read-out weight with its gradient and the optimizer's state
+  (Adam: two moments; SGD with momentum and RMSprop: one buffer);
 * one training step's activations: the LSTM's output, its cell states and its gates are
   all kept for the backward pass, at least 6 numbers per hidden unit, step, row and layer;
 * the copying and adding tasks' fixed data (adding keeps whole sequences).
@@ -23,21 +22,25 @@ import torch
 
 FLOAT_BYTES = 4
 GIB = 2**30
-# Input and output widths by task (copying one-hot has 10 inputs, its scalar one 1).
-TASK_WIDTHS = {"copy": (10, 9), "adding": (2, 1), "mnist": (1, 10), "pmnist": (1, 10)}
+# Input and output widths by task (copying: the scalar encoding; one-hot has 10 inputs).
+TASK_WIDTHS = {"copy": (1, 9), "adding": (2, 1), "mnist": (1, 10), "pmnist": (1, 10)}
+# Copies of each weight held at the optimizer's step: the weight, its gradient, the state.
+COPIES = {"adam": 4, "sgd": 3, "rmsprop": 3}
 
 
 def lower_bounds(d: dict[str, Any], length: int) -> dict[str, int]:
     """Bytes a resolved sequence-task config (a dict of Config fields) with training
     sequences of ``length`` steps needs at least: {"model", "activations", "data"}."""
     inputs, outputs = TASK_WIDTHS[d["task"]]
+    if d["task"] == "copy" and d.get("input_encoding") == "onehot":
+        inputs = 10
     hidden, layers = d["hidden_size"], d["num_layers"]
     first = 4 * hidden * (inputs + hidden + 2)
     weights = first + (layers - 1) * 4 * hidden * (2 * hidden + 2) + outputs * (hidden + 1)
     examples = d["n_train"] + d["n_val"] + d["n_test"]
     data = {"copy": examples * 10 * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
     return {
-        "model": 4 * weights * FLOAT_BYTES,
+        "model": COPIES.get(d["optimizer"], 2) * weights * FLOAT_BYTES,
         "activations": 6 * length * d["batch_size"] * hidden * layers * FLOAT_BYTES,
         "data": data.get(d["task"], 0),
     }

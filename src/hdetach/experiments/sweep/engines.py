@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import signal
 import tarfile
@@ -48,15 +49,22 @@ def plan(run_dir: Path, epochs: int | None = None) -> str:
     or "start"."""
     summary = run_dir / "summary.json"
     if summary.is_file():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        with contextlib.suppress(ValueError):
             status = json.loads(summary.read_text()).get("status")
             if status == "diverged":
                 return "done"
-            if status == "finished":
-                trained = json.loads((run_dir / "config.json").read_text())["epochs"]
-                if epochs is None or trained >= epochs:
-                    return "done"
+            if status == "finished" and (epochs is None or _trained_epochs(run_dir) >= epochs):
+                return "done"
     return "resume" if (run_dir / "last.pt").is_file() else "start"
+
+
+def _trained_epochs(run_dir: Path) -> float:
+    """The length a finished run was trained to (its config.json); where that cannot be
+    read, infinite: a finished run is never trained again on a guess."""
+    try:
+        return json.loads((run_dir / "config.json").read_text())["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def run_one(cfg: Config, threads: int) -> dict[str, Any]:

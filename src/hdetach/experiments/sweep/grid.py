@@ -224,7 +224,7 @@ def check_existing(runs: dict[str, Config]) -> None:
             raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
         differ = [k for k, v in wanted.items() if saved.get(k) != v]
-        if set(differ) <= LENGTH and _lengthens(saved, cfg, path.parent):
+        if differ and set(differ) <= LENGTH and _lengthens(saved, cfg, path.parent):
             continue
         if differ:
             k = differ[0]
