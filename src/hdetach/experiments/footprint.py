@@ -40,7 +40,7 @@ def lower_bounds(d: dict[str, Any], length: int) -> dict[str, int]:
     examples = d["n_train"] + d["n_val"] + d["n_test"]
     data = {"copy": examples * 10 * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
     return {
-        "model": COPIES.get(d["optimizer"], 2) * weights * FLOAT_BYTES,
+        "model": COPIES[d["optimizer"]] * weights * FLOAT_BYTES,
         "activations": 6 * length * d["batch_size"] * hidden * layers * FLOAT_BYTES,
         "data": data.get(d["task"], 0),
     }

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from scipy.stats import fisher_exact
 
 from hdetach.experiments.report_runs import Baseline, Run
 from hdetach.experiments.report_study import VANILLA, baselines
+from hdetach.experiments.report_tables import median_range
 
 
 @dataclass
@@ -59,12 +59,6 @@ def instability(run: Run, metric: str, higher: bool) -> Instability:
     return Instability(run.diverged, max(spikes) if spikes else None, max(dips) if dips else None)
 
 
-def _spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{np.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
-
-
 def stability_section(
     groups: dict[str, list[Run]],
     metric: str,
@@ -89,7 +83,8 @@ def stability_section(
         rows.append(
             f"| {label} | {len(ms)} | {sum(m.diverged for m in ms)} | "
             f"{sum(s > spike for s in spikes)} | {sum(d > dip for d in dips)} | "
-            f"{sum(m.unstable(spike, dip) for m in ms)} | {_spread(spikes)} | {_spread(dips)} |"
+            f"{sum(m.unstable(spike, dip) for m in ms)} | "
+            f"{median_range(spikes, '.3g')} | {median_range(dips, '.3g')} |"
         )
     lines = [
         "## Stability",

@@ -9,6 +9,13 @@ from hdetach.experiments.report_runs import Run, transfer_accuracies, transfer_l
 from hdetach.experiments.stats import group_stats
 
 
+def median_range(values: list[float], spec: str = "g") -> str:
+    """``median [min, max]`` of ``values``, each number formatted by ``spec``; "-" if none."""
+    if not values:
+        return "-"
+    return f"{np.median(values):{spec}} [{min(values):{spec}}, {max(values):{spec}}]"
+
+
 def metric_of(runs: list[Run]) -> str:
     return next((r.metric for r in runs if r.metric), "metric")
 
@@ -64,9 +71,7 @@ def reach_table(groups: dict[str, list[Run]], thresholds: list[float], higher: b
         cells = []
         for x in thresholds:
             g = group_stats(runs, x, higher)
-            epochs = g.epochs_to_threshold
-            spread = f"{np.median(epochs):g} [{min(epochs):g}, {max(epochs):g}]" if epochs else "-"
-            cells += [f"{g.successes}/{g.seeds}", spread]
+            cells += [f"{g.successes}/{g.seeds}", median_range(g.epochs_to_threshold)]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return f"Epochs to reach each validation {metric}.\n\n" + "\n".join(rows) + "\n"
 
