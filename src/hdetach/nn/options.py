@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from hdetach.ops.checks import check_choice
+from hdetach.ops.dispatch import cpu_autocast_dtype
 
 DETACH_SCOPES = ("batch", "sample")
 LAYER_MASKS = ("shared", "independent")
@@ -102,11 +103,7 @@ def autocast_dtype(x: Tensor, ragged: bool) -> torch.dtype | None:
     if x.dtype == torch.float64:
         return None
     if x.device.type == "cpu":
-        if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
-            enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-        else:
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        return dtype if enabled and not ragged else None
+        return None if ragged else cpu_autocast_dtype()
     if x.device.type == "cuda":
         enabled = (
             torch.is_autocast_enabled("cuda")

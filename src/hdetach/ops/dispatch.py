@@ -91,7 +91,7 @@ def _fused_beats_native(
         or hidden_size < FUSED_MIN_HIDDEN
         or not torch.is_grad_enabled()
         or torch.get_num_threads() > FUSED_MAX_THREADS
-        or _cpu_autocast()
+        or cpu_autocast_dtype() is not None
         or torch.compiler.is_compiling()
         or torch._C._functorch.peek_interpreter_stack() is not None
         or settings.cpu_kernel() == "python"
@@ -100,7 +100,10 @@ def _fused_beats_native(
     return cpu_kernel.compiled_ops() is not None
 
 
-def _cpu_autocast() -> bool:
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The CPU autocast dtype in force, or None where CPU autocast is off."""
     if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
-        return torch.is_autocast_enabled("cpu")
-    return torch.is_autocast_cpu_enabled()
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    else:
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled else None
