@@ -61,6 +61,7 @@ def test_a_grid_crosses_its_values_with_every_seed_and_names_each_run(tmp_path):
     close = Grid("copy", TINY, {"lr": [0.0012345678, 0.0012345679]}).runs(tmp_path)
     assert list(close) == ["lr=0.0012345678,seed=0", "lr=0.0012345679,seed=0"]
     assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,7") == [0, 7]
+    assert parse_seeds("2-2") == [2] and parse_seeds("0,3-5") == [0, 3, 4, 5]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,13 @@ def test_the_command_refuses_bad_input_in_one_line_before_any_work(tmp_path, cap
     for argv, message in [
         ([*TINY_ARGS, "--grid", "lr=1e-3,x"], "--lr takes float values; got 'x'"),
         ([*TINY_ARGS, "--grid", "lr"], "--grid takes NAME=V1,V2,...; got 'lr'"),
-        ([*TINY_ARGS, "--seeds", "two"], "--seeds takes a count or a comma list"),
+        ([*TINY_ARGS, "--seeds", "two"], "--seeds takes a count, a comma list"),
+        ([*TINY_ARGS, "--seeds", "1-x"], "--seeds takes a count, a comma list"),
+        ([*TINY_ARGS, "--seeds", "5-3"], "--seeds: '5-3' names no seeds"),
+        ([*TINY_ARGS, "--seeds", "0-2,1"], "--seeds must be distinct seeds"),
+        ([*TINY_ARGS, "--seeds", "0"], "--seeds: '0' names no seeds"),
+        ([*TINY_ARGS, "--seeds", "4294967296"], "names more than 10000 seeds"),
+        ([*TINY_ARGS, "--seeds", "5-99999"], "names more than 10000 seeds"),
         (["speech", "--out", str(out)], "sweep needs a TASK"),
         ([*TINY_ARGS[:1], "--jobs", "0"], "--jobs must be >= 1"),
         ([*TINY_ARGS[:1], "--ray-files", "driver"], "--ray-files is for --engine ray"),

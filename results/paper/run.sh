@@ -3,15 +3,16 @@
 # sweeps side by side, one process per core, one thread each. Every run is an ordinary run
 # folder under OUT (checkpoints included); rerunning this script resumes interrupted runs
 # and skips finished ones. Only the training length and the number of seeds are cut.
-# The chains are balanced to take about as long as each other (about 13 h each before
-# their part-5 study, at the rates of results/paper/README.md); the last study of each is
-# part 5 of the issue ("if budget remains") and runs for as long as the campaign is given.
+# The chains are balanced to take about as long as each other before their part-5 study
+# (permuted MNIST is split between them by seed, in one folder); the last study of each
+# is part 5 of the issue ("if budget remains") and runs for as long as it is given.
 #   A: pixel MNIST (p 0 / 0.25 x 3 seeds, 20 epochs), then pixel MNIST without clipping
-#      (p 0 / 0.25 x 3 seeds, 10 epochs), then copying T=300 (p 0 / 0.25 / 0.5 x 2 seeds,
-#      30 x 1,000 steps)
+#      (p 0 / 0.25 x 3 seeds, 10 epochs), then permuted MNIST seed 2 (p 0 / 0.25,
+#      20 epochs), then copying T=300 (p 0 / 0.25 / 0.5 x 2 seeds, 30 x 1,000 steps)
 #   B: copying T=100, scalar input (p 0 / 0.25 / 0.5 x 3 seeds, 30 x 1,000 steps), then
 #      each best model evaluated at T = 200, 500, 1000, 2000, 5000, then permuted MNIST
-#      (p 0 / 0.25 x 3 seeds, 20 epochs), then one 200-epoch permuted-MNIST run per method
+#      seeds 0 and 1 (p 0 / 0.25, 20 epochs), then one 200-epoch permuted-MNIST run per
+#      method
 # Usage: results/paper/run.sh [OUT] [DATA_DIR]   (nice it: it takes both cores)
 set -u
 OUT=${1:-runs/paper}
@@ -23,6 +24,9 @@ chain_a() {
         --out "$OUT/mnist"
     hdetach sweep mnist --data-dir "$DATA" $POP --grid p_detach=0,0.25 --epochs 10 --clip none \
         --out "$OUT/mnist-no-clip"
+    # permuted MNIST's third seed: chain B trains seeds 0 and 1 in the same folder
+    hdetach sweep pmnist --data-dir "$DATA" $POP --seeds 2-2 --grid p_detach=0,0.25 --epochs 20 \
+        --out "$OUT/pmnist"
     hdetach sweep copy --T 300 $POP --seeds 2 --grid p_detach=0,0.25,0.5 --epochs 30 \
         --steps-per-epoch 1000 --out "$OUT/copy-T300"
 }
@@ -34,7 +38,7 @@ chain_b() {
         [ -f "$run/transfer.json" ] ||
             OMP_NUM_THREADS=1 hdetach transfer "$run" --T 200 500 1000 2000 5000
     done
-    hdetach sweep pmnist --data-dir "$DATA" $POP --grid p_detach=0,0.25 --epochs 20 \
+    hdetach sweep pmnist --data-dir "$DATA" $POP --seeds 0,1 --grid p_detach=0,0.25 --epochs 20 \
         --out "$OUT/pmnist"
     hdetach sweep pmnist --data-dir "$DATA" $POP --seeds 1 --grid p_detach=0,0.25 \
         --epochs 200 --out "$OUT/pmnist-200"

@@ -61,7 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=V1,V2",
         help="an option to cross (repeatable; names as in train, _ or -)",
     )
-    p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a list 0,3,7 (default 1)")
+    p.add_argument(
+        "--seeds",
+        help="a count N (seeds 0..N-1), a list 0,3,7 or ranges 3-5 (2-2: seed 2) (default 1)",
+    )
     p.add_argument("--out", help="the sweep folder (required unless the file has out)")
     p.add_argument(
         "--engine",

@@ -20,7 +20,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from hdetach.experiments.config import SEED_MAX, Config, ConfigError, flag, option_type, resolve
+from hdetach.experiments.config import Config, ConfigError, flag, option_type, resolve
 from hdetach.experiments.runfiles import write_json
 
 RECORD = "sweep.json"
@@ -112,17 +112,38 @@ class Grid:
         return dataclasses.asdict(self)
 
 
+MAX_SEEDS = 10_000  # a run folder per seed and combination: more is a typo, not a study
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds 5`` (seeds 0..4) or ``--seeds 0,3,7``."""
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--seeds takes a count or a comma list of ints; got {text!r}") from None
-    if len(seeds) == 1 and "," not in text:
-        if not 1 <= seeds[0] <= SEED_MAX + 1:
-            raise ConfigError(f"--seeds must be a count >= 1 and <= 2**32; got {text}")
-        return list(range(seeds[0]))
+    """``--seeds 5`` (seeds 0..4), ``--seeds 0,3,7``, or ranges in the list: ``--seeds 3-5``
+    (seeds 3, 4, 5), ``--seeds 2-2`` (seed 2 alone, e.g. the share of a sweep that a second
+    machine or process trains in the same folder)."""
+
+    def number(part: str) -> int:
+        try:
+            return int(part)
+        except ValueError:
+            raise ConfigError(
+                f"--seeds takes a count, a comma list of ints or ranges A-B; got {text!r}"
+            ) from None
+
+    if "," not in text and "-" not in text:
+        return _seed_range(text, 0, number(text) - 1)
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        seeds += _seed_range(part, number(first), number(last)) if dash else [number(part)]
     return seeds
+
+
+def _seed_range(text: str, first: int, last: int) -> list[int]:
+    """Seeds first..last, refused where the range is empty, reversed or too long."""
+    if last < first:
+        raise ConfigError(f"--seeds: {text!r} names no seeds (a count >= 1, a range A-B, A <= B)")
+    if last - first + 1 > MAX_SEEDS:
+        raise ConfigError(f"--seeds: {text!r} names more than {MAX_SEEDS} seeds")
+    return list(range(first, last + 1))
 
 
 def parse_axis(text: str) -> tuple[str, list[str]]:
@@ -158,9 +179,9 @@ def _check_file_shapes(path: Path, data: dict[str, Any]) -> None:
     seeds = data.get("seeds", 1)
     if not (_is_int(seeds) or (isinstance(seeds, list) and all(map(_is_int, seeds)))):
         raise ConfigError(f"sweep file {path}: seeds must be a count or a list of ints")
-    if _is_int(seeds) and not 1 <= seeds <= SEED_MAX + 1:
+    if _is_int(seeds) and not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
-            f"sweep file {path}: seeds must be a count >= 1 and <= 2**32; got {seeds}"
+            f"sweep file {path}: seeds must be a count from 1 to {MAX_SEEDS}; got {seeds}"
         )
     if not isinstance(data.get("out", ""), str):
         raise ConfigError(f"sweep file {path}: out must be a folder name (a string)")
