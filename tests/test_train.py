@@ -100,6 +100,43 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch, sto
     assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
 
 
+@pytest.mark.parametrize("minutes, kept", [("1e-9", 18), ("10", 15), ("0", 15)])
+def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(
+    tmp_path, monkeypatch, minutes, kept
+):
+    # A crash (no stop, no handler) in step 19 (the 20th batch drawn: one went to the
+    # evaluation at step 15; they come at 15, 30, ...). With a checkpoint at least every
+    # 1e-9 minutes (each step) last.pt holds step 18; with 10
+    # minutes, or none (0), the evaluation's at 15. Either way the resumed run ends exactly
+    # as the uninterrupted one.
+    monkeypatch.setenv("HDETACH_CHECKPOINT_MINUTES", minutes)
+    full = train(Config(**TINY, run_dir=str(tmp_path / "full")), progress=False)
+    original, calls = copying.CopyingTask.batch, [0]
+
+    def crashing_batch(self, split, idx):
+        calls[0] += 1
+        if calls[0] == 20:
+            raise RuntimeError("the machine went away")
+        return original(self, split, idx)
+
+    monkeypatch.setattr(copying.CopyingTask, "batch", crashing_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        train(Config(**TINY, run_dir=str(tmp_path / "part")), progress=False)
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == kept
+    monkeypatch.setattr(copying.CopyingTask, "batch", original)
+    resumed = train(resume=tmp_path / "part", progress=False)
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
+    assert resumed["test_at_best"] == full["test_at_best"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_checkpoint_interval_is_refused_before_any_work(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("HDETACH_CHECKPOINT_MINUTES", value)
+    with pytest.raises(ConfigError, match="HDETACH_CHECKPOINT_MINUTES must be a number"):
+        train(Config(**TINY, run_dir=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_rng_state_roundtrip():
     import random
 

@@ -61,6 +61,23 @@ def onednn_products() -> str:
     return os.environ.get("HDETACH_ONEDNN", "auto")
 
 
+def checkpoint_minutes() -> float:
+    """``HDETACH_CHECKPOINT_MINUTES`` (default 10): training also writes ``last.pt`` at the
+    first step boundary after this many minutes without one, so that a run killed between
+    evaluations (SIGKILL, a lost machine) loses at most that much; ``0``: only at
+    evaluations and on a stop. Where it is written does not change what is trained."""
+    text = os.environ.get("HDETACH_CHECKPOINT_MINUTES", "10")
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not 0 <= minutes < float("inf"):
+        raise ValueError(
+            f"HDETACH_CHECKPOINT_MINUTES must be a number of minutes >= 0; got {text!r}"
+        )
+    return minutes
+
+
 def mnist_data_dir() -> Path:
     """``$HDETACH_DATA/mnist`` where ``HDETACH_DATA`` is set, else ``<user cache>/hdetach/mnist``
     (``~/.cache/hdetach/mnist`` on Linux): where MNIST is read and downloaded to."""

@@ -23,7 +23,7 @@ from hdetach.experiments import footprint
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
 from hdetach.ops.dispatch import select_backend
-from hdetach.settings import mnist_data_dir
+from hdetach.settings import checkpoint_minutes, mnist_data_dir
 
 TASKS = ("copy", "adding", "mnist", "pmnist")  # hdetach train's
 CAPTION_TASK = "caption"  # trained by hdetach caption train, which sets its data sizes
@@ -252,9 +252,19 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device} requested but CUDA is not available")
 
 
+def checkpoint_seconds() -> float:
+    """The longest stretch of training without a ``last.pt`` (HDETACH_CHECKPOINT_MINUTES);
+    0: checkpoints at evaluations only. A bad value is a ConfigError, before any work."""
+    try:
+        return 60 * checkpoint_minutes()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def resolve(cfg: Config) -> Config:
     """Validate every option and fill in task defaults; raises ConfigError naming the option."""
     _check_values(cfg)
+    checkpoint_seconds()  # the environment's setting, checked with the options
     d = {**TASK_DEFAULTS[cfg.task], **{k: v for k, v in cfg.to_dict().items() if v is not None}}
     if cfg.task in ("mnist", "pmnist"):
         if d["T"] != MNIST_T:

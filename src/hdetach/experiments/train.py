@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from hdetach.experiments.config import (
     ConfigError,
     add_dataclass_options,
     check_threads,
+    checkpoint_seconds,
     flag,
     resolve,
 )
@@ -194,6 +196,9 @@ def _run_steps(
     for t in trainees:
         t.run.model.train()
     active = list(trainees)
+    # Besides evaluations, a checkpoint every few minutes: one pixel-MNIST epoch takes half
+    # an hour on a CPU core, too much to lose to a SIGKILL.
+    every, saved_at = checkpoint_seconds(), time.monotonic()
     while active and active[0].run.step < active[0].run.cfg.total_steps and not stop.requested:
         results = step([t.run for t in active], callbacks)
         for t, (loss, metrics, n_seqs) in zip(active, results):
@@ -201,11 +206,20 @@ def _run_steps(
             if not (every_step and t.diverged()):
                 _apply(t, metrics, n_seqs, callbacks)
         active = [t for t in active if t.divergence is None]
-    for t in active:
+        if every and time.monotonic() - saved_at >= every:
+            _save_between_evaluations(active)
+            active, saved_at = [t for t in active if t.divergence is None], time.monotonic()
+    _save_between_evaluations(active)  # the stop's step boundary
+
+
+def _save_between_evaluations(trainees: list[Trainee]) -> None:
+    """Write last.pt for each run not at an evaluation (which wrote it) and not diverged
+    (no checkpoint holds a non-finite step)."""
+    for t in trainees:
         run = t.run
         between_evaluations = run.step % run.cfg.eval_every != 0 and run.step != run.cfg.total_steps
         if between_evaluations and not t.diverged():
-            save_checkpoint(run.state_dict(), run.dir / "last.pt")  # the stop's step boundary
+            save_checkpoint(run.state_dict(), run.dir / "last.pt")
 
 
 def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence[Callback]) -> None:
