@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -20,6 +20,7 @@ from hdetach.experiments.checkpoint import (
 from hdetach.experiments.config import Config, ConfigError, resolve, with_epochs
 from hdetach.experiments.model import clip_gradients, make_optimizer
 from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.runlock import lock_run
 from hdetach.experiments.tasks import Task, data_rng
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.rng import rng_state, seed_everything, set_rng_state
@@ -112,6 +113,13 @@ class Run:
     # the random state a checkpoint saves: every global generator's, unless the run draws
     # from generators of its own (a population member)
     rng_source: Callable[[], dict[str, Any]] = rng_state
+    lock: IO[str] | None = None  # held while this process trains the folder (runlock)
+
+    def release(self) -> None:
+        """Let another process train the folder."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def clip_gradients(self) -> torch.Tensor:
         return clip_gradients(list(self.model.parameters()), self.cfg.clip, self.cfg.clip_value)
@@ -201,6 +209,7 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     optimizer = make_optimizer(cfg, model.parameters())
     run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
     if ckpt is not None:
+        run.lock = lock_run(run.dir)  # before anything in the folder changes
         try:
             run.load_state_dict(ckpt)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
@@ -219,6 +228,7 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
             run.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--run-dir {run.dir}: cannot create it ({e.strerror})") from None
+        run.lock = lock_run(run.dir)
         write_json(run.dir / "config.json", cfg.to_dict())
         (run.dir / "metrics.jsonl").unlink(missing_ok=True)
     return run

@@ -153,25 +153,36 @@ def train_runs(
 ) -> list[dict[str, Any]]:
     """Train runs that share their schedule (steps, evaluations) in lockstep, ``step``
     computing their gradients together; each run's summary, as ``train`` returns it."""
-    with contextlib.ExitStack() as stack:
-        stop = stack.enter_context(
-            StopRequest(
-                "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-                second_aborts=True,
+    try:
+        with contextlib.ExitStack() as stack:
+            stop = stack.enter_context(
+                StopRequest(
+                    "stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+                    second_aborts=True,
+                )
             )
-        )
-        trainees = []
-        for run, was_saved in zip(runs, resumed):
-            cfg = run.cfg
-            desc = f"{cfg.task} p={cfg.p_detach:g}"
-            log = stack.enter_context(RunLog(run.dir, cfg.total_steps, run.step, desc, progress))
-            if was_saved:
-                log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
-            elif run.step == 0:
-                log.config(cfg.to_dict())
-            trainees.append(Trainee(run, log, DivergenceWatch(run.step, cfg.device)))
-        _run_steps(trainees, stop, callbacks, step)
-    return [_outcome(t) for t in trainees]
+            trainees = [
+                _trainee(stack, run, was_saved, progress) for run, was_saved in zip(runs, resumed)
+            ]
+            _run_steps(trainees, stop, callbacks, step)
+        return [_outcome(t) for t in trainees]
+    finally:  # each folder's lock, held until its summary is written
+        for run in runs:
+            run.release()
+
+
+def _trainee(
+    stack: contextlib.ExitStack, run: Run, was_saved: bool, progress: bool | None
+) -> Trainee:
+    """A run ready to train, its log open in ``stack``."""
+    cfg = run.cfg
+    desc = f"{cfg.task} p={cfg.p_detach:g}"
+    log = stack.enter_context(RunLog(run.dir, cfg.total_steps, run.step, desc, progress))
+    if was_saved:
+        log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
+    elif run.step == 0:
+        log.config(cfg.to_dict())
+    return Trainee(run, log, DivergenceWatch(run.step, cfg.device))
 
 
 def _outcome(t: Trainee) -> dict[str, Any]:

@@ -172,9 +172,11 @@ def _command(a: argparse.Namespace) -> None:
         members=a.members,
         ship=a.ray_files == "driver",
     )
+    elsewhere = f", {len(result.elsewhere)} training elsewhere" if result.elsewhere else ""
     print(
         f"{len(result.summaries)} done, {len(result.failed)} failed, "
-        f"{len(result.interrupted)} interrupted of {len(runs)}; statistics: hdetach report {out}"
+        f"{len(result.interrupted)} interrupted{elsewhere} of {len(runs)}; "
+        f"statistics: hdetach report {out}"
     )
     for name, error in result.failed.items():
         print(f"failed: {name}: {error}", file=sys.stderr)
@@ -182,4 +184,7 @@ def _command(a: argparse.Namespace) -> None:
         print("interrupted: run the same command again to continue", file=sys.stderr)
         sys.exit(130)
     if result.failed:
+        sys.exit(1)
+    if result.elsewhere:  # not done yet: a script that goes on to read them would be early
+        print("runs left to other processes: run the same command when they end", file=sys.stderr)
         sys.exit(1)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from hdetach.experiments.config import Config
 from hdetach.experiments.interrupt import StopRequest
+from hdetach.experiments.runlock import holder
 from hdetach.experiments.sweep.engines import (
     Outcome,
     RunFn,
@@ -35,11 +36,13 @@ from hdetach.experiments.sweep.population_engine import population_engine
 @dataclass
 class SweepResult:
     """Summaries of the runs that ended (finished or diverged), by name; the error of each
-    run that failed every attempt; the names of runs that were stopped by an interrupt."""
+    run that failed every attempt; the names of runs that were stopped by an interrupt;
+    the runs left alone because another process was training them."""
 
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: list[str] = field(default_factory=list)
+    elsewhere: dict[str, str] = field(default_factory=dict)  # name -> pid training it now
 
 
 def headline(name: str, s: dict[str, Any]) -> str:
@@ -70,6 +73,8 @@ def run_sweep(
     for name, cfg in runs.items():
         if plan(Path(cfg.run_dir), cfg.epochs) == "done":
             result.summaries[name] = run_one(cfg, threads)  # reads summary.json
+        elif (pid := holder(Path(cfg.run_dir))) is not None:
+            result.elsewhere[name] = pid
         else:
             todo.append((name, cfg, threads))
     attempts = dict.fromkeys(runs, 0)
@@ -78,6 +83,8 @@ def run_sweep(
     say = bar.write if show else (lambda msg: print(msg, file=sys.stderr, flush=True))
     if result.summaries:
         say(f"{len(result.summaries)} of {len(runs)} runs already done")
+    for name, pid in result.elsewhere.items():
+        say(f"{name}: being trained by another process (pid {pid}); left to it")
     running = [0]
 
     stop_request = StopRequest(

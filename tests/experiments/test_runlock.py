@@ -1,0 +1,93 @@
+"""One process at a time trains a run folder: a second trainer is refused before it
+touches the folder, a sweep leaves such runs to their process, and a killed process
+leaves no lock behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import TINY_COPY, run_cli
+
+from hdetach.experiments import runlock
+from hdetach.experiments.config import Config, ConfigError
+from hdetach.experiments.runlock import holder, lock_run
+from hdetach.experiments.train import train
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(runlock.fcntl is None, reason="no fcntl (flock) on this system"),
+]
+
+SHORT = {**TINY_COPY, "epochs": 1}
+
+
+def test_a_run_being_trained_is_not_resumed_by_a_second_trainer(tmp_path):
+    run = tmp_path / "run"
+    train(Config(**SHORT, max_steps=10, run_dir=str(run)), progress=False)
+    metrics = (run / "metrics.jsonl").read_text()
+    held = lock_run(run)  # another trainer (its own open file: flock treats it as such)
+    assert holder(run) == str(os.getpid())
+    with pytest.raises(ConfigError, match=f"{run} is being trained by another process"):
+        train(resume=run, progress=False)
+    assert (run / "metrics.jsonl").read_text() == metrics  # not truncated, not appended
+    held.close()
+    assert holder(run) is None
+    assert train(resume=run, progress=False)["status"] == "finished"
+    assert holder(run) is None  # let go when training ends
+
+
+def test_a_fresh_run_in_a_folder_being_set_up_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    held = lock_run(run)
+    with pytest.raises(ConfigError, match="being trained by another process"):
+        train(Config(**SHORT, run_dir=str(run)), progress=False)
+    assert not (run / "config.json").exists()
+    held.close()
+
+
+def test_a_sweep_leaves_a_run_in_training_to_its_process(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = [
+        "sweep", "copy", "--T", "5", "--input-encoding", "onehot", "--hidden-size", "8",
+        "--epochs", "1", "--steps-per-epoch", "10", "--n-train", "100", "--n-val", "50",
+        "--batch-size", "10", "--seeds", "2", "--jobs", "1", "--threads", "1",
+        "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    (out / "seed=1").mkdir(parents=True)
+    held = lock_run(out / "seed=1")
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 1, err
+    assert f"seed=1: being trained by another process (pid {os.getpid()}); left to it" in err
+    assert "1 done, 0 failed, 0 interrupted, 1 training elsewhere of 2" in stdout
+    assert (out / "seed=0" / "summary.json").is_file()
+    assert sorted(p.name for p in (out / "seed=1").iterdir()) == ["train.lock"]
+    held.close()
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0 and "2 done, 0 failed, 0 interrupted of 2" in stdout, err
+
+
+def test_a_killed_trainer_leaves_no_lock(tmp_path):
+    holding = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from hdetach.experiments.runlock import lock_run
+        lock = lock_run(Path({str(tmp_path)!r}))
+        print("locked", flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", holding], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        assert holder(tmp_path) == str(child.pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert holder(tmp_path) is None
+    lock_run(tmp_path).close()  # and it can be taken again
