@@ -30,3 +30,24 @@ report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
     --reach 0.9,0.92
+# Training time per study: its runs train together on one core (a population), so one
+# member's time is the study's; each interval's is its sequences over its throughput
+# (metrics.jsonl; validation not included).
+python - "$HERE" > "$HERE/compute.md" <<'PY'
+import json, sys
+from pathlib import Path
+here = Path(sys.argv[1])
+print("| study | runs | evaluations so far | training wall time (one core), hours |")
+print("|---|---|---|---|")
+for study in sorted(p for p in here.iterdir() if (p / "sweep.json").is_file()):
+    runs = sorted(r for r in study.iterdir() if (r / "metrics.jsonl").is_file())
+    if not runs:
+        continue
+    batch = json.loads((runs[0] / "config.json").read_text())["batch_size"]
+    seconds, step = 0.0, 0
+    lines = (runs[0] / "metrics.jsonl").read_text().splitlines()
+    for record in map(json.loads, lines):
+        seconds += (record["step"] - step) * batch / record["time"]["seq_per_s"]
+        step = record["step"]
+    print(f"| {study.name} | {len(runs)} | {len(lines)} | {seconds / 3600:.1f} |")
+PY
