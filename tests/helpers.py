@@ -159,7 +159,8 @@ def signal_sweep_at_checkpoint(
     own, as a scheduler does, and send ``sig`` (a signal, or several one second apart) to
     its main process alone, not its group (SLURM, docker stop, Kubernetes and systemd
     signal the process they started), once the file ``ready`` exists (a run's first
-    checkpoint). The command must end within ``within`` seconds of the last signal.
+    checkpoint; the command is frozen from then until the first signal is sent). The command
+    must end within ``within`` seconds of the last signal.
     (return code, stderr, the processes started under it that outlived it by 20 s)."""
     import os
     import signal
@@ -180,10 +181,16 @@ def signal_sweep_at_checkpoint(
         while not Path(ready).exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
         assert proc.poll() is None, f"it ended before {ready} was written"
+        # Freeze the command while the test looks around, so that on a loaded machine its
+        # runs cannot finish between the checkpoint and the signal; the signal then waits
+        # for SIGCONT and lands first (the group is frozen, but only the main is signalled).
+        os.killpg(proc.pid, signal.SIGSTOP)
         started = _descendants(proc.pid)
         for i, one in enumerate(sig if isinstance(sig, (list, tuple)) else [sig]):
             time.sleep(1.0 if i else 0.0)
             os.kill(proc.pid, one)
+            if i == 0:
+                os.killpg(proc.pid, signal.SIGCONT)
         try:
             proc.wait(timeout=within)
         except subprocess.TimeoutExpired:
