@@ -30,6 +30,6 @@ for T in 10 20; do
     PYTHONPATH=src python results/studies/compare_transfer.py "$OUT/copy-h128-T$T"
 done
 hdetach report "$OUT/no-clip-h128" "$OUT"/copy-h128-T10/p_detach=0.0,seed=* \
-    "$OUT"/copy-h128-T10/p_detach=0.25,seed=* --threshold 0.9 --out "$OUT/no-clip-h128/report"
+    "$OUT"/copy-h128-T10/p_detach=0.25,seed=* --threshold 0.9 --stability --out "$OUT/no-clip-h128/report"
 hdetach report "$OUT/lr-h128" "$OUT"/copy-h128-T10/p_detach=0.0,seed=[012] \
     "$OUT"/copy-h128-T10/p_detach=0.25,seed=[012] --threshold 0.9 --out "$OUT/lr-h128/report"
