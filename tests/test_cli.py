@@ -275,7 +275,7 @@ def test_option_choices_are_the_modules_own_lists():
     import argparse
 
     from hdetach import functional
-    from hdetach.experiments import train
+    from hdetach.experiments import train_command as train
     from hdetach.nn import lstm
 
     parser = argparse.ArgumentParser()

@@ -18,7 +18,6 @@ population, ``hdetach.experiments.train_population``): everything else is each r
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -33,14 +32,9 @@ from torch import nn
 
 from hdetach.experiments.checkpoint import load_checkpoint, save_checkpoint
 from hdetach.experiments.config import (
-    CHOICES,
-    TASKS,
     Config,
     ConfigError,
-    add_dataclass_options,
-    check_threads,
     checkpoint_seconds,
-    flag,
     resolve,
 )
 from hdetach.experiments.gradients.tracking import GradientTracker
@@ -350,60 +344,3 @@ def _diverged(run: Run, bad: Divergence) -> dict[str, Any]:
     )
     run.step = bad.step
     return _summary(run, "diverged", diverged={"what": bad.what, "value": bad.value})
-
-
-TRAIN_EXAMPLES = """examples:
-  hdetach train copy --T 100 --p-detach 0.5                 # the paper's copying task
-  hdetach train copy --T 100 --p-detach 0 --seed 1          # the vanilla LSTM baseline
-  hdetach train mnist --data-dir ~/mnist --anneal-epochs 40 # pixel MNIST, h-detach off at the end
-  hdetach train pmnist --perm-seed 0                        # permuted MNIST, fixed permutation
-  hdetach train adding --T 200 --epochs 20
-  hdetach train --resume runs/copy-T100-p0.5-s0-20260101-120000
-"""
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """The ``hdetach train`` subcommand: one option per Config field."""
-    p = subparsers.add_parser(
-        "train",
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train an LSTM on a task.",
-    )
-    p.add_argument("task", nargs="?", choices=TASKS, help="the task")
-    p.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue an interrupted run from its last checkpoint (no other options but "
-        "--epochs, which trains it, even a finished one, to that length instead)",
-    )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        help="progress bar (default: on a terminal only)",
-    )
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    add_dataclass_options(p, Config, CHOICES, skip=("task",))
-    p.set_defaults(run=_command)
-
-
-def _command(a: argparse.Namespace) -> None:
-    opts = {k: v for k, v in vars(a).items() if k not in ("cmd", "run")}
-    task, progress, resume, threads = (
-        opts.pop(k) for k in ("task", "progress", "resume", "threads")
-    )
-    check_threads(threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if resume is not None:
-        epochs = opts.pop("epochs", None)
-        if opts or task:
-            flags = ([task] if task else []) + [flag(k) for k in opts]
-            raise ConfigError(f"--resume takes the saved config; drop {', '.join(flags)}")
-        summary = train(resume=resume, progress=progress, epochs=epochs)
-    elif task is None:
-        raise ConfigError(f"train needs a TASK ({', '.join(TASKS)}) or --resume RUN_DIR")
-    else:
-        summary = train(Config(task=task, **opts), progress=progress)
-    if summary["status"] != "finished":
-        sys.exit(130 if summary["status"] == "interrupted" else 1)
