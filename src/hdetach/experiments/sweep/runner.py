@@ -68,15 +68,7 @@ def run_sweep(
     "local", "ray" or "population" (``jobs`` populations of at most ``members`` runs);
     ``ship``: Ray workers train in folders of their own, shipped to and from the driver."""
 
-    result = SweepResult()
-    todo: deque[Task] = deque()
-    for name, cfg in runs.items():
-        if plan(Path(cfg.run_dir), cfg.epochs) == "done":
-            result.summaries[name] = run_one(cfg, threads)  # reads summary.json
-        elif (pid := holder(Path(cfg.run_dir))) is not None:
-            result.elsewhere[name] = pid
-        else:
-            todo.append((name, cfg, threads))
+    result, todo = _sort_runs(runs, threads)
     attempts = dict.fromkeys(runs, 0)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(runs), initial=len(result.summaries), disable=not show, desc="runs")
@@ -123,6 +115,21 @@ def run_sweep(
                 bar.set_postfix(running=running[0], failed=len(result.failed))
     result.interrupted += [t[0] for t in todo] if stop.requested else []
     return result
+
+
+def _sort_runs(runs: dict[str, Config], threads: int) -> tuple[SweepResult, deque[Task]]:
+    """The summaries of the runs already done and the runs another process is training
+    now (left to it), in a result; the runs to do."""
+    result = SweepResult()
+    todo: deque[Task] = deque()
+    for name, cfg in runs.items():
+        if plan(Path(cfg.run_dir), cfg.epochs) == "done":
+            result.summaries[name] = run_one(cfg, threads)  # reads summary.json
+        elif (pid := holder(Path(cfg.run_dir))) is not None:
+            result.elsewhere[name] = pid
+        else:
+            todo.append((name, cfg, threads))
+    return result, todo
 
 
 def _record(
