@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 import hdetach
+from hdetach.experiments.bench_floors import FlopFloor, matmul_floor
 from hdetach.experiments.bench_population import format_population_table, population_rows
 from hdetach.experiments.timing import CLOCKS, set_clock, timed_ms
-from hdetach.ops.products import add_outer_, block_product, product
 from hdetach.settings import overridden
 
 # name -> (steps, batch, input, hidden)
@@ -63,115 +63,6 @@ class AuthorsLoop(nn.Module):
         return torch.stack(outputs), (h, c)
 
 
-def _matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:
-    """Only the matrix products of one forward+backward at p = 0, into preallocated outputs,
-    on the fused backend's product kernels (``ops/products.py``: oneDNN on a CPU)."""
-
-    def rand(*shape):
-        return torch.randn(*shape, device=device, dtype=dtype)
-
-    w_ih, w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
-    w_hh_back, w_ih_back = rand(hidden, 4 * hidden), rand(input_size, 4 * hidden)
-    x, all_dz, all_h = (
-        rand(steps, batch, input_size),
-        rand(steps, batch, 4 * hidden),
-        rand(steps, batch, hidden),
-    )
-    h, z, dh = rand(batch, hidden), rand(batch, 4 * hidden), rand(batch, hidden)
-    gates_x, d_x = rand(steps, batch, 4 * hidden), rand(steps, batch, input_size)
-    d_w_ih, d_w_hh = rand(4 * hidden, input_size), rand(4 * hidden, hidden)
-
-    def run() -> None:
-        block_product(x, w_ih, out=gates_x)
-        for _ in range(steps):
-            product(h, w_hh, out=z, add=z)
-        for _ in range(steps):
-            product(z, w_hh_back, out=dh)
-        add_outer_(d_w_hh, all_dz, all_h)
-        add_outer_(d_w_ih, all_dz, x)
-        block_product(all_dz, w_ih_back, out=d_x)
-
-    return run
-
-
-class FlopFloor:
-    """The FLOP floor of one h-detach forward+backward: the products it must do, each on
-    the faster of torch's own kernels (``torch.mm`` and oneDNN's linear, operands laid out
-    as each kernel likes them), at the current thread count, run back to back.
-
-    Products (B rows, H hidden, I inputs, T steps): h_{t-1} W_hh^T (B x H by H x 4H) at
-    every step; dz_t W_hh (B x 4H by 4H x H) on the kept steps, round((1 - p) T) of them;
-    the weight gradients dz^T h (4H x TB by TB x H) and dz^T x (4H x TB by TB x I) once.
-    The faster kernel of each product is chosen once from short timings; the floor itself
-    is timed as one run of all its products, in turn with the other rows, so that a
-    loaded machine stretches it as much as them.
-    """
-
-    def __init__(self, steps, batch, input_size, hidden, device, dtype) -> None:
-        def rand(*shape):
-            return torch.randn(*shape, device=device, dtype=dtype)
-
-        self.steps, self.device = steps, device
-        h, w_hh, dz = rand(batch, hidden), rand(4 * hidden, hidden), rand(batch, 4 * hidden)
-        all_dz, all_h, x = (
-            rand(steps * batch, 4 * hidden),
-            rand(steps * batch, hidden),
-            rand(steps * batch, input_size),
-        )
-        # per product: (a, b) for a @ b on torch.mm; (a, b^T contiguous) for oneDNN's linear
-        operands = {
-            "step": ((h, w_hh.t()), (h, w_hh)),
-            "back": ((dz, w_hh), (dz, w_hh.t().contiguous())),
-            "w_hh": ((all_dz.t(), all_h), (all_dz.t().contiguous(), all_h.t().contiguous())),
-            "w_ih": ((all_dz.t(), x), (all_dz.t().contiguous(), x.t().contiguous())),
-        }
-        onednn = (
-            device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-        )
-        self.kernels: dict[str, list[Callable[[], object]]] = {}
-        for name, ((a, b), (a1, w1)) in operands.items():
-            out = torch.mm(a, b)
-            self.kernels[name] = [lambda a=a, b=b, out=out: torch.mm(a, b, out=out)]
-            if onednn:
-                self.kernels[name].append(lambda a1=a1, w1=w1: _onednn_linear(a1, w1))
-        self.chosen: dict[str, Callable[[], object]] = {}
-
-    def choose(self) -> dict[str, int]:
-        """Pick each product's faster kernel (median of a few calls); 0 torch.mm, 1 oneDNN."""
-        picks = {}
-        for name, kernels in self.kernels.items():
-            calls = 5 if name.startswith("w_") else 20
-            ms = [
-                statistics.median(timed_ms(kernel, self.device) for _ in range(calls))
-                for kernel in kernels
-            ]
-            picks[name] = ms.index(min(ms))
-            self.chosen[name] = kernels[picks[name]]
-        return picks
-
-    def run(self, p: float) -> Callable[[], None]:
-        """One forward+backward's products at ``p``, on the chosen kernels."""
-        kept = round((1 - p) * self.steps)
-
-        def products() -> None:
-            if not self.chosen:
-                self.choose()
-            step, back = self.chosen["step"], self.chosen["back"]
-            for _ in range(self.steps):
-                step()
-            for _ in range(kept):
-                back()
-            self.chosen["w_hh"]()
-            self.chosen["w_ih"]()
-
-        return products
-
-
-def _onednn_linear(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """a @ weight^T on oneDNN (``torch.ops.mkldnn._linear_pointwise``, as ``products.py``)."""
-    return torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
-
-
 def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` run with ``HDETACH_CPU_KERNEL=kernel`` (unchanged for None)."""
     if kernel is None:
@@ -182,6 +73,10 @@ def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[
             return fn()
 
     return run
+
+
+# A row of the table, its forward (None: no forward column) and its forward+backward call.
+Entry = tuple[dict, Callable[[], torch.Tensor] | None, Callable[[], object]]
 
 
 def benchmark_shape(
@@ -203,7 +98,7 @@ def benchmark_shape(
     torch.manual_seed(0)
     x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
     grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
-    entries = []  # (row, forward or None, timed call for the fwd+bwd column)
+    entries: list[Entry] = []
 
     def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
         def fwd_bwd() -> None:
@@ -226,11 +121,17 @@ def benchmark_shape(
                     input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
                 )
                 add(impl, p, lambda ours=ours: ours(x)[0], kernel)
-    floor = _matmul_floor(steps, batch, input_size, hidden, device, dtype)
+    floor = matmul_floor(steps, batch, input_size, hidden, device, dtype)
     entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
     flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
     for p in sorted({0.0, *ps}):
         entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
+    return _rows(entries, _timed_rounds(entries, repeats, device))
+
+
+def _timed_rounds(entries: list[Entry], repeats: int, device: torch.device) -> list[dict]:
+    """Per entry, its times (ms) per round: "fwd" (no grad), "train_fwd", "bwd" (fwd+bwd);
+    round 0 warms up. The entries take turns, one call each per round."""
 
     def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -239,10 +140,8 @@ def benchmark_shape(
 
         return run
 
-    times: dict[int, dict[str, list[float]]] = {
-        k: {"fwd": [], "train_fwd": [], "bwd": []} for k in range(len(entries))
-    }
-    for round_ in range(repeats + 1):  # round 0 warms up
+    times: list[dict[str, list[float]]] = [{"fwd": [], "train_fwd": [], "bwd": []} for _ in entries]
+    for round_ in range(repeats + 1):
         for k, (row, forward, fwd_bwd) in enumerate(entries):
             # The reference backend is a loop too: one timed round keeps the run short.
             if row["impl"] == "hdetach reference" and round_ > 1:
@@ -251,6 +150,12 @@ def benchmark_shape(
                 times[k]["fwd"].append(timed_ms(forward_only(forward), device))
                 times[k]["train_fwd"].append(timed_ms(forward, device))  # graph recorded, dropped
             times[k]["bwd"].append(timed_ms(fwd_bwd, device))
+    return times
+
+
+def _rows(entries: list[Entry], times: list[dict[str, list[float]]]) -> list[dict]:
+    """Each entry's row: the median of its timed rounds, and its FLOP floor (p = 0 for
+    torch.nn.LSTM)."""
     floors = {
         row["p"]: statistics.median(times[k]["bwd"][1:])
         for k, (row, _, _) in enumerate(entries)
@@ -260,14 +165,13 @@ def benchmark_shape(
     for k, (row, _, _) in enumerate(entries):
         fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
         train_fwd = times[k]["train_fwd"][1:]
-        floor_p = row["p"] or 0.0  # torch.nn.LSTM: p = 0
         rows.append(
             {
                 **row,
                 "fwd_ms": statistics.median(fwd) if fwd else None,
                 "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
                 "fwd_bwd_ms": statistics.median(bwd),
-                "flop_floor_ms": floors[floor_p],
+                "flop_floor_ms": floors[row["p"] or 0.0],
             }
         )
     return rows
