@@ -62,10 +62,11 @@ def onednn_products() -> str:
 
 
 def checkpoint_minutes() -> float:
-    """``HDETACH_CHECKPOINT_MINUTES`` (default 10): training also writes ``last.pt`` at the
-    first step boundary after this many minutes without one, so that a run killed between
-    evaluations (SIGKILL, a lost machine) loses at most that much; ``0``: only at
-    evaluations and on a stop. Where it is written does not change what is trained."""
+    """``HDETACH_CHECKPOINT_MINUTES`` (default 10): besides evaluations and stops, training
+    writes ``last.pt`` every this many minutes (at the first step boundary after each; the
+    timer does not restart at evaluations), so that a run killed between evaluations
+    (SIGKILL, a lost machine) loses at most that much; ``0``: only at evaluations and on a
+    stop. Where it is written does not change what is trained."""
     text = os.environ.get("HDETACH_CHECKPOINT_MINUTES", "10")
     try:
         minutes = float(text)
