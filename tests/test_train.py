@@ -2,11 +2,13 @@ import json
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import TINY_COPY
 
+from hdetach.experiments import train as train_module
 from hdetach.experiments.session import Sampler
 from hdetach.experiments.tasks import copying
 from hdetach.experiments.train import (
@@ -127,6 +129,34 @@ def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(
     resumed = train(resume=tmp_path / "part", progress=False)
     assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
     assert resumed["test_at_best"] == full["test_at_best"]
+
+
+def test_timed_checkpoints_count_their_minutes_from_the_last_save(tmp_path, monkeypatch):
+    # A clock that advances one minute per training batch, and an interval of 4 minutes:
+    # timed saves come every 4 steps, and an evaluation's save (every 15 steps) restarts
+    # the count, so no timed save follows an evaluation's by less than the interval.
+    minutes = [0]
+    original_batch = copying.CopyingTask.batch
+
+    def timed_batch(self, split, idx):
+        minutes[0] += split == "train"
+        return original_batch(self, split, idx)
+
+    saved_steps, original_save = [], train_module.save_checkpoint
+
+    def recording_save(state, path):
+        if path.name == "last.pt":
+            saved_steps.append(state["step"])
+        original_save(state, path)
+
+    monkeypatch.setenv("HDETACH_CHECKPOINT_MINUTES", "4")
+    monkeypatch.setattr(copying.CopyingTask, "batch", timed_batch)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: 60.0 * minutes[0]))
+    monkeypatch.setattr(train_module, "save_checkpoint", recording_save)
+    train(Config(**TINY, run_dir=str(tmp_path / "run")), progress=False)
+    timed = [4, 8, 12, 15, 19, 23, 27, 30, 34, 38, 42, 45, 49, 53, 57, 60]
+    assert TINY["epochs"] * TINY["steps_per_epoch"] == 60 and TINY["eval_every"] == 15
+    assert saved_steps == timed
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])

@@ -63,10 +63,10 @@ def onednn_products() -> str:
 
 def checkpoint_minutes() -> float:
     """``HDETACH_CHECKPOINT_MINUTES`` (default 10): besides evaluations and stops, training
-    writes ``last.pt`` every this many minutes (at the first step boundary after each; the
-    timer does not restart at evaluations), so that a run killed between evaluations
-    (SIGKILL, a lost machine) loses at most that much; ``0``: only at evaluations and on a
-    stop. Where it is written does not change what is trained."""
+    writes ``last.pt`` once this many minutes have passed since it was last written (by an
+    evaluation or by this timer; at the first step boundary after), so that a run killed
+    between evaluations (SIGKILL, a lost machine) loses at most that much; ``0``: only at
+    evaluations and on a stop. Where it is written does not change what is trained."""
     text = os.environ.get("HDETACH_CHECKPOINT_MINUTES", "10")
     try:
         minutes = float(text)

@@ -211,7 +211,9 @@ def _run_steps(
             if not (every_step and t.diverged()):
                 _apply(t, metrics, n_seqs, callbacks)
         active = [t for t in active if t.divergence is None]
-        if every and time.monotonic() - saved_at >= every:
+        if active and _at_evaluation(active[0].run):
+            saved_at = time.monotonic()  # the evaluation has just written every last.pt
+        elif every and time.monotonic() - saved_at >= every:
             _save_between_evaluations(active)
             active, saved_at = [t for t in active if t.divergence is None], time.monotonic()
     _save_between_evaluations(active)  # the stop's step boundary
@@ -221,10 +223,13 @@ def _save_between_evaluations(trainees: list[Trainee]) -> None:
     """Write last.pt for each run not at an evaluation (which wrote it) and not diverged
     (no checkpoint holds a non-finite step)."""
     for t in trainees:
-        run = t.run
-        between_evaluations = run.step % run.cfg.eval_every != 0 and run.step != run.cfg.total_steps
-        if between_evaluations and not t.diverged():
-            save_checkpoint(run.state_dict(), run.dir / "last.pt")
+        if not _at_evaluation(t.run) and not t.diverged():
+            save_checkpoint(t.run.state_dict(), t.run.dir / "last.pt")
+
+
+def _at_evaluation(run: Run) -> bool:
+    """Whether the run's last step was followed by an evaluation (which wrote last.pt)."""
+    return run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
 
 
 def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence[Callback]) -> None:
@@ -234,7 +239,7 @@ def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence
     run.step += 1
     run.accumulate(metrics)
     log.count(n_seqs)
-    at_eval = run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
+    at_eval = _at_evaluation(run)
     # at most about once a second: these read the device
     if (at_eval or log.due()) and not t.diverged():
         if at_eval:
