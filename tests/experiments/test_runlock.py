@@ -12,9 +12,11 @@ import pytest
 from helpers import TINY_COPY, run_cli
 
 from hdetach.experiments import runlock
+from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.runlock import holder, lock_run
 from hdetach.experiments.train import train
+from hdetach.experiments.train_population import train_population
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -47,6 +49,31 @@ def test_a_fresh_run_in_a_folder_being_set_up_is_refused(tmp_path):
         train(Config(**SHORT, run_dir=str(run)), progress=False)
     assert not (run / "config.json").exists()
     held.close()
+
+
+def test_a_population_refused_for_one_member_lets_go_of_the_others(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for seed, run in enumerate((first, second)):
+        train(Config(**SHORT, seed=seed, max_steps=10, run_dir=str(run)), progress=False)
+    held = lock_run(second)
+    with pytest.raises(ConfigError, match=f"{second} is being trained") as refused:
+        train_population([first, second])
+    # the refusal's traceback, which still holds the first member's run, is alive here
+    assert refused.traceback is not None
+    assert holder(first) is None
+    held.close()
+
+
+def test_a_run_whose_checkpoint_does_not_fit_leaves_no_lock(tmp_path):
+    run = tmp_path / "run"
+    train(Config(**SHORT, max_steps=10, run_dir=str(run)), progress=False)
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["model"] = {name: w[:1] for name, w in ckpt["model"].items()}  # wrong shapes
+    save_checkpoint(ckpt, run / "last.pt")
+    with pytest.raises(CheckpointError, match="does not fit its own config") as refused:
+        train(resume=run, progress=False)
+    assert refused.traceback is not None
+    assert holder(run) is None
 
 
 def test_a_sweep_leaves_a_run_in_training_to_its_process(tmp_path, capsys):

@@ -208,30 +208,46 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     model = task.make_model(cfg).to(cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
     run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
-    if ckpt is not None:
-        run.lock = lock_run(run.dir)  # before anything in the folder changes
-        try:
-            run.load_state_dict(ckpt)
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            reason = str(e).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{run_dir / 'last.pt'}: does not fit its own config ({reason})"
-            ) from None
-        _truncate_metrics(run.dir / "metrics.jsonl", run.step)
-        if cfg.to_dict() != ckpt["config"]:  # another length: the run goes on to the new end
-            # The checkpoint first: an interrupted run then resumes at the new length.
-            save_checkpoint({**ckpt, "config": cfg.to_dict()}, run.dir / "last.pt")
-            write_json(run.dir / "config.json", cfg.to_dict())
-            (run.dir / "summary.json").unlink(missing_ok=True)
-    else:
-        try:
-            run.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"--run-dir {run.dir}: cannot create it ({e.strerror})") from None
-        run.lock = lock_run(run.dir)
-        write_json(run.dir / "config.json", cfg.to_dict())
-        (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+    try:
+        if ckpt is not None:
+            _restore(run, ckpt)
+        else:
+            _create(run)
+    except BaseException:  # a run that is not returned must not keep its folder locked
+        run.release()
+        raise
     return run
+
+
+def _restore(run: Run, ckpt: dict[str, Any]) -> None:
+    """Lock the run's folder and restore the run from its checkpoint; where the config
+    has another length, the folder's files say so."""
+    run.lock = lock_run(run.dir)  # before anything in the folder changes
+    try:
+        run.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{run.dir / 'last.pt'}: does not fit its own config ({reason})"
+        ) from None
+    _truncate_metrics(run.dir / "metrics.jsonl", run.step)
+    cfg = run.cfg
+    if cfg.to_dict() != ckpt["config"]:  # another length: the run goes on to the new end
+        # The checkpoint first: an interrupted run then resumes at the new length.
+        save_checkpoint({**ckpt, "config": cfg.to_dict()}, run.dir / "last.pt")
+        write_json(run.dir / "config.json", cfg.to_dict())
+        (run.dir / "summary.json").unlink(missing_ok=True)
+
+
+def _create(run: Run) -> None:
+    """Create and lock a fresh run's folder, with its config.json."""
+    try:
+        run.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--run-dir {run.dir}: cannot create it ({e.strerror})") from None
+    run.lock = lock_run(run.dir)
+    write_json(run.dir / "config.json", run.cfg.to_dict())
+    (run.dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -121,14 +121,19 @@ def train_population(
         [cfg for cfg, _ in starts], [0 if ckpt is None else ckpt["step"] for _, ckpt in starts]
     )
     runs, generators = [], []
-    for member, (cfg, ckpt) in zip(members, starts):
-        run = build_run(cfg, ckpt, Path(member if ckpt is not None else cfg.run_dir))
-        randomness = MemberRandomness(cfg.device)
-        run.rng_source = randomness.state
-        runs.append(run)
-        generators.append(randomness.generator)
+    try:
+        for member, (cfg, ckpt) in zip(members, starts):
+            runs.append(build_run(cfg, ckpt, Path(member if ckpt is not None else cfg.run_dir)))
+            randomness = MemberRandomness(cfg.device)
+            runs[-1].rng_source = randomness.state
+            generators.append(randomness.generator)
+        step = PopulationStep(runs, generators)
+    except BaseException:  # say a later member's folder is locked: let go of the others
+        for run in runs:
+            run.release()
+        raise
     resumed = [ckpt is not None for _, ckpt in starts]
-    return train_runs(runs, resumed, PopulationStep(runs, generators), progress, callbacks)
+    return train_runs(runs, resumed, step, progress, callbacks)
 
 
 class MemberRandomness:
