@@ -116,3 +116,15 @@ def test_curve_titles_name_the_task_in_words(tmp_path):
     no_clip = [run("mnist", 784, "none"), run("mnist", 784, "none")]
     assert curves_title(no_clip) == "pixel MNIST; no gradient clipping"
     assert curves_title([*no_clip, run("mnist", 784)]) == "pixel MNIST"  # one clipped
+
+
+def test_the_epoch_axis_says_how_many_steps_an_epoch_is_where_runs_agree(tmp_path):
+    from hdetach.experiments.report import epoch_label
+    from hdetach.experiments.report_runs import Run
+
+    def run(steps_per_epoch):
+        return Run(tmp_path, {"task": "copy", "steps_per_epoch": steps_per_epoch}, [], None, None)
+
+    assert epoch_label([run(1000), run(1000)]) == "epoch (1,000 training steps)"
+    assert epoch_label([run(1000), run(500)]) == "epoch"
+    assert epoch_label([run(None)]) == "epoch"  # a hand-written config without it

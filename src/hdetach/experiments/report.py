@@ -74,13 +74,22 @@ def plot_curves(
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
     metric = metric_of(runs)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(epoch_label(runs))
     ax.set_ylabel(f"validation {metric}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out
+
+
+def epoch_label(runs: list[Run]) -> str:
+    """ "epoch", with its length in training steps where every run has the same (a copying
+    "epoch" is a count of minibatches, not a pass over data)."""
+    lengths = {r.config.get("steps_per_epoch") for r in runs}
+    if len(lengths) == 1 and None not in lengths:
+        return f"epoch ({lengths.pop():,} training steps)"
+    return "epoch"
 
 
 TASK_TITLES = {
