@@ -67,6 +67,16 @@ def test_groups_by_configuration_and_aggregates_over_seeds(tmp_path):
     assert set(written) == {"curves", "transfer", "table"}
 
 
+def test_runs_whose_configs_have_different_options_are_grouped_by_them(tmp_path):
+    # A run of another version lacks an option the others have, or has one more.
+    _fake_run(tmp_path / "old", 0.0, 0, [0.1, 0.3], 0.25)
+    _fake_run(tmp_path / "new", 0.0, 1, [0.1, 0.5], 0.45)
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    (tmp_path / "new" / "config.json").write_text(json.dumps({**config, "clip": "norm"}))
+    assert sorted(group_runs(find_runs([tmp_path]))) == ["clip=None", "clip=norm"]
+    assert set(report([tmp_path], tmp_path / "out")) == {"curves", "table"}
+
+
 def test_missing_or_empty_run_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         find_runs([tmp_path / "nope"])
@@ -177,6 +187,17 @@ def test_report_cli_refuses_a_malformed_reach_in_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "--reach takes numbers" in capsys.readouterr().err
     main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--reach", "0.25"])
     assert "| copy | 1/1 | 2 [2, 2] |" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_report_cli_refuses_runs_of_different_metrics_in_one_line(tmp_path, capsys):
+    _fake_run(tmp_path / "runs" / "copy", 0.0, 0, [0.1, 0.3], 0.25)
+    _fake_run(tmp_path / "runs" / "adding", 0.0, 0, [0.2, 0.1], 0.1, task="adding", metric="mse")
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "the runs record different metrics (acc in 1, mse in 1 runs)" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_path, capsys):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,16 +108,24 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
             runs.append(read_run(d))
         except NotARun as e:
             print(f"warning: skipping {d}: {e}", file=sys.stderr)
+    where = ", ".join(map(str, paths))
     if not runs:
-        raise FileNotFoundError(f"RUN_DIR {', '.join(map(str, paths))}: no usable run directories")
+        raise FileNotFoundError(f"RUN_DIR {where}: no usable run directories")
+    metrics = Counter(r.metric for r in runs if r.metric)
+    if len(metrics) > 1:  # one table, one axis: acc and mse (say) cannot share them
+        counts = ", ".join(f"{m} in {n}" for m, n in sorted(metrics.items()))
+        raise NotARun(
+            f"RUN_DIR {where}: the runs record different metrics ({counts} runs); "
+            "report each kind of run on its own"
+        )
     return runs
 
 
 def _label(config: dict[str, Any], keys: list[str]) -> str:
     parts = []
     for k in keys:
-        v = config[k]
-        if k == "p_detach":
+        v = config.get(k)  # runs of other versions may lack an option the others have
+        if k == "p_detach" and isinstance(v, (int, float)):
             parts.append("vanilla" if v == 0 else f"h-detach p={v:g}")
         else:
             parts.append(f"{k}={v}")
