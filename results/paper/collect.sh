@@ -2,9 +2,11 @@
 # Copy what the campaign has made so far (each run's config, metrics, summary and
 # transfer results; no checkpoints) from OUT into results/paper/<study>/, and write each
 # study's report there. Safe to run while the campaign runs: it reads finished lines only.
-# Usage: results/paper/collect.sh [OUT]
+# With DATA (the MNIST folder), also each study's gradient check (check_gradients.py).
+# Usage: results/paper/collect.sh [OUT] [DATA]
 set -eu
 OUT=${1:-runs/paper}
+DATA=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200; do
     [ -d "$OUT/$study" ] || continue
@@ -30,6 +32,15 @@ report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
     --reach 0.9,0.92
+# The gradient the campaign computes at the weights its runs have reached, against a
+# float64 loop (about a minute in all, one thread).
+if [ -n "$DATA" ]; then
+    for study in mnist pmnist mnist-no-clip copy-T100 copy-T300; do
+        [ -d "$OUT/$study" ] && [ -d "$HERE/$study" ] || continue
+        python "$HERE/check_gradients.py" "$OUT/$study" "$DATA" \
+            > "$HERE/$study/gradient-check.md"
+    done
+fi
 # Training time per study: its runs train together on one core (a population), so one
 # member's time is the study's; each interval's is its sequences over its throughput
 # (metrics.jsonl; validation not included).

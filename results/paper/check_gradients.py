@@ -1,0 +1,121 @@
+"""Do the campaign's models get the right gradient at the weights they have reached?
+
+For every run of a study (its ``last.pt``), one minibatch of training data and one fixed
+detach mask (drawn with the run's p; none at p = 0): the gradient of every parameter as
+the campaign computes it (a p = 0 run's own LSTM, the ``auto`` backend; the p > 0 runs
+together as one ``PopulationLSTM``, as ``--engine population`` trains them), against an
+independent step-by-step loop in float64 that blocks h_{t-1} on the masked steps. The
+same loop in float32 gives the size of float32 rounding at those weights.
+
+The tests check this on random weights; this checks it where the campaign's runs are
+(large recurrent weights, saturated gates, a collapsed model).
+
+Usage: python results/paper/check_gradients.py RUN_FOLDER_OF_A_STUDY DATA_DIR > out.md
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from hdetach import PopulationLSTM
+from hdetach.experiments.checkpoint import load_checkpoint
+from hdetach.experiments.config import Config
+from hdetach.experiments.tasks.registry import make_task
+
+
+def loop_lstm(x: torch.Tensor, weights: dict[str, torch.Tensor], mask: torch.Tensor):
+    """Output (B, T, H) of one LSTM layer stepped by hand; on step t with mask[t] the
+    previous h enters the gates as a constant."""
+    w_ih, w_hh = weights["weight_ih_l0"], weights["weight_hh_l0"]
+    bias = weights["bias_ih_l0"] + weights["bias_hh_l0"]
+    batch, steps, hidden = x.shape[0], x.shape[1], w_hh.shape[1]
+    h = c = x.new_zeros(batch, hidden)
+    outputs = []
+    for t in range(steps):
+        h_in = h.detach() if mask[t] else h
+        i, f, g, o = (x[:, t] @ w_ih.T + h_in @ w_hh.T + bias).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs, 1)
+
+
+def loop_gradients(task, state, x, y, mask, dtype):
+    """Loss and {name: gradient} of the hand-stepped model in ``dtype``."""
+    params = {k: v.to(dtype).requires_grad_() for k, v in state.items()}
+    lstm = {k[len("lstm.") :]: v for k, v in params.items() if k.startswith("lstm.")}
+    out = loop_lstm(x.to(dtype), lstm, mask)
+    read = out if task.readout == "all" else out[:, -1]  # copying: every step; MNIST: the last
+    logits = read @ params["head.weight"].T + params["head.bias"]
+    loss, _ = task.loss_and_metrics(logits, y)
+    loss.backward()
+    return loss.item(), {k: v.grad.double() for k, v in params.items()}
+
+
+def campaign_gradients(runs, x, y):
+    """{run: (loss, {name: gradient})} as the campaign computes them."""
+    results = {}
+    detaching = [r for r in runs if r["cfg"].p_detach > 0]
+    outputs = {id(r): r["model"].lstm(x)[0] for r in runs if r["cfg"].p_detach == 0}
+    if detaching:
+        population = PopulationLSTM.from_members([r["model"].lstm for r in detaching])
+        masks = torch.stack([r["mask"] for r in detaching])
+        out, _ = population(torch.stack([x] * len(detaching)), detach_mask=masks)
+        outputs.update({id(r): out_k for r, out_k in zip(detaching, out)})
+    losses = [r["task"].loss_and_metrics(r["model"].read_out(outputs[id(r)]), y)[0] for r in runs]
+    torch.stack(losses).sum().backward()  # one graph; members share no parameter
+    for r, loss in zip(runs, losses):
+        grads = {k: p.grad.double() for k, p in r["model"].named_parameters()}
+        results[id(r)] = (loss.item(), grads)
+    return results
+
+
+def worst_relative_error(grads, reference) -> float:
+    return max(((grads[k] - g).norm() / g.norm()).item() for k, g in reference.items())
+
+
+def main(study: Path, data_dir: str) -> None:
+    torch.set_num_threads(1)
+    runs = []
+    for folder in sorted(p.parent for p in study.glob("*/last.pt")):
+        ckpt = load_checkpoint(folder / "last.pt")
+        cfg = Config(**{**ckpt["config"], "data_dir": data_dir})
+        task = make_task(cfg)
+        model = task.make_model(cfg)
+        model.load_state_dict(ckpt["model"])
+        model.train()
+        steps = task.batch("train", torch.arange(1))[0].shape[1]
+        mask = torch.rand(steps, generator=torch.Generator().manual_seed(0)) < cfg.p_detach
+        runs.append(dict(folder=folder, step=ckpt["step"], cfg=cfg, task=task, model=model,
+                         state=ckpt["model"], mask=mask))  # fmt: skip
+    x, y = runs[0]["task"].batch("train", torch.arange(100))
+    measured = campaign_gradients(runs, x, y)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"Gradients of the `{study.name}` runs at their last checkpoints, {when}, one "
+        f"thread, torch {torch.__version__} (`results/paper/check_gradients.py`).\n"
+    )
+    print("| run | step | detached steps | loss | gradient error, campaign | float32 loop |")
+    print("|---|---|---|---|---|---|")
+    for r in runs:
+        loss64, g64 = loop_gradients(r["task"], r["state"], x, y, r["mask"], torch.float64)
+        _, g32 = loop_gradients(r["task"], r["state"], x, y, r["mask"], torch.float32)
+        loss, grads = measured[id(r)]
+        print(
+            f"| {r['folder'].name} | {r['step']:,} | {int(r['mask'].sum())} of {len(r['mask'])} | "
+            f"{loss:.6f} (float64 {loss64:.6f}) | {worst_relative_error(grads, g64):.1e} | "
+            f"{worst_relative_error(g32, g64):.1e} |"
+        )
+    print(
+        "\nGradient error: the largest, over the parameters, of |g - g64| / |g64|, with "
+        "g64 the float64 loop's gradient, on one minibatch (the first 100 training "
+        "examples); the same mask for every run of one p."
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])
