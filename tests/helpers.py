@@ -153,14 +153,15 @@ def interrupt_at(monkeypatch, call: int) -> None:
 
 
 def signal_sweep_at_checkpoint(
-    argv: list, env: dict, ready, sig, within: float = 30.0
+    argv: list, env: dict, ready, sig, within: float = 30.0, on_freeze=None
 ) -> tuple[int, str, list[int]]:
     """Start the command ``argv`` (a sweep, the demo, a training run) in a session of its
     own, as a scheduler does, and send ``sig`` (a signal, or several one second apart) to
     its main process alone, not its group (SLURM, docker stop, Kubernetes and systemd
     signal the process they started), once the file ``ready`` exists (a run's first
-    checkpoint; the command is frozen from then until the first signal is sent). The command
-    must end within ``within`` seconds of the last signal.
+    checkpoint; the command is frozen from then until the first signal is sent, and
+    ``on_freeze()``, if given, is called while it is). The command must end within
+    ``within`` seconds of the last signal.
     (return code, stderr, the processes started under it that outlived it by 20 s)."""
     import os
     import signal
@@ -186,6 +187,9 @@ def signal_sweep_at_checkpoint(
         # for SIGCONT and lands first (the group is frozen, but only the main is signalled).
         os.killpg(proc.pid, signal.SIGSTOP)
         started = _descendants(proc.pid)
+        _wait_until_stopped(proc.pid)
+        if on_freeze is not None:
+            on_freeze()
         for i, one in enumerate(sig if isinstance(sig, (list, tuple)) else [sig]):
             time.sleep(1.0 if i else 0.0)
             os.kill(proc.pid, one)
@@ -227,6 +231,20 @@ def _descendants(pid: int) -> dict[int, str]:
         frontier = {p for p, f in fields.items() if int(f[1]) in frontier and p not in found}
         found.update({p: fields[p][19] for p in frontier})
     return found
+
+
+def _wait_until_stopped(group: int, within: float = 10.0) -> None:
+    """Wait until every process of the process group is stopped (SIGSTOP is delivered
+    asynchronously; processes started in groups of their own, as Ray's, are not waited on)."""
+    import os
+    import time
+
+    deadline = time.time() + within
+    while time.time() < deadline:
+        fields = [f for p in os.listdir("/proc") if p.isdigit() and (f := _stat(int(p)))]
+        if all(f[0] in "TtZX" for f in fields if int(f[2]) == group):
+            return
+        time.sleep(0.01)
 
 
 def _alive(pid: int, start: str) -> bool:
