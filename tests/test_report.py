@@ -200,6 +200,18 @@ def test_report_cli_refuses_runs_of_different_metrics_in_one_line(tmp_path, caps
     assert not (tmp_path / "o").exists()
 
 
+def test_report_cli_refuses_runs_not_yet_evaluated_in_one_line(tmp_path, capsys):
+    for seed in (0, 1):  # a sweep's runs that have just started: a config, no metrics
+        run = tmp_path / "runs" / f"seed={seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"task": "copy", "seed": seed}))
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "no run has been evaluated yet" in err
+
+
 def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_path, capsys):
     from hdetach.experiments.report_runs import find_runs, group_runs
     from hdetach.experiments.report_stability import instability, stability_section

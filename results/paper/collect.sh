@@ -21,7 +21,8 @@ for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200; do
 done
 report() {  # study, then report options
     local study=$1; shift
-    [ -d "$HERE/$study" ] || return 0
+    # a study whose runs have just started (no evaluation yet) has nothing to report
+    ls "$HERE/$study"/*/metrics.jsonl > /dev/null 2>&1 || return 0
     hdetach report "$HERE/$study" --out "$HERE/$study/report" "$@" > /dev/null
 }
 MNIST_AT="--at-epochs 1,2,5,10,15,20 --reach 0.9,0.95"

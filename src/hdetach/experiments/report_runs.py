@@ -112,6 +112,8 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     if not runs:
         raise FileNotFoundError(f"RUN_DIR {where}: no usable run directories")
     metrics = Counter(r.metric for r in runs if r.metric)
+    if not metrics:  # runs just started: nothing to plot or compare
+        raise NotARun(f"RUN_DIR {where}: no run has been evaluated yet (no metric records)")
     if len(metrics) > 1:  # one table, one axis: acc and mse (say) cannot share them
         counts = ", ".join(f"{m} in {n}" for m, n in sorted(metrics.items()))
         raise NotARun(
