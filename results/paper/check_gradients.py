@@ -92,6 +92,8 @@ def main(study: Path, data_dir: str) -> None:
         mask = torch.rand(steps, generator=torch.Generator().manual_seed(0)) < cfg.p_detach
         runs.append(dict(folder=folder, step=ckpt["step"], cfg=cfg, task=task, model=model,
                          state=ckpt["model"], mask=mask))  # fmt: skip
+    if not runs:
+        sys.exit(f"{study}: no run with a last.pt checkpoint")
     x, y = runs[0]["task"].batch("train", torch.arange(100))
     measured = campaign_gradients(runs, x, y)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

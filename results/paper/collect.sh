@@ -37,7 +37,7 @@ report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100
 # float64 loop (about a minute in all, one thread).
 if [ -n "$DATA" ]; then
     for study in mnist pmnist mnist-no-clip copy-T100 copy-T300; do
-        [ -d "$OUT/$study" ] && [ -d "$HERE/$study" ] || continue
+        ls "$OUT/$study"/*/last.pt > /dev/null 2>&1 && [ -d "$HERE/$study" ] || continue
         python "$HERE/check_gradients.py" "$OUT/$study" "$DATA" \
             > "$HERE/$study/gradient-check.md"
     done
