@@ -3,9 +3,10 @@
 For every run of a study (its ``last.pt``), one minibatch of training data and one fixed
 detach mask (drawn with the run's p; none at p = 0): the gradient of every parameter as
 the campaign computes it (a p = 0 run's own LSTM, the ``auto`` backend; the p > 0 runs
-together as one ``PopulationLSTM``, as ``--engine population`` trains them), against an
-independent step-by-step loop in float64 that blocks h_{t-1} on the masked steps. The
-same loop in float32 gives the size of float32 rounding at those weights.
+together as one ``PopulationLSTM``, as ``--engine population`` trains them), against the
+reference backend in float64 (autograd through a plain loop over time that blocks h_{t-1}
+on the masked steps; every backend's tests are against it). The reference in float32
+gives the size of float32 rounding at those weights.
 
 The tests check this on random weights; this checks it where the campaign's runs are
 (large recurrent weights, saturated gates, a collapsed model).
@@ -15,6 +16,7 @@ Usage: python results/paper/check_gradients.py RUN_FOLDER_OF_A_STUDY DATA_DIR > 
 
 from __future__ import annotations
 
+import copy
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,33 +29,17 @@ from hdetach.experiments.config import Config
 from hdetach.experiments.tasks.registry import make_task
 
 
-def loop_lstm(x: torch.Tensor, weights: dict[str, torch.Tensor], mask: torch.Tensor):
-    """Output (B, T, H) of one LSTM layer stepped by hand; on step t with mask[t] the
-    previous h enters the gates as a constant."""
-    w_ih, w_hh = weights["weight_ih_l0"], weights["weight_hh_l0"]
-    bias = weights["bias_ih_l0"] + weights["bias_hh_l0"]
-    batch, steps, hidden = x.shape[0], x.shape[1], w_hh.shape[1]
-    h = c = x.new_zeros(batch, hidden)
-    outputs = []
-    for t in range(steps):
-        h_in = h.detach() if mask[t] else h
-        i, f, g, o = (x[:, t] @ w_ih.T + h_in @ w_hh.T + bias).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        outputs.append(h)
-    return torch.stack(outputs, 1)
-
-
-def loop_gradients(task, state, x, y, mask, dtype):
-    """Loss and {name: gradient} of the hand-stepped model in ``dtype``."""
-    params = {k: v.to(dtype).requires_grad_() for k, v in state.items()}
-    lstm = {k[len("lstm.") :]: v for k, v in params.items() if k.startswith("lstm.")}
-    out = loop_lstm(x.to(dtype), lstm, mask)
-    read = out if task.readout == "all" else out[:, -1]  # copying: every step; MNIST: the last
-    logits = read @ params["head.weight"].T + params["head.bias"]
-    loss, _ = task.loss_and_metrics(logits, y)
+def reference_gradients(run: dict, x, y, dtype):
+    """Loss and {name: gradient} of the run's model in ``dtype`` on the reference backend:
+    autograd through a plain loop over time, h_{t-1} entering as a constant on the masked
+    steps (``hdetach.ops.reference``, the oracle every backend is tested against)."""
+    model = copy.deepcopy(run["model"]).to(dtype)
+    model.zero_grad(set_to_none=True)  # the copy carries the campaign's gradients
+    model.lstm.backend = "reference"
+    out, _ = model.lstm(x.to(dtype), detach_mask=run["mask"])
+    loss, _ = run["task"].loss_and_metrics(model.read_out(out), y)
     loss.backward()
-    return loss.item(), {k: v.grad.double() for k, v in params.items()}
+    return loss.item(), {k: p.grad.double() for k, p in model.named_parameters()}
 
 
 def campaign_gradients(runs, x, y):
@@ -91,7 +77,7 @@ def main(study: Path, data_dir: str) -> None:
         steps = task.batch("train", torch.arange(1))[0].shape[1]
         mask = torch.rand(steps, generator=torch.Generator().manual_seed(0)) < cfg.p_detach
         runs.append(dict(folder=folder, step=ckpt["step"], cfg=cfg, task=task, model=model,
-                         state=ckpt["model"], mask=mask))  # fmt: skip
+                         mask=mask))  # fmt: skip
     if not runs:
         sys.exit(f"{study}: no run with a last.pt checkpoint")
     x, y = runs[0]["task"].batch("train", torch.arange(100))
@@ -101,11 +87,11 @@ def main(study: Path, data_dir: str) -> None:
         f"Gradients of the `{study.name}` runs at their last checkpoints, {when}, one "
         f"thread, torch {torch.__version__} (`results/paper/check_gradients.py`).\n"
     )
-    print("| run | step | detached steps | loss | gradient error, campaign | float32 loop |")
+    print("| run | step | detached steps | loss | gradient error, campaign | float32 reference |")
     print("|---|---|---|---|---|---|")
     for r in runs:
-        loss64, g64 = loop_gradients(r["task"], r["state"], x, y, r["mask"], torch.float64)
-        _, g32 = loop_gradients(r["task"], r["state"], x, y, r["mask"], torch.float32)
+        loss64, g64 = reference_gradients(r, x, y, torch.float64)
+        _, g32 = reference_gradients(r, x, y, torch.float32)
         loss, grads = measured[id(r)]
         print(
             f"| {r['folder'].name} | {r['step']:,} | {int(r['mask'].sum())} of {len(r['mask'])} | "
@@ -114,7 +100,7 @@ def main(study: Path, data_dir: str) -> None:
         )
     print(
         "\nGradient error: the largest, over the parameters, of |g - g64| / |g64|, with "
-        "g64 the float64 loop's gradient, on one minibatch (the first 100 training "
+        "g64 the float64 reference's gradient, on one minibatch (the first 100 training "
         "examples); the same mask for every run of one p."
     )
 

@@ -45,13 +45,13 @@ def test_the_gradient_check_agrees_with_the_campaign_and_catches_a_wrong_mask(
     assert set(errors) == {"p_detach=0.0", "p_detach=0.5"}
     assert max(errors.values()) < 1e-4
 
-    # The same check with a loop that never blocks h_{t-1}: the h-detach run disagrees.
-    original_loop = check.loop_lstm
+    # The same check with a reference that never blocks h_{t-1}: the h-detach run disagrees.
+    original = check.reference_gradients
 
-    def loop_ignoring_the_mask(x, weights, mask):
-        return original_loop(x, weights, torch.zeros_like(mask))
+    def reference_ignoring_the_mask(run, x, y, dtype):
+        return original({**run, "mask": torch.zeros_like(run["mask"])}, x, y, dtype)
 
-    monkeypatch.setattr(check, "loop_lstm", loop_ignoring_the_mask)
+    monkeypatch.setattr(check, "reference_gradients", reference_ignoring_the_mask)
     check.main(study, str(tmp_path / "no-data"))
     errors = _errors(capsys.readouterr().out)
     assert errors["p_detach=0.0"] < 1e-4 and errors["p_detach=0.5"] > 1e-2

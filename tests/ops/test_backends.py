@@ -184,3 +184,42 @@ def test_fused_matches_torch_lstm_without_detach(cpu_kernel, dtype):
         ["out", "h_n", "c_n", "d_x", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"],
         **tol,
     )
+
+
+def _autograd_nodes(root) -> list[str]:
+    """Names of every node in the backward graph below ``root`` (a grad_fn)."""
+    seen, stack, names = set(), [root], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_the_loops_over_time_take_each_per_step_gradient_in_one_piece():
+    """Indexing a (T, ...) tensor at every step gives autograd T full-size gradients to
+    add up, a backward quadratic in T (minutes at T = 784); the loops unbind it once."""
+    from hdetach.ops.differentiable import differentiable_backward
+    from hdetach.ops.reference import reference_lstm_recurrence
+
+    tensors, weights, _ = random_problem(0, steps=30, batch=2, inputs=3, hidden=4)
+    gates_x = (tensors["x"] @ tensors["w_ih"].T).detach().requires_grad_()
+    mask = torch.arange(30) % 3 == 0
+    out, _, _ = reference_lstm_recurrence(
+        gates_x, tensors["h0"], tensors["c0"], tensors["w_hh"], mask
+    )
+    reference_nodes = _autograd_nodes(out.grad_fn)
+
+    d_out = weights["out"].clone().requires_grad_()  # double backward: d_out is an input
+    inputs = [gates_x, tensors["h0"], tensors["c0"], None, tensors["w_hh"], None, None]
+    grads = (d_out, weights["h_n"], weights["c_n"])
+    d_x = differentiable_backward(inputs, [True] * 7, grads, mask, "h", None)[0]
+    differentiable_nodes = _autograd_nodes(d_x.grad_fn)
+
+    for nodes in (reference_nodes, differentiable_nodes):
+        assert "SelectBackward0" not in nodes
+        assert "UnbindBackward0" in nodes
+    assert differentiable_nodes.count("UnbindBackward0") == 2  # gates_x and d_out

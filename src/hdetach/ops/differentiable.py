@@ -22,8 +22,8 @@ def _forward_values(gates_x, h0, c0, w_hh, w_hr, batch_sizes):
     hidden = c0.shape[1]
     rows = torch.arange(h0.shape[0], device=h0.device).unsqueeze(1)
     h, c, values = h0, c0, []
-    for t in range(gates_x.shape[0]):
-        z = gates_x[t] + rows_linear(h, w_hh)
+    for t, gates_x_t in enumerate(gates_x.unbind(0)):  # unbind: see reference.py
+        z = gates_x_t + rows_linear(h, w_hh)
         i, f, o = (torch.sigmoid(z[:, k * hidden : (k + 1) * hidden]) for k in (0, 1, 3))
         g = torch.tanh(z[:, 2 * hidden : 3 * hidden])
         c_new = f * c + i * g
@@ -45,9 +45,11 @@ def differentiable_backward(inputs, needs, grads, detach_mask, detach_path, batc
     members = members_of(w_hh)
     values = _forward_values(gates_x, h0, c0, w_hh, w_hr, batch_sizes)
     dz_steps, dh_steps = [None] * len(values), [None] * len(values)
+    d_out_steps = d_out.unbind(0)
     for t in range(len(values) - 1, -1, -1):
         h_prev, c_prev, i, f, g, o, c_t, m, active = values[t]
-        dh_t = dh + (d_out[t] if active is None else torch.where(active, d_out[t], 0))
+        d_out_t = d_out_steps[t]
+        dh_t = dh + (d_out_t if active is None else torch.where(active, d_out_t, 0))
         dm = dh_t if w_hr is None else rows_times(dh_t, w_hr)
         tanh_c = torch.tanh(c_t)
         dc_t = dc + dm * o * (1 - tanh_c * tanh_c)
