@@ -54,14 +54,34 @@ def test_transfer_figure_ticks_title_chance_and_band(tmp_path, saved):
             copy_run(tmp_path / f"p{p}-s{seed}", p, seed, [0.2, 0.4 + p / 2], [0.5, 0.3, 0.2])
     report([tmp_path], tmp_path / "out")
     (ax,) = saved["transfer.png"].axes
-    assert list(ax.get_xticks()) == TESTED_T
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "25", "50"]
+    assert list(ax.get_xticks()) == [5, *TESTED_T]  # the training length, then the tested
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10", "25", "50"]
     assert len(ax.xaxis.get_minorticklocs()) == 0  # no 2x10^1 ... labels
     title = ax.get_title()
     assert "trained at T=5" in title and "band: their min to max" in title
     (chance,) = chance_lines(ax)
     assert list(chance.get_ydata()) == [CHANCE, CHANCE] and CHANCE == 1 / 8
     assert {"vanilla (n=2)", "h-detach p=0.5 (n=2)"} <= {t.get_text() for t in ax.legend_.texts}
+    # Each line starts at T=5 from its runs' test accuracy at the best validation.
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["vanilla (n=2)"].get_xdata()) == [5, *TESTED_T]
+    assert list(lines["vanilla (n=2)"].get_ydata()) == pytest.approx([0.4, 0.5, 0.3, 0.2])
+    assert list(lines["h-detach p=0.5 (n=2)"].get_ydata())[0] == pytest.approx(0.65)
+    assert list(lines["training length T=5"].get_xdata()) == [5, 5]
+
+
+def test_a_transfer_line_starts_at_the_training_length_only_below_the_tested_ones(tmp_path, saved):
+    copy_run(tmp_path / "a", 0.0, 0, [0.2, 0.4], [0.5, 0.3, 0.2])
+    config = tmp_path / "a" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "T": TESTED_T[0]}))
+    report([tmp_path], tmp_path / "out")
+    (ax,) = saved["transfer.png"].axes
+    assert list(ax.get_xticks()) == TESTED_T  # T=10 is the transfer's own first point
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["copy (n=1)"].get_ydata()) == pytest.approx(
+        [0.5, 0.3, 0.2]
+    )  # one run: named by task
+    assert list(lines["training length T=10"].get_xdata()) == [10, 10]
 
 
 def test_curves_say_what_the_band_is_only_where_one_is_drawn(tmp_path, saved):

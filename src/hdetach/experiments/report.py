@@ -116,17 +116,35 @@ def curves_title(runs: list[Run]) -> str:
     return "; ".join(parts)
 
 
+def _from_training_length(runs: list[Run]) -> tuple[list[int], list[list[float]]]:
+    """The lengths and each run's accuracies at them: the transfer results, preceded by
+    the training length's own test accuracy (at the best validation) where the runs share
+    a training length below every tested one and each has that accuracy, so that a line
+    starts where its models were trained."""
+    Ts = runs[0].transfer["T"]
+    accuracies = [r.transfer["acc"] for r in runs]
+    trained = {r.config.get("T") for r in runs}
+    at_training = [((r.summary or {}).get("test_at_best") or {}).get("acc") for r in runs]
+    if len(trained) != 1 or None in trained or None in at_training:
+        return Ts, accuracies
+    (length,) = trained
+    if length >= min(Ts):
+        return Ts, accuracies
+    return [length, *Ts], [[first, *rest] for first, rest in zip(at_training, accuracies)]
+
+
 def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
-    """Transfer-copying accuracy against T, mean across seeds with a min-max band."""
+    """Transfer-copying accuracy against T, mean across seeds with a min-max band, from the
+    training length (its test accuracy at the best validation) on."""
     fig, ax = subplots(figsize=(6.4, 4.0))
     banded, tested, trained = False, set(), set()
     for label, runs in groups.items():
         runs = [r for r in runs if r.transfer]
         if not runs:
             continue
-        Ts = runs[0].transfer["T"]
-        runs = [r for r in runs if r.transfer["T"] == Ts]
-        mean, lo, hi = _band([r.transfer["acc"] for r in runs])
+        runs = [r for r in runs if r.transfer["T"] == runs[0].transfer["T"]]
+        Ts, accuracies = _from_training_length(runs)
+        mean, lo, hi = _band(accuracies)
         (line,) = ax.plot(Ts, mean, marker="o", label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(Ts, lo, hi, color=line.get_color(), alpha=0.2)
@@ -134,6 +152,8 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
         tested.update(Ts)
         trained.update(r.config["T"] for r in runs)
     _chance_line(ax, CHANCE)
+    for T in sorted(trained & tested):
+        ax.axvline(T, color="gray", ls=":", lw=1, label=f"training length T={T}")
     ax.set_xscale("log")
     ticks = sorted(tested)  # the tested T themselves, not the log scale's 2x10^1 ...
     ax.set_xticks(ticks, [str(T) for T in ticks])
