@@ -34,8 +34,8 @@ report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
     --reach 0.9,0.92
-# The gradient the campaign computes at the weights its runs have reached, against a
-# float64 loop (about a minute in all, one thread).
+# The gradient the campaign computes at the weights its runs have reached, against the
+# reference backend in float64 (about a minute in all, one thread).
 if [ -n "$DATA" ]; then
     for study in mnist pmnist mnist-no-clip copy-T100 copy-T300; do
         ls "$OUT/$study"/*/last.pt > /dev/null 2>&1 && [ -d "$HERE/$study" ] || continue
