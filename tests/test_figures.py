@@ -148,3 +148,67 @@ def test_the_epoch_axis_says_how_many_steps_an_epoch_is_where_runs_agree(tmp_pat
     assert epoch_label([run(1000), run(1000)]) == "epoch (1,000 training steps)"
     assert epoch_label([run(1000), run(500)]) == "epoch"
     assert epoch_label([run(None)]) == "epoch"  # a hand-written config without it
+
+
+def test_the_stability_figure_draws_every_run_and_marks_a_divergence(tmp_path, saved):
+    def run(name, p, seed, accs, losses, status="finished"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"task": "mnist", "p_detach": p, "seed": seed, "clip": "none"}
+        (folder / "config.json").write_text(json.dumps({**config, "run_dir": str(folder)}))
+        records = [
+            {
+                "step": k,
+                "epoch": float(k),
+                "metric": "acc",
+                "val": {"acc": a},
+                "best": {"value": max(accs[:k])},
+                "train": {"loss": loss},
+            }
+            for k, (a, loss) in enumerate(zip(accs, losses), 1)
+        ]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        summary = {"status": status, "metric": "acc", "steps": len(accs)}
+        if status == "finished":
+            summary["test_at_best"] = {"acc": max(accs)}
+        (folder / "summary.json").write_text(json.dumps(summary))
+
+    run("v0", 0.0, 0, [0.1, 0.4, 0.1], [2.3, 1.7, 2.3])  # a collapse the mean would blur
+    run("v1", 0.0, 1, [0.1, 0.2], [2.3, 2.1], status="diverged")
+    run("h0", 0.25, 0, [0.1, 0.3, 0.5], [2.3, 1.9, 1.4])
+    run("h1", 0.25, 1, [0.1, 0.4, 0.6], [2.3, 1.8, 1.2])
+    written = report([tmp_path], tmp_path / "out", stability=(0.5, 0.05))
+    assert written["runs"].name == "runs.png"
+    fig = saved["runs.png"]
+    titles = [ax.get_title() for ax in fig.axes[:2]]  # a column per configuration
+    assert sorted(titles) == ["h-detach p=0.25", "vanilla"]
+    column = titles.index("vanilla")
+    vanilla_acc, vanilla_loss = fig.axes[column], fig.axes[2 + column]
+    hdetach_acc, hdetach_loss = fig.axes[1 - column], fig.axes[3 - column]
+
+    def drawn(ax):  # label -> y values of the lines (the chance line aside)
+        return {
+            line.get_label(): list(line.get_ydata())
+            for line in ax.get_lines()
+            if not line.get_label().startswith(("chance", "_"))
+        }
+
+    assert drawn(vanilla_acc) == {"seed 0": [0.1, 0.4, 0.1], "seed 1 (diverged)": [0.1, 0.2]}
+    assert drawn(hdetach_acc) == {"seed 0": [0.1, 0.3, 0.5], "seed 1": [0.1, 0.4, 0.6]}
+    crosses = [line for line in vanilla_acc.get_lines() if line.get_marker() == "x"]
+    assert [list(c.get_ydata()) for c in crosses] == [[0.2]]  # where the diverged run stopped
+    assert not [line for line in hdetach_acc.get_lines() if line.get_marker() == "x"]
+    losses = [list(line.get_ydata()) for line in vanilla_loss.get_lines()]
+    assert losses == [[2.3, 1.7, 2.3], [2.3, 2.1]]
+    assert len(hdetach_loss.get_lines()) == 2
+
+    # a seed keeps its colour in every column; the chance line is the task's
+    def colours(ax):
+        return {line.get_label(): line.get_color() for line in ax.get_lines()}
+
+    assert colours(vanilla_acc)["seed 0"] == colours(hdetach_acc)["seed 0"]
+    assert colours(vanilla_acc)["seed 0"] != colours(hdetach_acc)["seed 1"]
+    assert [line.get_ydata()[0] for line in chance_lines(vanilla_acc)] == [0.1]
+    assert "no gradient clipping: every run" in fig._suptitle.get_text()
+    report([tmp_path], tmp_path / "plain")  # without --stability: no such figure
+    assert not (tmp_path / "plain" / "runs.png").exists()

@@ -24,7 +24,7 @@ from hdetach.experiments.report_runs import (
     find_runs,
     group_runs,
 )
-from hdetach.experiments.report_stability import stability_section
+from hdetach.experiments.report_stability import plot_runs, stability_section
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
 from hdetach.experiments.report_tables import (
     at_epochs_table,
@@ -66,10 +66,7 @@ def plot_curves(
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
             banded = True
     runs = [r for rs in groups.values() for r in rs]
-    tasks = sorted({r.config["task"] for r in runs})
-    chances = {TASKS[t].chance if t in TASKS else None for t in tasks}
-    if len(chances) == 1:  # one chance level for every run plotted
-        _chance_line(ax, chances.pop())
+    _chance_line(ax, chance_of(runs))
     title_with_band(ax, curves_title(runs), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
@@ -81,6 +78,12 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out
+
+
+def chance_of(runs: list[Run]) -> float | None:
+    """The metric of a uniform guess, where every run's task has the same one."""
+    chances = {TASKS[t].chance if t in TASKS else None for t in {r.config["task"] for r in runs}}
+    return chances.pop() if len(chances) == 1 else None
 
 
 def epoch_label(runs: list[Run]) -> str:
@@ -181,8 +184,9 @@ def report(
     stability: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
-    any run tracked its gradients) and report.md; with several seeds per configuration (or
-    a ``threshold``) also the study statistics (and success.png over lr x p).
+    any run tracked its gradients), runs.png (with ``stability``) and report.md; with several
+    seeds per configuration (or a ``threshold``) also the study statistics (and success.png
+    over lr x p).
     ``direction``: "higher" or "lower" is better (default: as the task of the runs' metric
     says); ``baseline``: (option, value) of the configurations each other is compared with
     (default: p_detach 0); ``references``: label -> value, lines on the curves;
@@ -213,6 +217,8 @@ def report(
         text += "\n" + reach_table(groups, reach, higher)
     if stability:
         text += "\n" + stability_section(groups, metric, higher, *stability, baseline or VANILLA)
+        title, chance, xlabel = curves_title(runs), chance_of(runs), epoch_label(runs)
+        written["runs"] = plot_runs(groups, out_dir / "runs.png", metric, title, chance, xlabel)
     if study:
         section, files = study_section(
             groups, metric, threshold, higher, out_dir, baseline or VANILLA
@@ -275,7 +281,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--stability",
         action="store_true",
         help="add a section counting per configuration the runs that diverged, spiked "
-        "(--spike) or dipped (--dip), compared with the baseline's",
+        "(--spike) or dipped (--dip), compared with the baseline's, and a figure of every "
+        "run (runs.png)",
     )
     p.add_argument(
         "--spike",

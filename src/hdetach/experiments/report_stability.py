@@ -13,15 +13,18 @@ epoch) and its summary:
   the metric's units and toward worse (above ``dip``, e.g. 0.05: five points of accuracy).
 
 Configurations are compared with their baseline (p = 0) by the count of runs with any of
-the three, in Fisher's exact test.
+the three, in Fisher's exact test. A figure (``runs.png``) draws every run on its own,
+since a mean over seeds hides a collapse that one seed has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from scipy.stats import fisher_exact
 
+from hdetach.experiments.plotting import subplots
 from hdetach.experiments.report_runs import Baseline, Run
 from hdetach.experiments.report_study import VANILLA, baselines
 from hdetach.experiments.report_tables import median_range
@@ -107,3 +110,60 @@ def stability_section(
             f"{base} (Fisher's exact test, two-sided: p = {p:.2g})."
         )
     return "\n".join(lines) + "\n"
+
+
+def plot_runs(
+    groups: dict[str, list[Run]],
+    out: Path,
+    metric: str,
+    title: str,
+    chance: float | None = None,
+    xlabel: str = "epoch",
+) -> Path:
+    """Every run on its own: one column per configuration, the validation ``metric`` by
+    evaluation on top and, where the runs logged it, the interval mean training loss
+    below; a seed keeps its colour across columns, and a diverged run ends in a cross."""
+    with_loss = any(
+        r.get("train", {}).get("loss") is not None
+        for rs in groups.values()
+        for run in rs
+        for r in run.records
+    )
+    rows = 2 if with_loss else 1
+    fig, axes = subplots(
+        rows,
+        len(groups),
+        figsize=(3.6 * len(groups) + 0.8, 2.6 * rows + 0.6),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+    )
+    seeds = sorted({r.config["seed"] for rs in groups.values() for r in rs})
+    for column, (label, runs) in enumerate(groups.items()):
+        top = axes[0][column]
+        top.set_title(label, fontsize=10)
+        for run in sorted(runs, key=lambda r: r.config["seed"]):
+            seed = run.config["seed"]
+            style = {"color": f"C{seeds.index(seed)}", "lw": 1.2}
+            name = f"seed {seed}" + (" (diverged)" if run.diverged else "")
+            epochs = [r["epoch"] for r in run.records]
+            values = [r["val"].get(metric) for r in run.records]
+            top.plot(epochs, values, label=name, **style)
+            if run.diverged and epochs:
+                top.plot(epochs[-1:], values[-1:], marker="x", ms=8, ls="", **style)
+            if with_loss:
+                losses = [r.get("train", {}).get("loss") for r in run.records]
+                axes[1][column].plot(epochs, losses, **style)
+        if chance is not None:
+            top.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
+        top.legend(fontsize=8)
+        for ax in (row[column] for row in axes):
+            ax.grid(alpha=0.3)
+        axes[-1][column].set_xlabel(xlabel)
+    axes[0][0].set_ylabel(f"validation {metric}")
+    if with_loss:
+        axes[1][0].set_ylabel("training loss\n(interval mean)")
+    fig.suptitle(f"{title}: every run", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return out
