@@ -212,6 +212,20 @@ def test_report_cli_refuses_runs_not_yet_evaluated_in_one_line(tmp_path, capsys)
     assert "no run has been evaluated yet" in err
 
 
+def test_runs_not_evaluated_yet_are_named_but_not_counted_as_seeds(tmp_path):
+    for p in (0.0, 0.25):
+        for seed in (0, 1):
+            _fake_run(tmp_path / f"p{p}-s{seed}", p, seed, [0.5, 0.7 + p], 0.6)
+        started = tmp_path / f"p{p}-s2"  # a seed just started: its config, nothing else
+        started.mkdir()
+        config = {"task": "copy", "T": 10, "p_detach": p, "seed": 2, "run_dir": str(started)}
+        (started / "config.json").write_text(json.dumps(config))
+    text = report([tmp_path], tmp_path / "r", stability=(0.5, 0.05))["table"].read_text()
+    assert "| vanilla | 2 | 2 | 0.7000" in text  # two seeds, not three
+    assert "| h-detach p=0.25 | 2 | 0 | 0 | 0 | 0 |" in text  # the stability count too
+    assert "Not evaluated yet, so left out: 2 run(s) (p0.0-s2, p0.25-s2)." in text
+
+
 def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_path, capsys):
     from hdetach.experiments.report_runs import find_runs, group_runs
     from hdetach.experiments.report_stability import instability, stability_section

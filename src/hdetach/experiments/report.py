@@ -197,6 +197,10 @@ def report(
     dip below its best (``report_stability``)."""
 
     runs = find_runs(paths)
+    # A run that has just started (no evaluation, no outcome) is not yet a seed of its
+    # configuration: counted, it would stand in the tables as a seed with no result.
+    waiting = [r for r in runs if not (r.records or r.summary)]
+    runs = [r for r in runs if r.records or r.summary]
     groups = one_run_per_seed(group_runs(runs))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +229,9 @@ def report(
         )
         text += "\n" + section
         written.update(files)
+    if waiting:
+        names = ", ".join(r.path.name for r in waiting)
+        text += f"\nNot evaluated yet, so left out: {len(waiting)} run(s) ({names}).\n"
     md = out_dir / "report.md"
     md.write_text(text)
     written["table"] = md
