@@ -261,3 +261,55 @@ def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_p
     with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path), "--stability", "--dip", "0"])
     assert e.value.code == 2 and "--dip must be finite and > 0" in capsys.readouterr().err
+
+
+def test_until_epoch_reads_every_run_as_it_stood_then(tmp_path, capsys):
+    from hdetach.experiments.report_runs import read_run, up_to_epoch
+
+    def run(name, accs, best_step, status="finished"):
+        _fake_run(tmp_path / name, 0.0, int(name[-1]), accs, 0.5, status=status)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        config.update(steps_per_epoch=1, epochs=len(accs))  # _fake_run: a step an epoch
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        (tmp_path / name / "summary.json").write_text(
+            json.dumps({**summary, "best_step": best_step})
+        )
+        return read_run(tmp_path / name)
+
+    early = run("s0", [0.2, 0.6, 0.4, 0.3], best_step=2)  # its best by epoch 2
+    late = run("s1", [0.2, 0.3, 0.4, 0.9], best_step=4)  # its best after the window
+    burst = run("s2", [0.2, 0.3, 0.4], best_step=3, status="diverged")  # diverged at step 3
+    short = run("s3", [0.2, 0.5], best_step=2)  # finished within the window
+    at_two = {r.path.name: up_to_epoch(r, 2) for r in (early, late, burst, short)}
+    assert [rec["epoch"] for rec in at_two["s0"].records] == [1.0, 2.0]
+    assert at_two["s0"].records[-1]["best"]["value"] == 0.6
+    assert at_two["s0"].summary["test_at_best"] == {"acc": 0.5}  # the best model's, kept
+    assert "test_at_best" not in at_two["s1"].summary  # the test belongs to epoch 4's model
+    assert not at_two["s2"].diverged  # it diverged after the window
+    assert up_to_epoch(burst, 3).diverged
+    assert at_two["s3"] is short  # ended by then: read whole
+    # read to epoch 2, the longer runs are runs of 2 epochs, one configuration with s3
+    assert {r.config["epochs"] for r in at_two.values()} == {2}
+    assert up_to_epoch(early, 0.5).records == []  # not evaluated yet then
+
+    out = tmp_path / "r"
+    main(
+        [
+            "report",
+            *(str(tmp_path / f"s{k}") for k in range(4)),
+            "--out",
+            str(out),
+            "--until-epoch",
+            "2",
+            "--stability",
+        ]
+    )
+    text = (out / "report.md").read_text()
+    # 4 seeds at epoch 2: best 0.6, 0.3, 0.3, 0.5; test at best only where it is known
+    assert "| copy | 4 | 2 | 0.4250" in text
+    assert "| 0.5000 ± 0.0000 [0.5000, 0.5000] |" in text
+    assert "| copy | 4 | 0 | 0 |" in text  # stability: none diverged by epoch 2
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path), "--until-epoch", "0"])
+    assert e.value.code == 2 and "--until-epoch must be finite and > 0" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from hdetach.experiments.report_runs import (
     Run,
     find_runs,
     group_runs,
+    up_to_epoch,
 )
 from hdetach.experiments.report_stability import plot_runs, stability_section
 from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
@@ -176,6 +177,7 @@ def report(
     at_epochs: list[float] | None = None,
     reach: list[float] | None = None,
     stability: tuple[float, float] | None = None,
+    until_epoch: float | None = None,
 ) -> dict[str, Path]:
     """Write curves.png, transfer.png (if any run has transfer results), gradients.png (if
     any run tracked its gradients), runs.png (with ``stability``) and report.md; with several
@@ -188,9 +190,12 @@ def report(
     of how many seeds reached each of these values, and in how many epochs;
     ``stability``: (spike, dip), a section counting the runs that diverged, whose training
     loss rose more than spike above its lowest, or whose validation metric fell more than
-    dip below its best (``report_stability``)."""
+    dip below its best (``report_stability``); ``until_epoch``: every run read as it
+    stood at that epoch (``report_runs.up_to_epoch``)."""
 
     runs = find_runs(paths)
+    if until_epoch is not None:
+        runs = [up_to_epoch(r, until_epoch) for r in runs]
     # A run that has just started (no evaluation, no outcome) is not yet a seed of its
     # configuration: counted, it would stand in the tables as a seed with no result.
     waiting = [r for r in runs if not (r.records or r.summary)]

@@ -79,6 +79,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a dip: the validation metric more than this below its best so far, in its "
         "own units (default 0.05)",
     )
+    p.add_argument(
+        "--until-epoch",
+        type=float,
+        metavar="E",
+        help="read every run as it stood at epoch E (its evaluations up to E), so that "
+        "studies of different lengths compare at a common length; a run that went on past "
+        "E keeps its test metric only where its best model came by E",
+    )
     p.set_defaults(run=_command)
 
 
@@ -121,6 +129,8 @@ def _command(a: argparse.Namespace) -> None:
         raise ConfigError(f"--spike must be finite and > 0; got {a.spike}")
     if not (math.isfinite(a.dip) and a.dip > 0):
         raise ConfigError(f"--dip must be finite and > 0; got {a.dip}")
+    if a.until_epoch is not None and not (math.isfinite(a.until_epoch) and a.until_epoch > 0):
+        raise ConfigError(f"--until-epoch must be finite and > 0; got {a.until_epoch}")
     try:
         written = report(
             a.run_dirs,
@@ -132,6 +142,7 @@ def _command(a: argparse.Namespace) -> None:
             epochs,
             reach,
             (a.spike, a.dip) if a.stability else None,
+            a.until_epoch,
         )
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None

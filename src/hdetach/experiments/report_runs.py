@@ -123,6 +123,34 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     return runs
 
 
+def up_to_epoch(run: Run, epoch: float) -> Run:
+    """The run as it stood at ``epoch``: its evaluations up to then, so that studies of
+    different lengths compare at a common one. A run that went on past ``epoch`` is read
+    as a run of ``epoch`` epochs still training there (no divergence, no end), and keeps
+    its test metric and transfer results only where its best model was found by then
+    (they are the best model's, so the window's best is the same)."""
+    records = [r for r in run.records if r["epoch"] <= epoch]
+    end, per_epoch = (run.summary or {}).get("steps"), run.config.get("steps_per_epoch")
+    if end is not None and per_epoch:  # it had ended (finished, diverged) by then
+        ended = end <= epoch * per_epoch
+    else:  # still training, or an old summary: nothing past the window
+        ended = len(records) == len(run.records)
+    if ended:
+        return run
+    # a run set for more epochs is, read to ``epoch``, a run of that length: it pairs
+    # with runs that were set for that many
+    length = int(epoch) if float(epoch).is_integer() else epoch  # configs hold ints
+    config = {**run.config, "epochs": length} if "epochs" in run.config else run.config
+    if not records:  # not evaluated yet at that epoch
+        return Run(run.path, config, [], None, None)
+    summary = {"status": "running", "metric": run.metric}
+    best_step = (run.summary or {}).get("best_step")
+    kept = best_step is not None and best_step <= records[-1]["step"]
+    if kept and "test_at_best" in run.summary:
+        summary["test_at_best"] = run.summary["test_at_best"]
+    return Run(run.path, config, records, summary, run.transfer if kept else None)
+
+
 def _label(config: dict[str, Any], keys: list[str]) -> str:
     parts = []
     for k in keys:

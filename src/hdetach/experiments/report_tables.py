@@ -92,7 +92,11 @@ def markdown_table(groups: dict[str, list[Run]]) -> str:
         done = [r for r in runs if r.records and not r.diverged]
         best = [r.records[-1]["best"]["value"] for r in done]
         final = [r.records[-1]["val"][metric] for r in done]
-        test = [r.summary["test_at_best"][metric] for r in done if r.summary]
+        test = [
+            r.summary["test_at_best"][metric]
+            for r in done
+            if r.summary and "test_at_best" in r.summary
+        ]
         epochs = sorted({f"{r.records[-1]['epoch']:g}" for r in done})
         n_diverged = sum(r.diverged for r in runs)
         seeds = f"{len(runs)}" + (f", {n_diverged} diverged" if n_diverged else "")
