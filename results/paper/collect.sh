@@ -30,6 +30,12 @@ report mnist --reference "paper, h-detach=0.985" $MNIST_AT --stability
 report pmnist --reference "paper, h-detach=0.923" $MNIST_AT --stability
 report mnist-no-clip --reference "paper, h-detach=0.985" --at-epochs 1,2,4,6,8,10 \
     --reach 0.9,0.95 --stability
+# the paper's stability claim set clipped against unclipped, the same seeds, over the
+# epochs both studies have (the clipped runs read as they stood at epoch 10)
+if [ -f "$HERE/mnist-no-clip/sweep.json" ] && ls "$HERE"/mnist/*/summary.json > /dev/null 2>&1; then
+    hdetach report "$HERE/mnist" "$HERE/mnist-no-clip" --out "$HERE/mnist-no-clip/against-clipped" \
+        --baseline clip=norm --until-epoch 10 --at-epochs 2,4,6,8,10 --stability > /dev/null
+fi
 report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
