@@ -311,5 +311,8 @@ def test_until_epoch_reads_every_run_as_it_stood_then(tmp_path, capsys):
     assert "| 0.5000 ± 0.0000 [0.5000, 0.5000] |" in text
     assert "| copy | 4 | 0 | 0 |" in text  # stability: none diverged by epoch 2
     with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "s0"), "--out", str(out), "--until-epoch", "0.5"])
+    assert e.value.code == 2 and "no run had been evaluated by then" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path), "--until-epoch", "0"])
     assert e.value.code == 2 and "--until-epoch must be finite and > 0" in capsys.readouterr().err

@@ -200,6 +200,8 @@ def report(
     # configuration: counted, it would stand in the tables as a seed with no result.
     waiting = [r for r in runs if not (r.records or r.summary)]
     runs = [r for r in runs if r.records or r.summary]
+    if not runs:  # only where --until-epoch comes before every run's first evaluation
+        raise ValueError(f"--until-epoch {until_epoch:g}: no run had been evaluated by then")
     groups = one_run_per_seed(group_runs(runs))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
