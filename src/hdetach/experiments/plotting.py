@@ -25,3 +25,9 @@ BAND_NOTE = "line: mean over the n seeds; band: their min to max"
 def title_with_band(ax: Any, title: str, banded: bool, note: str = BAND_NOTE) -> None:
     """The figure's title, and what its bands are wherever it draws one."""
     ax.set_title(f"{title}\n{note}" if banded else title, fontsize=10)
+
+
+def chance_line(ax: Any, chance: float | None) -> None:
+    """A dashed grey line at the metric of a uniform guess, named so in the legend."""
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hdetach.experiments.gradients.plots import plot_gradient_balance
-from hdetach.experiments.plotting import subplots, title_with_band
+from hdetach.experiments.plotting import chance_line, subplots, title_with_band
 from hdetach.experiments.report_runs import (
     Baseline,
     Run,
@@ -37,11 +37,6 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a.mean(0), a.min(0), a.max(0)
 
 
-def _chance_line(ax, chance: float | None) -> None:
-    if chance is not None:
-        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
-
-
 def plot_curves(
     groups: dict[str, list[Run]], out: Path, references: dict[str, float] | None = None
 ) -> Path:
@@ -61,7 +56,7 @@ def plot_curves(
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
             banded = True
     runs = [r for rs in groups.values() for r in rs]
-    _chance_line(ax, chance_of(runs))
+    chance_line(ax, chance_of(runs))
     title_with_band(ax, curves_title(runs), banded)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(groups) + k}", ls=":", lw=1.2, label=f"{label} ({value:g})")
@@ -149,7 +144,7 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
             banded = True
         tested.update(Ts)
         trained.update(r.config["T"] for r in runs)
-    _chance_line(ax, CHANCE)
+    chance_line(ax, CHANCE)
     for T in sorted(trained & tested):
         ax.axvline(T, color="gray", ls=":", lw=1, label=f"training length T={T}")
     ax.set_xscale("log")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from scipy.stats import fisher_exact
 
-from hdetach.experiments.plotting import subplots
+from hdetach.experiments.plotting import chance_line, subplots
 from hdetach.experiments.report_runs import Baseline, Run
 from hdetach.experiments.report_study import VANILLA, baselines
 from hdetach.experiments.report_tables import median_range
@@ -154,8 +154,7 @@ def plot_runs(
             if with_loss:
                 losses = [r.get("train", {}).get("loss") for r in run.records]
                 axes[1][column].plot(epochs, losses, **style)
-        if chance is not None:
-            top.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
+        chance_line(top, chance)
         top.legend(fontsize=8)
         for ax in (row[column] for row in axes):
             ax.grid(alpha=0.3)
