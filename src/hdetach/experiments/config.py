@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments import footprint
+from hdetach.experiments.tasks.sizes import ENCODINGS, MNIST_PIXELS, MNIST_SPLITS
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
 from hdetach.ops.dispatch import select_backend
@@ -29,8 +30,11 @@ TASKS = ("copy", "adding", "mnist", "pmnist")  # hdetach train's
 CAPTION_TASK = "caption"  # trained by hdetach caption train, which sets its data sizes
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 CLIP_MODES = ("norm", "value", "none")
-ENCODINGS = ("scalar", "onehot")  # copying input: the paper's raw scalar token, or one-hot
-MNIST_T = 784  # one pixel per step
+# For MNIST an epoch is one pass over the (first n_train of the) 50k training images.
+_MNIST_DEFAULTS = dict(
+    T=MNIST_PIXELS, hidden_size=100, epochs=200, n_train=MNIST_SPLITS["n_train"],
+    n_val=MNIST_SPLITS["n_val"],
+)  # fmt: skip
 
 # Task defaults follow the protocols of the authors' public code (see README, Experiments).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -40,12 +44,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "adding": dict(
         T=200, hidden_size=128, epochs=50, steps_per_epoch=1000, n_train=100_000, n_val=5000
     ),
-    # For MNIST an epoch is one pass over the (first n_train of the) 50k training images.
-    "mnist": dict(T=MNIST_T, hidden_size=100, epochs=200, n_train=50_000, n_val=10_000),
-    "pmnist": dict(T=MNIST_T, hidden_size=100, epochs=200, n_train=50_000, n_val=10_000),
+    "mnist": _MNIST_DEFAULTS,
+    "pmnist": _MNIST_DEFAULTS,
     CAPTION_TASK: dict(hidden_size=512, epochs=30),
 }
-MNIST_SIZES = {"n_train": 50_000, "n_val": 10_000, "n_test": 10_000}
 
 
 class ConfigError(ValueError):
@@ -267,11 +269,12 @@ def resolve(cfg: Config) -> Config:
     checkpoint_seconds()  # the environment's setting, checked with the options
     d = {**TASK_DEFAULTS[cfg.task], **{k: v for k, v in cfg.to_dict().items() if v is not None}}
     if cfg.task in ("mnist", "pmnist"):
-        if d["T"] != MNIST_T:
-            raise ConfigError(f"--T is fixed at {MNIST_T} for {cfg.task}; got {d['T']}")
-        d.setdefault("n_test", MNIST_SIZES["n_test"])
-        if any(d[k] > n for k, n in MNIST_SIZES.items()):
-            raise ConfigError("MNIST has at most --n-train 50000, --n-val 10000, --n-test 10000")
+        if d["T"] != MNIST_PIXELS:
+            raise ConfigError(f"--T is fixed at {MNIST_PIXELS} for {cfg.task}; got {d['T']}")
+        d.setdefault("n_test", MNIST_SPLITS["n_test"])
+        if any(d[k] > n for k, n in MNIST_SPLITS.items()):
+            most = ", ".join(f"--{k.replace('_', '-')} {n}" for k, n in MNIST_SPLITS.items())
+            raise ConfigError(f"MNIST has at most {most}")
         d["data_dir"] = d.get("data_dir") or str(mnist_data_dir())
         d.setdefault("steps_per_epoch", math.ceil(d["n_train"] / d["batch_size"]))
     else:
@@ -287,8 +290,7 @@ def resolve(cfg: Config) -> Config:
     if d["backend"] == "triton":
         _check_triton(d)
     if d["task"] != CAPTION_TASK:  # captioning's sizes come from its dataset, read later
-        length = {"copy": d["T"] + 20, "adding": d["T"]}.get(d["task"], MNIST_T)
-        reason = footprint.shortfall(d, length)
+        reason = footprint.shortfall(d)
         if reason is not None:
             raise ConfigError(reason)
     if d.get("run_dir") is None:

@@ -20,25 +20,24 @@ from typing import Any
 
 import torch
 
+from hdetach.experiments.tasks.sizes import COPY_SYMBOLS, sequence_shape
+
 FLOAT_BYTES = 4
 GIB = 2**30
-# Input and output widths by task (copying: the scalar encoding; one-hot has 10 inputs).
-TASK_WIDTHS = {"copy": (1, 9), "adding": (2, 1), "mnist": (1, 10), "pmnist": (1, 10)}
 # Copies of each weight held at the optimizer's step: the weight, its gradient, the state.
 COPIES = {"adam": 4, "sgd": 3, "rmsprop": 3}
 
 
-def lower_bounds(d: dict[str, Any], length: int) -> dict[str, int]:
-    """Bytes a resolved sequence-task config (a dict of Config fields) with training
-    sequences of ``length`` steps needs at least: {"model", "activations", "data"}."""
-    inputs, outputs = TASK_WIDTHS[d["task"]]
-    if d["task"] == "copy" and d.get("input_encoding") == "onehot":
-        inputs = 10
+def lower_bounds(d: dict[str, Any]) -> dict[str, int]:
+    """Bytes a resolved sequence-task config (a dict of Config fields) needs at least:
+    {"model", "activations", "data"}."""
+    length, inputs, outputs = sequence_shape(d)
     hidden, layers = d["hidden_size"], d["num_layers"]
     first = 4 * hidden * (inputs + hidden + 2)
     weights = first + (layers - 1) * 4 * hidden * (2 * hidden + 2) + outputs * (hidden + 1)
     examples = d["n_train"] + d["n_val"] + d["n_test"]
-    data = {"copy": examples * 10 * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
+    # copying keeps each example's symbols (int64), adding its whole sequence
+    data = {"copy": examples * COPY_SYMBOLS * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
     return {
         "model": COPIES[d["optimizer"]] * weights * FLOAT_BYTES,
         "activations": 6 * length * d["batch_size"] * hidden * layers * FLOAT_BYTES,
@@ -56,11 +55,12 @@ def memory_of(device: str) -> int | None:
         return None
 
 
-def shortfall(d: dict[str, Any], length: int) -> str | None:
+def shortfall(d: dict[str, Any]) -> str | None:
     """Why a resolved sequence-task config cannot fit its device (the lower bound exceeds
     the device's total memory), naming the options behind the largest part; else None."""
     total = memory_of(d["device"])
-    needs = lower_bounds(d, length)
+    needs = lower_bounds(d)
+    length = sequence_shape(d)[0]
     if total is None or sum(needs.values()) <= total:
         return None
     blame = max(needs, key=needs.get)

@@ -1,6 +1,7 @@
 """The tasks (``copying``, ``adding``, ``mnist``; captioning's is in ``captioning.task``), and
 here the interface the one training loop runs and the data streams' generators. The
-registry of task names is ``tasks.registry``; this module imports no task, so that every
+registry of task names is ``tasks.registry``, their fixed sizes (which config checks
+before any task is built) ``tasks.sizes``; this module imports no task, so that every
 task module can import it.
 
 Every task holds its data splits in memory and hands out minibatches by index:

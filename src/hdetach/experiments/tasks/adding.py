@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from hdetach.experiments.tasks import data_rng
 from hdetach.experiments.tasks.sequence import SequenceTask
+from hdetach.experiments.tasks.sizes import ADDING_WIDTHS
 
 
 def adding_sequences(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,8 +32,7 @@ def adding_sequences(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor
 
 
 class AddingTask(SequenceTask):
-    input_size = 2
-    output_size = 1
+    input_size, output_size = ADDING_WIDTHS
     readout = "last"
     metric = "mse"
     higher_is_better = False

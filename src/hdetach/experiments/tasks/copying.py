@@ -11,30 +11,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hdetach.experiments.config import ENCODINGS
 from hdetach.experiments.tasks import data_rng
 from hdetach.experiments.tasks.sequence import SequenceTask
+from hdetach.experiments.tasks.sizes import (
+    COPY_CLASSES,
+    COPY_SYMBOLS,
+    COPY_TOKENS,
+    ENCODINGS,
+    copy_length,
+)
 
-N_SYMBOLS = 10  # symbols to remember
-BLANK, DELIM = 0, 9
-N_TOKENS = 10  # input vocabulary: blank, 8 symbols, delimiter
-N_CLASSES = 9  # outputs: blank or one of the 8 symbols
+BLANK, DELIM = 0, 9  # tokens 1..8 are the symbols
 CHANCE = 1 / 8  # accuracy on the copied symbols of a uniform guess among the 8
 
 
 def random_symbols(n: int, gen: torch.Generator) -> torch.Tensor:
     """(n, 10) int64 symbols drawn uniformly from {1..8}."""
-    return torch.randint(1, 9, (n, N_SYMBOLS), generator=gen)
+    return torch.randint(1, 9, (n, COPY_SYMBOLS), generator=gen)
 
 
 def copying_tokens(symbols: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and target token sequences, both (B, T+20) int64, for symbols (B, 10)."""
     B = symbols.shape[0]
-    x = torch.full((B, T + 2 * N_SYMBOLS), BLANK, dtype=torch.long)
-    x[:, :N_SYMBOLS] = symbols
-    x[:, N_SYMBOLS + T - 1] = DELIM
+    x = torch.full((B, copy_length(T)), BLANK, dtype=torch.long)
+    x[:, :COPY_SYMBOLS] = symbols
+    x[:, COPY_SYMBOLS + T - 1] = DELIM
     y = torch.full_like(x, BLANK)
-    y[:, -N_SYMBOLS:] = symbols
+    y[:, -COPY_SYMBOLS:] = symbols
     return x, y
 
 
@@ -43,7 +46,7 @@ def encode(tokens: torch.Tensor, encoding: str) -> torch.Tensor:
     if encoding == "scalar":
         return tokens.float().unsqueeze(-1)
     if encoding == "onehot":
-        return F.one_hot(tokens, N_TOKENS).float()
+        return F.one_hot(tokens, COPY_TOKENS).float()
     raise ValueError(f"input_encoding must be one of {ENCODINGS}, got {encoding!r}")
 
 
@@ -53,13 +56,13 @@ def copy_loss_and_metrics(
     """logits (B, L, 9), y (B, L): CE over all L steps, accuracy over the last 10
     (metrics as detached 0-d tensors)."""
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    pred = logits[:, -N_SYMBOLS:].argmax(-1)
-    acc = (pred == y[:, -N_SYMBOLS:]).float().mean()
+    pred = logits[:, -COPY_SYMBOLS:].argmax(-1)
+    acc = (pred == y[:, -COPY_SYMBOLS:]).float().mean()
     return loss, {"loss": loss.detach(), "acc": acc}
 
 
 class CopyingTask(SequenceTask):
-    output_size = N_CLASSES
+    output_size = COPY_CLASSES
     readout = "all"
     metric = "acc"
     higher_is_better = True

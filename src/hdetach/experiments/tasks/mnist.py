@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from hdetach.experiments.download import DataError, fetch_first
 from hdetach.experiments.tasks.sequence import SequenceTask
+from hdetach.experiments.tasks.sizes import MNIST_PIXELS, MNIST_SPLITS, MNIST_WIDTHS
 from hdetach.settings import mnist_data_dir
 
 # MD5 and size in bytes of the decompressed official files.
@@ -38,7 +39,7 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "https://yann.lecun.com/exdb/mnist/",
 )
-N_TRAIN, N_VAL = 50_000, 10_000  # the first 50k training images train, the last 10k validate
+N_TRAIN = MNIST_SPLITS["n_train"]  # the first N_TRAIN training images train, the rest validate
 
 
 def _fix_hint(data_dir: Path) -> str:
@@ -145,7 +146,7 @@ def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[s
 
 def pixel_permutation(perm_seed: int) -> torch.Tensor:
     """The fixed pixel order of permuted MNIST: a permutation of 784 from its own seed."""
-    return torch.randperm(784, generator=torch.Generator().manual_seed(perm_seed))
+    return torch.randperm(MNIST_PIXELS, generator=torch.Generator().manual_seed(perm_seed))
 
 
 class MNISTTask(SequenceTask):
@@ -154,8 +155,7 @@ class MNISTTask(SequenceTask):
     ``perm_seed=None`` is sequential MNIST (row-major), an integer gives permuted MNIST.
     """
 
-    input_size = 1
-    output_size = 10
+    input_size, output_size = MNIST_WIDTHS
     readout = "last"
     metric = "acc"
     higher_is_better = True
