@@ -17,7 +17,8 @@ for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200; do
             [ -f "$run/$f" ] && cp "$run/$f" "$dest/"
         done
     done
-    cp "$OUT/$study/sweep.json" "$HERE/$study/"
+    # a study's record appears when its sweep starts (pmnist-200's folder is made before)
+    [ ! -f "$OUT/$study/sweep.json" ] || cp "$OUT/$study/sweep.json" "$HERE/$study/"
 done
 report() {  # study, then report options
     local study=$1; shift
