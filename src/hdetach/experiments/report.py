@@ -162,6 +162,23 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
     return out
 
 
+def _evaluated_runs(
+    paths: list[str | Path], until_epoch: float | None
+) -> tuple[list[Run], list[Run]]:
+    """The runs under ``paths`` (read as they stood at ``until_epoch``, if given): those
+    evaluated at least once, and those not yet."""
+    runs = find_runs(paths)
+    if until_epoch is not None:
+        runs = [up_to_epoch(r, until_epoch) for r in runs]
+    # A run that has just started (no evaluation, no outcome) is not yet a seed of its
+    # configuration: counted, it would stand in the tables as a seed with no result.
+    waiting = [r for r in runs if not (r.records or r.summary)]
+    runs = [r for r in runs if r.records or r.summary]
+    if not runs:  # only where --until-epoch comes before every run's first evaluation
+        raise ValueError(f"--until-epoch {until_epoch:g}: no run had been evaluated by then")
+    return runs, waiting
+
+
 def report(
     paths: list[str | Path],
     out_dir: str | Path,
@@ -188,15 +205,7 @@ def report(
     dip below its best (``report_stability``); ``until_epoch``: every run read as it
     stood at that epoch (``report_runs.up_to_epoch``)."""
 
-    runs = find_runs(paths)
-    if until_epoch is not None:
-        runs = [up_to_epoch(r, until_epoch) for r in runs]
-    # A run that has just started (no evaluation, no outcome) is not yet a seed of its
-    # configuration: counted, it would stand in the tables as a seed with no result.
-    waiting = [r for r in runs if not (r.records or r.summary)]
-    runs = [r for r in runs if r.records or r.summary]
-    if not runs:  # only where --until-epoch comes before every run's first evaluation
-        raise ValueError(f"--until-epoch {until_epoch:g}: no run had been evaluated by then")
+    runs, waiting = _evaluated_runs(paths, until_epoch)
     groups = one_run_per_seed(group_runs(runs))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
