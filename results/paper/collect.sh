@@ -32,9 +32,14 @@ report pmnist --reference "paper, h-detach=0.923" $MNIST_AT --stability
 report mnist-no-clip --reference "paper, h-detach=0.985" --at-epochs 1,2,4,6,8,10 \
     --reach 0.9,0.95 --stability
 # the paper's stability claim set clipped against unclipped, the same seeds, over the
-# epochs both studies have (the clipped runs read as they stood at epoch 10)
+# epochs both studies have (the clipped runs read as they stood at epoch 10; pixel MNIST's
+# runs of the seeds the unclipped study has)
 if [ -f "$HERE/mnist-no-clip/sweep.json" ] && ls "$HERE"/mnist/*/summary.json > /dev/null 2>&1; then
-    hdetach report "$HERE/mnist" "$HERE/mnist-no-clip" --out "$HERE/mnist-no-clip/against-clipped" \
+    clipped=()
+    for run in "$HERE"/mnist-no-clip/p_detach=*/; do
+        [ -d "$HERE/mnist/$(basename "$run")" ] && clipped+=("$HERE/mnist/$(basename "$run")")
+    done
+    hdetach report "${clipped[@]}" "$HERE/mnist-no-clip" --out "$HERE/mnist-no-clip/against-clipped" \
         --baseline clip=norm --until-epoch 10 --at-epochs 2,4,6,8,10 --stability > /dev/null
 fi
 report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
