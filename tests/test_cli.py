@@ -4,17 +4,13 @@ import signal
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import SMALLEST_COPY, interrupt_at
+from helpers import MNIST_DIR, SMALLEST_COPY, interrupt_at, needs_mnist
 from helpers import run_cli as run
 
 from hdetach.experiments import data
-
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
 
 TINY = [
     "--T",

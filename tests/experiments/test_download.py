@@ -8,12 +8,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import MNIST_DIR, needs_mnist
 
 from hdetach.experiments.tasks import mnist
 from hdetach.experiments.tasks.mnist import FILES, DataError, download, load_mnist
 
-MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
-pytestmark = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
+pytestmark = needs_mnist
 
 IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 

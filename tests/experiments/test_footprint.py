@@ -7,10 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import MNIST_DIR, needs_mnist
 
 from hdetach.experiments.config import Config, ConfigError, resolve
 from hdetach.experiments.footprint import GIB, lower_bounds
@@ -63,8 +63,6 @@ def test_sizes_of_the_papers_experiments_pass():
     assert lower_bounds(resolve(Config(run_dir="unused")).to_dict())["model"] < GIB
 
 
-MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
 TASK_CASES = [
     pytest.param(dict(task="copy", T=5, input_encoding="scalar"), id="copy-scalar"),
     pytest.param(dict(task="copy", T=5, input_encoding="onehot"), id="copy-onehot"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MNIST_DIR, needs_mnist
 
 from hdetach import settings
 from hdetach.experiments.cli import main
@@ -22,8 +23,6 @@ from hdetach.experiments.tasks.mnist import (
 )
 
 # In CI the repository sits beside shared/; the data are optional, never downloaded here.
-MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST in {MNIST_DIR}")
 
 
 @pytest.fixture
