@@ -262,3 +262,28 @@ def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch
     assert lines == [
         f"[{tmp_path.name}] step 40/100 loss 0.5000 acc 0.2500 | 13 seq/s | ETA 1.5 min"
     ]
+
+
+def test_each_interval_records_its_largest_gradient_norm_beside_the_mean(tmp_path, monkeypatch):
+    """A burst in one step moves a long interval's mean little: the record keeps the
+    interval's largest norm (before clipping) too."""
+    from hdetach.experiments.session import Run
+
+    norms = []
+    clip = Run.clip_gradients
+
+    def spy(self):
+        norm = clip(self)
+        norms.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(Run, "clip_gradients", spy)
+    settings = {**TINY, "eval_every": 4, "max_steps": 8}
+    cfg = Config(**settings, clip_value=1e-3, run_dir=str(tmp_path / "r"))
+    train(cfg, progress=False)
+    logged = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 2 and len(norms) == 8
+    for record, interval in zip(logged, (norms[:4], norms[4:])):
+        assert record["train"]["grad_norm_max"] == pytest.approx(max(interval), rel=1e-12)
+        assert record["train"]["grad_norm"] == pytest.approx(sum(interval) / 4, rel=1e-12)
+    assert logged[0]["train"]["grad_norm_max"] > logged[0]["train"]["grad_norm"]

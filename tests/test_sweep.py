@@ -386,3 +386,21 @@ def test_threads_beyond_the_free_cores_are_warned_about(monkeypatch):
     monkeypatch.setattr(engines.os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # a core busy
     assert "about 1 busy" in engines.oversubscription(jobs=1, threads=2)
     assert engines.oversubscription(jobs=4, threads=1) is None  # one thread each: by turns
+
+
+def test_a_run_saved_before_an_option_existed_is_still_its_own_run(tmp_path):
+    """A config.json written before --perm-from-seed and perm_checksum were recorded
+    matches the run it was (the option at its default, the checksum not compared), and a
+    real difference in an option that predates it is still refused."""
+    from hdetach.experiments.sweep.grid import check_existing
+
+    grid = Grid("pmnist", {"n_train": 10, "n_val": 10, "data_dir": "unused"}, {"p_detach": [0.0]})
+    (cfg,) = grid.runs(tmp_path).values()
+    folder = Path(cfg.run_dir)
+    folder.mkdir(parents=True)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("perm_from_seed", "perm_checksum")}
+    (folder / "config.json").write_text(json.dumps(old))
+    check_existing({"run": cfg})
+    (folder / "config.json").write_text(json.dumps({**old, "perm_seed": 1}))
+    with pytest.raises(ConfigError, match="holds a run with perm_seed 1, not 0"):
+        check_existing({"run": cfg})

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments import footprint
+from hdetach.experiments.tasks.permutation import permutation_checksum, pixel_permutation
 from hdetach.experiments.tasks.sizes import ENCODINGS, MNIST_PIXELS, MNIST_SPLITS
 from hdetach.functional import BACKENDS, DETACH_PATHS
 from hdetach.nn.lstm import DETACH_SCOPES, LAYER_MASKS
@@ -67,6 +68,12 @@ class Config:
     T: int | None = option(None, "copy: blank-gap length (sequence T+20); adding: length")
     input_encoding: str = option("scalar", "copy input: the paper's raw scalar token or one-hot")
     perm_seed: int = option(0, "pmnist: seed of the fixed pixel permutation, independent of --seed")
+    perm_from_seed: bool = option(
+        False,
+        "pmnist: a permutation per run, drawn from --seed as the authors' script draws it "
+        "(NumPy: np.random.seed(seed); np.random.permutation(784)), instead of the fixed "
+        "--perm-seed; the config records it as perm_seed (= seed) and perm_checksum",
+    )
     data_dir: str | None = option(None, "MNIST folder (default $HDETACH_DATA/mnist or user cache)")
     # model
     hidden_size: int | None = option(None, "LSTM units")
@@ -107,6 +114,7 @@ class Config:
         None, "output directory (default runs/<task>-T<T>-<p>-s<seed>-<time>)"
     )
     task_options: dict | None = None  # a task's own settings (captioning's); not an option
+    perm_checksum: str | None = None  # pmnist: the permutation's fingerprint; set by resolve()
     total_steps: int | None = None  # filled in by resolve(); not an option
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,8 +285,11 @@ def resolve(cfg: Config) -> Config:
             raise ConfigError(f"MNIST has at most {most}")
         d["data_dir"] = d.get("data_dir") or str(mnist_data_dir())
         d.setdefault("steps_per_epoch", math.ceil(d["n_train"] / d["batch_size"]))
+        _resolve_permutation(d)
     else:
         d.setdefault("n_test", d["n_val"])
+    if d["perm_from_seed"] and d["task"] != "pmnist":
+        raise ConfigError(f"--perm-from-seed is an option of pmnist; got task {d['task']}")
     if d["anneal_epochs"] >= d["epochs"]:
         raise ConfigError(
             f"--anneal-epochs must be < --epochs ({d['epochs']}); got {d['anneal_epochs']}"
@@ -298,6 +309,21 @@ def resolve(cfg: Config) -> Config:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         d["run_dir"] = str(Path("runs") / f"{d['task']}-T{d['T']}-{p}-s{d['seed']}-{stamp}")
     return Config(**d)
+
+
+def _resolve_permutation(d: dict[str, Any]) -> None:
+    """Record in ``d`` the pixel order the run will see: with --perm-from-seed its seed is
+    the run's own, and for pmnist the permutation's checksum (``tasks.permutation``)."""
+    if d["perm_from_seed"]:
+        if d["perm_seed"] not in (0, d["seed"]):
+            raise ConfigError(
+                f"--perm-seed {d['perm_seed']} and --perm-from-seed exclude each other: the "
+                "second draws the permutation from --seed"
+            )
+        d["perm_seed"] = d["seed"]
+    if d["task"] == "pmnist":
+        perm = pixel_permutation(d["perm_seed"], authors_draw=d["perm_from_seed"])
+        d["perm_checksum"] = permutation_checksum(perm)
 
 
 def with_epochs(cfg: Config, epochs: int, step: int) -> Config:

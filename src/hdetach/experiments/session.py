@@ -96,6 +96,9 @@ class DivergenceWatch:
         return Divergence(step, "gradient norm", grad_norm)
 
 
+PEAKED = ("grad_norm",)  # training metrics whose interval maximum is recorded beside the mean
+
+
 @dataclass
 class Run:
     """Everything a run holds between steps; ``state_dict`` is its checkpoint."""
@@ -110,6 +113,8 @@ class Run:
     best: dict[str, Any] = field(default_factory=lambda: {"value": None, "step": None})
     # training metric sums (0-d float64 tensors on the device) since the last evaluation
     sums: dict[str, Any] = field(default_factory=lambda: {"n": 0})
+    # and the largest of each of PEAKED since then: an interval's mean hides one step's burst
+    peaks: dict[str, Any] = field(default_factory=dict)
     # the random state a checkpoint saves: every global generator's, unless the run draws
     # from generators of its own (a population member)
     rng_source: Callable[[], dict[str, Any]] = rng_state
@@ -128,17 +133,22 @@ class Run:
         for k, v in metrics.items():
             v = torch.as_tensor(v).detach().to(self.cfg.device, torch.float64)
             self.sums[k] = self.sums[k] + v if k in self.sums else v
+            if k in PEAKED:
+                self.peaks[k] = torch.maximum(self.peaks[k], v) if k in self.peaks else v
         self.sums["n"] += 1
 
     def train_means(self) -> dict[str, float]:
-        """Training metric averages since the last evaluation (one device sync)."""
+        """Training metric averages since the last evaluation, and the largest value of
+        each of PEAKED as ``<name>_max`` (one device sync)."""
         n, keys = self.sums["n"], [k for k in self.sums if k != "n"]
         if not keys:
             return {}
-        return dict(zip(keys, (torch.stack([self.sums[k] for k in keys]) / n).tolist()))
+        values = [self.sums[k] / n for k in keys] + list(self.peaks.values())
+        names = keys + [f"{k}_max" for k in self.peaks]
+        return dict(zip(names, torch.stack(values).tolist()))
 
     def take_train_means(self) -> dict[str, float]:
-        means, self.sums = self.train_means(), {"n": 0}
+        means, self.sums, self.peaks = self.train_means(), {"n": 0}, {}
         return means
 
     def update_best(self, value: float) -> bool:
@@ -161,6 +171,7 @@ class Run:
             "step": self.step,
             "best": self.best,
             "sums": {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.sums.items()},
+            "peaks": {k: v.cpu() for k, v in self.peaks.items()},
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -172,6 +183,8 @@ class Run:
         self.sums = {
             k: v.to(self.cfg.device) if torch.is_tensor(v) else v for k, v in s["sums"].items()
         }
+        # a checkpoint from before peaks were kept: the interval's peak from here on
+        self.peaks = {k: v.to(self.cfg.device) for k, v in s.get("peaks", {}).items()}
 
 
 def open_run(cfg: Config | None, resume: str | Path | None, epochs: int | None = None) -> Run:

@@ -47,6 +47,7 @@ MAY_DIFFER = (
     "clip",
     "clip_value",
     "perm_seed",
+    "perm_checksum",
     "n_train",
     "n_val",
     "n_test",

@@ -244,7 +244,7 @@ def check_existing(runs: dict[str, Config]) -> None:
         except ValueError:
             raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
-        differ = [k for k, v in wanted.items() if saved.get(k) != v]
+        differ = [k for k, v in wanted.items() if _saved_value(saved, k, v) != v]
         if differ and set(differ) <= LENGTH and _lengthens(saved, cfg, path.parent):
             continue
         if differ:
@@ -256,6 +256,18 @@ def check_existing(runs: dict[str, Config]) -> None:
 
 
 LENGTH = {"epochs", "total_steps"}  # what another --epochs changes in a saved config
+# Recorded by resolve() from options that are compared themselves: a run saved before the
+# record existed is not told apart by its absence.
+DERIVED = {"perm_checksum"}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+def _saved_value(saved: dict[str, Any], key: str, wanted: Any) -> Any:
+    """A saved config's ``key``, as this version reads a config saved before the option
+    existed: at the option's default (a derived record: as this run records it)."""
+    if key in saved:
+        return saved[key]
+    return wanted if key in DERIVED else DEFAULTS.get(key)
 
 
 def _without_epochs(base: dict[str, Any]) -> dict[str, Any]:

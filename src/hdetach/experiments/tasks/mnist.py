@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from hdetach.experiments.download import DataError, fetch_first
+from hdetach.experiments.tasks.permutation import pixel_permutation
 from hdetach.experiments.tasks.sequence import SequenceTask
-from hdetach.experiments.tasks.sizes import MNIST_PIXELS, MNIST_SPLITS, MNIST_WIDTHS
+from hdetach.experiments.tasks.sizes import MNIST_SPLITS, MNIST_WIDTHS
 from hdetach.settings import mnist_data_dir
 
 # MD5 and size in bytes of the decompressed official files.
@@ -144,15 +145,11 @@ def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[s
     return arrays
 
 
-def pixel_permutation(perm_seed: int) -> torch.Tensor:
-    """The fixed pixel order of permuted MNIST: a permutation of 784 from its own seed."""
-    return torch.randperm(MNIST_PIXELS, generator=torch.Generator().manual_seed(perm_seed))
-
-
 class MNISTTask(SequenceTask):
     """Pixel-by-pixel MNIST: 784 steps of one pixel in [0, 1]; class from the last output.
 
-    ``perm_seed=None`` is sequential MNIST (row-major), an integer gives permuted MNIST.
+    ``perm_seed=None`` is sequential MNIST (row-major), an integer gives permuted MNIST
+    (with ``authors_draw``, the permutation the authors' script draws from that seed).
     """
 
     input_size, output_size = MNIST_WIDTHS
@@ -169,6 +166,7 @@ class MNISTTask(SequenceTask):
         n_train: int,
         n_val: int,
         n_test: int,
+        authors_draw: bool = False,
     ):
         self.name = "mnist" if perm_seed is None else "pmnist"
         a = load_mnist(data_dir)
@@ -181,7 +179,7 @@ class MNISTTask(SequenceTask):
                 torch.from_numpy(a["test_labels"])[:n_test],
             ),
         }
-        self.perm = None if perm_seed is None else pixel_permutation(perm_seed)
+        self.perm = None if perm_seed is None else pixel_permutation(perm_seed, authors_draw)
 
     def size(self, split: str) -> int:
         return self.data[split][1].shape[0]

@@ -18,7 +18,7 @@ TASKS: dict[str, type[Task]] = {
     "copy": CopyingTask,
     "adding": AddingTask,
     "mnist": MNISTTask,
-    "pmnist": MNISTTask,  # MNIST with the fixed pixel permutation of --perm-seed
+    "pmnist": MNISTTask,  # MNIST with the pixel permutation of --perm-seed or --seed
     CAPTION_TASK: CaptionTask,
 }
 
@@ -31,7 +31,9 @@ def make_task(cfg: Config) -> Task:
         return AddingTask(cfg.T, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
     if cfg.task in ("mnist", "pmnist"):
         perm_seed = cfg.perm_seed if cfg.task == "pmnist" else None
-        return MNISTTask(cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test)
+        return MNISTTask(
+            cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.perm_from_seed
+        )
     if cfg.task == CAPTION_TASK:
         return CaptionTask.from_config(cfg)
     raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
