@@ -72,6 +72,8 @@ def test_a_grid_crosses_its_values_with_every_seed_and_names_each_run(tmp_path):
         ({"hidden_size": [8.5]}, [0], "--hidden-size takes int values; got 8.5"),
         ({"p_detach": [0.0, 2.0]}, [0], "--p-detach must be in [0, 1]; got 2.0"),
         ({"seed": [1, 2]}, [0], "--grid seed: cannot be crossed"),
+        ({"perm_from_seed": ["yes"]}, [0], "--perm-from-seed takes true or false; got 'yes'"),
+        ({"perm_from_seed": [1]}, [0], "--perm-from-seed takes true or false; got 1"),
         ({"lr": [0.1, 0.1]}, [0], "a value is repeated"),
         ({}, [1, 1], "--seeds must be distinct"),
     ],
@@ -404,3 +406,18 @@ def test_a_run_saved_before_an_option_existed_is_still_its_own_run(tmp_path):
     (folder / "config.json").write_text(json.dumps({**old, "perm_seed": 1}))
     with pytest.raises(ConfigError, match="holds a run with perm_seed 1, not 0"):
         check_existing({"run": cfg})
+
+
+def test_a_switch_is_a_sweep_option_given_or_crossed(tmp_path):
+    """A bool option (--perm-from-seed) set by the sweep's own flag, a --grid axis, or TOML."""
+    from hdetach.experiments.sweep.grid import parse_value
+
+    assert parse_value("perm_from_seed", "true") is True
+    assert parse_value("perm_from_seed", "False") is False
+    assert parse_value("perm_from_seed", True) is True
+    base = {"n_train": 10, "n_val": 10, "data_dir": "unused"}
+    runs = Grid("pmnist", base, {"perm_from_seed": [False, True]}, [3]).runs(tmp_path)
+    assert {name: cfg.perm_seed for name, cfg in runs.items()} == {
+        "perm_from_seed=False,seed=3": 0,
+        "perm_from_seed=True,seed=3": 3,
+    }

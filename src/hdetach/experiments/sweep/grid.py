@@ -45,6 +45,12 @@ def parse_value(name: str, value: Any) -> Any:
     if name not in types:
         raise ConfigError(f"{name!r} is not a train option (one of {', '.join(types)})")
     kind = types[name]
+    if kind is bool:  # a switch: true or false, in TOML or spelled so on the command line
+        spelled = {"true": True, "false": False}
+        value = spelled.get(value.lower(), value) if isinstance(value, str) else value
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag(name)} takes true or false; got {value!r}")
+        return value
     if isinstance(value, str) and kind is not str:
         try:
             return kind(value)
