@@ -2,10 +2,10 @@
 
 ``lstm_recurrence`` is the core op (one layer, one direction); ``lstm_layer`` adds the
 input projection and ``lstm`` stacks layers and directions the way ``torch.nn.LSTM``
-does. All take the detach mask explicitly: drawing it is the module's job, so that a
-functional call is a pure function of its arguments. Each public function validates
-its arguments once, then ``select_backend`` (the one place that resolves ``"auto"``)
-picks the implementation.
+does. All take the detach mask explicitly, so that a functional call is a pure function
+of its arguments; ``draw_detach_masks`` draws one, from the generator given. Each public
+function validates its arguments once, then ``select_backend`` (the one place that
+resolves ``"auto"``) picks the implementation.
 
 Populations: weights with a leading member dimension (W_hh of shape (K, 4H, P), and so
 on) make a call run K independent LSTMs at once, member k owning rows
@@ -45,12 +45,33 @@ __all__ = [
     "BACKENDS",
     "DETACH_PATHS",
     "check_detach_mask",
+    "draw_detach_masks",
     "lstm",
     "lstm_layer",
     "lstm_recurrence",
     "reverse_sequences",
     "select_backend",
 ]
+
+
+def draw_detach_masks(
+    p_detach: float,
+    shape: Sequence[int],
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A bool mask of ``shape``, each element True (detach) with probability ``p_detach``,
+    drawn on ``device`` from ``generator`` (None: torch's global generator of that device;
+    the modules pass their own stream, see ``hdetach.nn.masks``). Shapes as the functions
+    here take them: (T,) or (T, B) per layer, (L * D, T[, B]) for a stack."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is a {generator.device.type} generator, but the masks are drawn on "
+            f"{device}: give a generator of the input's device"
+        )
+    return torch.rand(tuple(shape), device=device, generator=generator) < p_detach
 
 
 def lstm_recurrence(

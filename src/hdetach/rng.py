@@ -41,6 +41,15 @@ def set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def global_generator(device: str | torch.device) -> torch.Generator:
+    """torch's global generator of ``device``: the one ``torch.rand(device=device)`` draws from."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.default_generator
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.default_generators[index]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -95,3 +95,42 @@ def test_convert_a_bare_lstm_and_keep_training_mode():
     lstm = nn.LSTM(2, 3).eval()
     ours = hdetach.convert(lstm)
     assert isinstance(ours, hdetach.LSTM) and not ours.training
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.LSTMCell])
+def test_convert_and_revert_keep_what_the_user_attached(cls):
+    """Hooks (all kinds, their handles still working), buffers and attributes survive
+    convert and revert; only the parameters used to."""
+    torch.manual_seed(0)
+    old = cls(3, 4)
+    calls = []
+    handles = [
+        old.register_forward_pre_hook(lambda m, args: calls.append(("pre", type(m)))),
+        old.register_forward_hook(lambda m, args, out: calls.append(("post", type(m)))),
+        old.register_forward_hook(
+            lambda m, args, kwargs, out: calls.append(("kwargs", type(m))), with_kwargs=True
+        ),
+        old.register_full_backward_hook(lambda m, gi, go: calls.append(("backward", type(m)))),
+    ]
+    old.register_buffer("scale", torch.tensor(2.0))
+    old.register_buffer("scratch", torch.zeros(1), persistent=False)
+    old.note = "mine"
+    x = (torch.randn(5, 3) if cls is nn.LSTMCell else torch.randn(5, 2, 3)).requires_grad_()
+
+    def attached(model: nn.Module, kind: type) -> None:
+        calls.clear()
+        model(x)[0].sum().backward()
+        assert calls == [("pre", kind), ("post", kind), ("kwargs", kind), ("backward", kind)]
+        assert model.note == "mine" and model.scale.item() == 2.0
+        assert "scale" in model.state_dict() and "scratch" not in model.state_dict()
+
+    converted = hdetach.convert(old)
+    attached(converted, hdetach.LSTMCell if cls is nn.LSTMCell else hdetach.LSTM)
+    reverted = hdetach.revert(converted)
+    attached(reverted, cls)
+    for handle in handles:
+        handle.remove()
+    calls.clear()
+    converted(x)
+    reverted(x)
+    assert calls == []  # the user's handles removed the hooks from both

@@ -211,17 +211,30 @@ def detached_grads(lstm, x, **forward_kwargs):
 
 
 def test_drawn_mask_is_reproducible_and_changes_the_gradient():
-    lstm = hdetach.LSTM(2, 8, p_detach=0.5)
+    """A module's own mask stream is seeded from torch.manual_seed's seed (and the module's
+    weights): the same program draws the same masks; a generator given replays them on
+    one module when it is reseeded."""
     x = torch.randn(30, 3, 2)
-    torch.manual_seed(11)
-    first = detached_grads(lstm, x)
-    torch.manual_seed(11)
-    second = detached_grads(lstm, x)
+
+    def seeded(**options):
+        torch.manual_seed(11)
+        return hdetach.LSTM(2, 8, p_detach=0.5, **options)
+
+    first, second = detached_grads(seeded(), x), detached_grads(seeded(), x)
+    lstm = seeded()
     lstm.p_detach = 0.0
     plain = detached_grads(lstm, x)
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(first[1], plain[1])
+    given = seeded(generator=torch.Generator())
+    replays = []
+    for _ in range(2):
+        given.generator.manual_seed(5)
+        replays.append(detached_grads(given, x))
+    for a, b in zip(*replays):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(replays[0][1], first[1])  # another stream: other masks
 
 
 @pytest.mark.parametrize("scope", ["batch", "sample"])
@@ -247,13 +260,12 @@ def test_drawn_mask_shapes_follow_scope_and_layer_masks(layer_masks, scope):
         layer_masks=layer_masks,
     )
     x = torch.randn(40, 3, 2)
-    torch.manual_seed(5)
+    lstm.generator = torch.Generator().manual_seed(5)
     drawn = detached_grads(lstm, x)
     shape = (40,) if scope == "batch" else (40, 3)
     if layer_masks == "independent":
         shape = (4, *shape)
-    torch.manual_seed(5)
-    explicit = torch.rand(shape) < 0.3
+    explicit = torch.rand(shape, generator=torch.Generator().manual_seed(5)) < 0.3
     for a, b in zip(drawn, detached_grads(lstm, x, detach_mask=explicit)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

@@ -85,7 +85,8 @@ def test_members_outputs_and_gradients_equal_the_float64_loop(cpu_kernel, backen
 
 def test_drawn_masks_are_each_members_own_draws_from_its_generator():
     """Member k with generators[k] trains exactly as the lone LSTM drawing from torch's
-    generator in the same state: what lets a population member equal its lone twin."""
+    generator in the same state: what lets a population member equal its lone twin (the
+    lab's runs draw from torch's generator)."""
     pop = _population("fused", num_layers=2, layer_masks="independent", p_detach=[0.0, 0.5, 0.9])
     pop.member(2).detach_scope = "sample"  # refused: the scope is shared
     with pytest.raises(ValueError, match="detach_scope"):
@@ -99,6 +100,7 @@ def test_drawn_masks_are_each_members_own_draws_from_its_generator():
     for k in range(K):
         twin = copy.deepcopy(pop.member(k))
         twin.zero_grad()
+        twin.generator = torch.default_generator
         torch.set_rng_state(seeds[k].get_state())
         twin_out, _ = twin(x[k])
         assert pop.generators[k].get_state().equal(torch.get_rng_state())  # same draws
@@ -106,6 +108,27 @@ def test_drawn_masks_are_each_members_own_draws_from_its_generator():
         torch.testing.assert_close(out[k], twin_out)
         for (name, a), b in zip(pop.member(k).named_parameters(), twin.parameters()):
             torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_without_generators_each_member_draws_its_own_stream_as_it_would_alone():
+    """By default a member draws from its module's own stream (hdetach.nn.masks): exactly
+    the masks a copy of it draws alone, none from torch's generator, none like another's."""
+    pop = _population("fused", p_detach=[0.5, 0.5, 0.5])
+    x = torch.randn(K, T, B, IN, dtype=F64)
+    twins = [copy.deepcopy(pop.member(k)) for k in range(K)]  # a copy's stream starts anew
+    before = torch.get_rng_state()
+    out, _ = pop(x)
+    (out**2).sum().backward()
+    assert torch.get_rng_state().equal(before)
+    masks = []
+    for k, twin in enumerate(twins):
+        twin_out, _ = twin(x[k])
+        (twin_out**2).sum().backward()
+        torch.testing.assert_close(out[k], twin_out)
+        for (name, a), b in zip(pop.member(k).named_parameters(), twin.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+        masks.append(copy.deepcopy(pop.member(k))._detach_masks(None, 64, B, True, x.device, None))
+    assert not torch.equal(masks[0][0], masks[1][0])  # members' streams differ
 
 
 def test_auto_on_a_cpu_runs_the_members_in_turn_with_the_batched_results():

@@ -96,10 +96,12 @@ def test_cell_draws_its_own_decisions_like_explicit_ones(scope, path):
     torch.manual_seed(4)
     cell = hdetach.LSTMCell(3, 5, p_detach=0.5, detach_scope=scope, detach_path=path)
     x, state = torch.randn(12, 2, 3), (torch.randn(2, 5), torch.randn(2, 5))
-    torch.manual_seed(5)
+    cell.generator = torch.Generator().manual_seed(5)
     drawn = cell_grads(cell, x, state)
-    torch.manual_seed(5)
-    decisions = [torch.rand(() if scope == "batch" else (2,)) < 0.5 for _ in range(12)]
+    replay = torch.Generator().manual_seed(5)
+    decisions = [
+        torch.rand(() if scope == "batch" else (2,), generator=replay) < 0.5 for _ in range(12)
+    ]
     h, c = state
     for t in range(12):
         h, c = cell(x[t], (h, c), detach=decisions[t])

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import torch
 
+import hdetach
 from hdetach.experiments.checkpoint import (
     CheckpointError,
     config_of,
@@ -23,7 +24,7 @@ from hdetach.experiments.runfiles import write_json
 from hdetach.experiments.runlock import lock_run
 from hdetach.experiments.tasks import Task, data_rng
 from hdetach.experiments.tasks.registry import make_task
-from hdetach.rng import rng_state, seed_everything, set_rng_state
+from hdetach.rng import global_generator, rng_state, seed_everything, set_rng_state
 
 
 class Sampler:
@@ -213,12 +214,25 @@ def run_config(
     return (cfg if epochs is None else with_epochs(cfg, epochs, ckpt["step"])), ckpt
 
 
+def draw_masks_from_the_global_generator(model: torch.nn.Module, device: str) -> None:
+    """The lab's runs draw their detach masks from torch's global generator, as they always
+    have: its state is in every checkpoint (exact resume, also of runs saved before the
+    modules had streams of their own), and a population member's masks replay its lone
+    twin's from it (train_population). The sequence models draw nothing else while
+    training, so there the masks shift no other draw; the caption decoders' dropout does
+    draw from it, so a captioning run at p > 0 sees other dropout draws than at p = 0."""
+    for module in model.modules():
+        if isinstance(module, (hdetach.LSTM, hdetach.LSTMCell)):
+            module.generator = global_generator(device)
+
+
 def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     """The run of ``run_config``'s answer: seeded and built, restored from ``ckpt`` when
     given, else its directory created with its config.json."""
     task = make_task(cfg)
     seed_everything(cfg.seed)
     model = task.make_model(cfg).to(cfg.device)
+    draw_masks_from_the_global_generator(model, cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
     run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
     try:

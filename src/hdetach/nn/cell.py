@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hdetach.functional import DETACH_PATHS
+from hdetach.functional import DETACH_PATHS, draw_detach_masks
+from hdetach.nn.masks import OwnMaskStream, check_generator
 from hdetach.nn.options import (
     DETACH_SCOPES,
     Option,
@@ -18,12 +19,14 @@ from hdetach.nn.options import (
 from hdetach.ops.checks import check_choice
 
 
-class LSTMCell(nn.LSTMCell):
+class LSTMCell(OwnMaskStream, nn.LSTMCell):
     """``torch.nn.LSTMCell`` whose incoming state can be cut from the gradient.
 
     In training mode with grad enabled, each call draws whether to detach the state it
     receives, with probability ``p_detach`` (one draw for the batch, or one per example
-    with ``detach_scope="sample"``), from torch's generator. Where it detaches, h
+    with ``detach_scope="sample"``), from ``generator`` or by default the cell's own
+    stream, which leaves torch's global generators untouched (``hdetach.nn.masks``, as
+    ``hdetach.LSTM``). Where it detaches, h
     (``detach_path="h"``, h-detach) or c (``"c"``, c-detach) enters the step as a
     constant for autograd; the values computed are unchanged. ``forward(input, hx,
     detach)`` overrides the draw: ``detach`` is a bool, a 0-d bool tensor (the whole
@@ -42,14 +45,17 @@ class LSTMCell(nn.LSTMCell):
         p_detach: float = 0.25,
         detach_scope: str = "batch",
         detach_path: str = "h",
+        generator: torch.Generator | None = None,
     ) -> None:
         check_p_detach(p_detach)
+        check_generator(generator)
         check_choice("detach_scope", detach_scope, DETACH_SCOPES)
         check_choice("detach_path", detach_path, DETACH_PATHS)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.p_detach = p_detach
         self.detach_scope = detach_scope
         self.detach_path = detach_path
+        self.generator = generator
 
     p_detach = Option(check_p_detach)
     detach_scope = choice("detach_scope", DETACH_SCOPES)
@@ -60,6 +66,14 @@ class LSTMCell(nn.LSTMCell):
             f"{super().extra_repr()}, p_detach={self.p_detach}, "
             f"detach_scope={self.detach_scope!r}, detach_path={self.detach_path!r}"
         )
+
+    def _stream_weights(self) -> list[Tensor]:
+        # from _parameters: getattr would run a parametrization
+        return [
+            w
+            for w in (self._parameters.get(n) for n in ("weight_ih", "weight_hh"))
+            if w is not None
+        ]
 
     def __prepare_scriptable__(self) -> nn.LSTMCell:
         raise script_error("hdetach.LSTMCell")
@@ -91,7 +105,8 @@ class LSTMCell(nn.LSTMCell):
         """A 0-d (batch scope, or unbatched input) or (B,) bool tensor of detach decisions."""
         per_example = self.detach_scope == "sample" and input.dim() == 2
         shape = (input.shape[0],) if per_example else ()
-        return torch.rand(shape, device=input.device) < self.p_detach
+        generator = self._mask_generator(input.device)
+        return draw_detach_masks(self.p_detach, shape, device=input.device, generator=generator)
 
     @staticmethod
     def _check_detach(detach: bool | Tensor, input: Tensor) -> None:

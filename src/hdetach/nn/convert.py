@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from torch import nn
@@ -9,9 +10,10 @@ from torch.nn.utils import parametrize
 
 from hdetach.nn.cell import LSTMCell
 from hdetach.nn.lstm import LSTM
+from hdetach.nn.masks import STREAMS
 
 # The options hdetach.LSTMCell takes; the others (layer_masks, backend) are the LSTM's.
-CELL_OPTIONS = ("p_detach", "detach_scope", "detach_path")
+CELL_OPTIONS = ("p_detach", "detach_scope", "detach_path", "generator")
 
 
 def _rebuild(old: nn.Module, cls: type[nn.Module], **options) -> nn.Module:
@@ -36,7 +38,27 @@ def _rebuild(old: nn.Module, cls: type[nn.Module], **options) -> nn.Module:
     for name, param in old._parameters.items():
         setattr(new, name, param)
     new.train(old.training)
+    _carry_over(old, new, hyper)
     return new
+
+
+def _carry_over(old: nn.Module, new: nn.Module, hyper: tuple) -> None:
+    """What the user attached to ``old`` besides its parameters, onto ``new``: its hooks
+    (the very dicts, so that the handles the user holds still remove them), buffers,
+    submodules and attributes of its own (those a freshly built ``type(old)`` lacks)."""
+    for key, value in old.__dict__.items():
+        if "hook" in key:  # forward, pre-forward, backward, state-dict and load hooks
+            new.__dict__[key] = value
+    for name, buffer in old._buffers.items():
+        new.register_buffer(name, buffer, persistent=name not in old._non_persistent_buffers_set)
+    for name, module in old._modules.items():
+        new.add_module(name, module)
+    with warnings.catch_warnings():  # torch's warnings about these options were given once
+        warnings.simplefilter("ignore")
+        built = type(old)(old.input_size, old.hidden_size, *hyper, device="meta").__dict__
+    for key, value in old.__dict__.items():
+        if key not in built and key != STREAMS:  # a mask stream is the old module's own
+            setattr(new, key, value)
 
 
 def _swap(model: nn.Module, make: dict[type, Callable[[nn.Module], nn.Module]]) -> nn.Module:
@@ -64,10 +86,15 @@ def _swap(model: nn.Module, make: dict[type, Callable[[nn.Module], nn.Module]]) 
 
 def convert(model: nn.Module, p_detach: float = 0.25, **options) -> nn.Module:
     """Replace every ``torch.nn.LSTM`` and ``torch.nn.LSTMCell`` in ``model`` by
-    ``hdetach.LSTM`` / ``hdetach.LSTMCell`` with the same parameters (shared, not copied).
+    ``hdetach.LSTM`` / ``hdetach.LSTMCell`` with the same parameters (shared, not copied),
+    and the hooks, buffers and attributes the user attached to them.
 
     ``options`` are ``hdetach.LSTM``'s keyword options (``detach_scope``,
-    ``detach_path``, ``layer_masks``, ``backend``); cells take the first two. The model
+    ``detach_path``, ``layer_masks``, ``backend``, ``generator``); cells take
+    ``detach_scope``, ``detach_path`` and ``generator``. With ``generator`` every
+    converted module draws its masks from it; without, each from a stream of its own
+    (``hdetach.nn.masks``): converting draws nothing from torch's generators, and
+    training draws nothing from them that the unconverted model would not. The model
     is changed in place and returned (a bare module passed in is returned converted).
     Options and modules are all checked first: on an error nothing is converted.
     """

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from hdetach.functional import BACKENDS, DETACH_PATHS, lstm, select_backend
+from hdetach.functional import BACKENDS, DETACH_PATHS, draw_detach_masks, lstm, select_backend
+from hdetach.nn.masks import OwnMaskStream, check_generator
 from hdetach.nn.options import (
     DETACH_SCOPES,
     LAYER_MASKS,
@@ -24,7 +25,7 @@ from hdetach.ops.packed import sequence_lengths
 __all__ = ["LSTM", "DETACH_SCOPES", "LAYER_MASKS"]
 
 
-class LSTM(nn.LSTM):
+class LSTM(OwnMaskStream, nn.LSTM):
     r"""A drop-in ``torch.nn.LSTM`` that trains with h-detach.
 
     For each element in the input sequence, each layer computes
@@ -47,12 +48,14 @@ class LSTM(nn.LSTM):
     step t only through :math:`c_{t-1}` on the steps where :math:`m_t` is drawn. With
     ``detach_path="c"``, :math:`c_{t-1}` is blocked instead (the c-detach ablation).
     The mask is drawn only in training mode, with grad enabled and ``p_detach > 0``, on
-    the input's device from torch's generator (``torch.manual_seed`` reproduces it);
-    otherwise the module is a plain LSTM, and wherever nothing is detached the call is
-    ``torch.nn.LSTM.forward`` itself (same kernels, autocast, tracing and export), but
-    for training on one or two CPU threads with L x N >= 10,000 and ``hidden_size`` >= 64,
-    where the faster compiled recurrence computes the same LSTM, equal to float rounding
-    (``backend="native"`` keeps torch's kernel there too;
+    the input's device from ``generator``, or by default from a stream of the module's
+    own that leaves torch's global generators untouched (so turning h-detach on changes
+    no other random draw, dropout included) and that ``torch.manual_seed`` reproduces
+    (``hdetach.nn.masks``); otherwise the module is a plain LSTM, and wherever nothing
+    is detached the call is ``torch.nn.LSTM.forward`` itself (same kernels, autocast,
+    tracing and export), but for training on one or two CPU threads with L x N >= 10,000
+    and ``hidden_size`` >= 64, where the faster compiled recurrence computes the same
+    LSTM, equal to float rounding (``backend="native"`` keeps torch's kernel there too;
     ``hdetach.functional.select_backend`` gives the rule).
 
     Constructor, parameters (names, shapes, initialisation), inputs and outputs are
@@ -84,6 +87,8 @@ class LSTM(nn.LSTM):
         backend: ``"auto"``, ``"native"`` (torch's own kernels; nothing may be
             detached), ``"fused"``, ``"triton"`` or ``"reference"`` (see
             ``hdetach.functional.select_backend``). Default: ``"auto"``.
+        generator: the ``torch.Generator`` (of the input's device) the masks are drawn
+            from; None: the module's own stream. Not saved with the module. Default: None.
 
     Inputs: input, (h_0, c_0), detach_mask
         * **input**: tensor of shape :math:`(L, H_{in})` (unbatched),
@@ -152,9 +157,11 @@ class LSTM(nn.LSTM):
         detach_path: str = "h",
         layer_masks: str = "shared",
         backend: str = "auto",
+        generator: torch.Generator | None = None,
     ) -> None:
         # Checked before any allocation; the attributes check again on every assignment.
         check_p_detach(p_detach)
+        check_generator(generator)
         check_choice("detach_scope", detach_scope, DETACH_SCOPES)
         check_choice("detach_path", detach_path, DETACH_PATHS)
         check_choice("layer_masks", layer_masks, LAYER_MASKS)
@@ -176,6 +183,7 @@ class LSTM(nn.LSTM):
         self.detach_path = detach_path
         self.layer_masks = layer_masks
         self.backend = backend
+        self.generator = generator
 
     p_detach = Option(check_p_detach)
     detach_scope = choice("detach_scope", DETACH_SCOPES)
@@ -190,6 +198,9 @@ class LSTM(nn.LSTM):
             f"detach_path={self.detach_path!r}, layer_masks={self.layer_masks!r}, "
             f"backend={self.backend!r}"
         )
+
+    def _stream_weights(self) -> list[Tensor]:
+        return self._flat_weights[:2]  # not getattr: that would run a parametrization
 
     @property
     def _num_states(self) -> int:
@@ -363,7 +374,7 @@ class LSTM(nn.LSTM):
         generator: torch.Generator | None = None,
     ) -> list[Tensor] | None:
         """One mask per layer and direction, each (T,) or (T, B), or None for none; drawn
-        from ``generator`` (default: torch's) when ``mask`` is None."""
+        from ``generator`` (default: the module's, ``_mask_generator``) when ``mask`` is None."""
         states = self._num_states
         if mask is None:
             if not self._draws_masks():
@@ -371,7 +382,8 @@ class LSTM(nn.LSTM):
             per_layer = self.layer_masks == "independent"
             shape = (steps,) if self.detach_scope == "batch" else (steps, batch)
             shape = (states, *shape) if per_layer else shape
-            mask = torch.rand(shape, device=device, generator=generator) < self.p_detach
+            generator = generator if generator is not None else self._mask_generator(device)
+            mask = draw_detach_masks(self.p_detach, shape, device=device, generator=generator)
         else:
             per_layer = self._check_mask(mask, steps, batch, batched, device)
             if sorted_indices is not None and mask.dim() == 2 + per_layer:
