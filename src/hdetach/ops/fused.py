@@ -226,9 +226,11 @@ class _FusedLSTM(torch.autograd.Function):
             or ctx.activations is None
             or torch.compiler.is_compiling()
             or _wrapped(d_out, d_h_n, d_c_n, x)
+            or _batched_by_autograd(d_out, d_h_n, d_c_n)
         ):
-            # Double backward (create_graph=True) or a torch.func transform: the in-place
-            # kernels of the fast backward are not differentiable (see differentiable.py).
+            # Double backward (create_graph=True), a torch.func transform or batched
+            # gradients: the in-place kernels of the fast backward are not differentiable
+            # (see differentiable.py) and have no batching rule.
             # torch.compile: the fast backward reads the detach mask on the host, which
             # would break its graph; the differentiable one traces whole.
             grads = differentiable_backward(inputs, needs, (d_out, d_h_n, d_c_n), *mask_and_layout)
@@ -246,6 +248,23 @@ def _wrapped(*tensors: Tensor | None) -> bool:
     if torch.compiler.is_compiling():
         return False
     return any(t is not None and is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+# The dispatch key of the batched tensors of torch's older vmap (torch._vmap_internals),
+# not torch.func's: autograd batches the gradients with it for
+# torch.autograd.grad(..., is_grads_batched=True) and gradcheck's check_batched_grad.
+# torch._C.DispatchKey does not list it, so it is looked up by name (None if torch drops it).
+_LEGACY_BATCHED = torch._C._parse_dispatch_key("Batched")
+
+
+def _batched_by_autograd(*grads: Tensor | None) -> bool:
+    """Whether autograd runs this backward on a batch of gradients (``is_grads_batched``).
+
+    Those are the older vmap's tensors, which ``_wrapped`` does not see; a few dispatch-key
+    lookups, once per backward call."""
+    if _LEGACY_BATCHED is None:
+        return False
+    return any(g is not None and torch._C._dispatch_keys(g).has(_LEGACY_BATCHED) for g in grads)
 
 
 def _apply(x, h0, c0, w_ih, w_hh, bias, w_hr, detach_mask, detach_path, batch_sizes):

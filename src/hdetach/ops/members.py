@@ -50,14 +50,16 @@ def rows_outer(d: Tensor, v: Tensor, members: int) -> Tensor:
     """sum over steps and rows of d^T v, per member: d (..., N, G), v (..., N, X) -> (G, X),
     or (K, G, X) for a population of ``members`` > 1 (then a weight's gradient)."""
     if members == 1:
-        return d.flatten(0, -2).t() @ v.flatten(0, -2)
+        # reshape, not flatten: torch's older vmap, which batches gradients for
+        # is_grads_batched=True, has no rule for flatten (nor has rows_sum's)
+        return d.reshape(-1, d.shape[-1]).t() @ v.reshape(-1, v.shape[-1])
     return torch.einsum("...kbg,...kbx->kgx", by_member(d, members), by_member(v, members))
 
 
 def rows_sum(d: Tensor, members: int) -> Tensor:
     """d (..., N, G) summed over steps and rows: (G,), or (K, G) per member (a bias gradient)."""
     if members == 1:
-        return d.flatten(0, -2).sum(0)
+        return d.reshape(-1, d.shape[-1]).sum(0)
     # Each member's rows summed as one model's would be (same shape, same order), so a
     # population member's bias gradient is bitwise its lone twin's.
     per_member = by_member(d, members)
