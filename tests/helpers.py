@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -142,14 +143,16 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def interrupt_at(monkeypatch, call: int) -> None:
-    """A real Ctrl-C (SIGINT) while the training loop fetches its call-th copying minibatch."""
+def interrupt_at(monkeypatch, call: int, task_class: type | None = None) -> None:
+    """A real Ctrl-C (SIGINT) while the training loop fetches its call-th minibatch (any
+    split) of ``task_class`` (default: the copying task)."""
     import os
     import signal
 
     from hdetach.experiments.tasks import copying
 
-    original, calls = copying.CopyingTask.batch, [0]
+    task_class = task_class or copying.CopyingTask
+    original, calls = task_class.batch, [0]
 
     def interrupting_batch(self, split, idx):
         calls[0] += 1
@@ -157,7 +160,27 @@ def interrupt_at(monkeypatch, call: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, split, idx)
 
-    monkeypatch.setattr(copying.CopyingTask, "batch", interrupting_batch)
+    monkeypatch.setattr(task_class, "batch", interrupting_batch)
+
+
+def use_fake_mnist(monkeypatch, n: int) -> np.ndarray:
+    """MNIST's arrays replaced by small fakes: 6 n training images (the last n validate, as
+    MNIST's last 10k do) and n test images, image k's pixel j being (k + j) % 256, so every
+    pixel of every image is told apart (n <= 42). Returns the test images, (n, 784)."""
+    from hdetach.experiments.tasks import mnist
+
+    def images(count: int) -> np.ndarray:
+        return ((np.arange(count)[:, None] + np.arange(784)[None, :]) % 256).astype(np.uint8)
+
+    arrays = {
+        "train_images": images(6 * n),
+        "train_labels": np.arange(6 * n, dtype=np.uint8) % 10,
+        "test_images": images(n),
+        "test_labels": np.arange(n, dtype=np.uint8) % 10,
+    }
+    monkeypatch.setattr(mnist, "load_mnist", lambda data_dir=None, fetch=True: arrays)
+    monkeypatch.setattr(mnist, "N_TRAIN", 5 * n)
+    return arrays["test_images"]
 
 
 def signal_sweep_at_checkpoint(

@@ -182,10 +182,12 @@ def test_sampler_epoch_without_replacement_and_state():
     s = Sampler(10, 4, with_replacement=False, gen=torch.Generator().manual_seed(0))
     epoch = torch.cat([s.next() for _ in range(3)])
     assert sorted(epoch.tolist()) == list(range(10))  # each example once per epoch
-    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
-    ahead = [s.next() for _ in range(4)]
-    s.load_state_dict(state)
-    assert all(torch.equal(a, s.next()) for a in ahead)
+    # Saved at an epoch's end, then 4 minibatches later in the middle of the next epoch.
+    for where in ("at an epoch's end", "mid-epoch"):
+        state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
+        ahead = [s.next() for _ in range(4)]
+        s.load_state_dict(state)
+        assert all(torch.equal(a, s.next()) for a in ahead), where
     r = Sampler(10, 1000, with_replacement=True, gen=torch.Generator().manual_seed(0)).next()
     assert r.shape == (1000,) and r.min() == 0 and r.max() == 9
 
@@ -327,6 +329,30 @@ def test_a_lengthened_run_interrupted_resumes_to_the_new_length(tmp_path, monkey
     monkeypatch.undo()
     resumed = train(resume=short, progress=False)  # the new length was saved with it
     _same_run(short, tmp_path / "straight", resumed, straight)
+
+
+def test_an_mnist_run_interrupted_mid_epoch_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    """MNIST is sampled without replacement: the resumed run goes on from the saved place in
+    the epoch's shuffle (the copying task samples with replacement, where it has none)."""
+    from helpers import interrupt_at, use_fake_mnist
+
+    from hdetach.experiments.tasks import mnist
+
+    use_fake_mnist(monkeypatch, 12)
+    options = dict(
+        task="mnist", data_dir="unused", hidden_size=8, epochs=2, batch_size=5,
+        n_train=12, n_val=12, n_test=12,
+    )  # fmt: skip
+    straight = train(Config(**options, run_dir=str(tmp_path / "straight")), progress=False)
+    assert straight["steps"] == 6  # two epochs of three minibatches: 5, 5 and 2 images
+    unpatched = mnist.MNISTTask.batch
+    interrupt_at(monkeypatch, 2, mnist.MNISTTask)  # the first epoch's second minibatch
+    stopped = tmp_path / "stopped"
+    part = train(Config(**options, run_dir=str(stopped)), progress=False)
+    assert part["status"] == "interrupted" and part["step"] == 2
+    monkeypatch.setattr(mnist.MNISTTask, "batch", unpatched)
+    resumed = train(resume=stopped, progress=False)
+    _same_run(stopped, tmp_path / "straight", resumed, straight)
 
 
 def test_a_length_that_cannot_be_had_is_refused_before_any_work(tmp_path, capsys):

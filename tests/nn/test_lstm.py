@@ -35,14 +35,20 @@ NATIVE_ARGS = {
     "dtype",
 }
 
-# layers, bidirectional, batch_first, bias, packed, with_hx
+# Packed sequences' lengths. Sorting [6, 3, 5, 2] is a permutation that is its own inverse;
+# sorting [3, 6, 5, 2] is a 3-cycle ([1, 2, 0, 3], inverse [2, 0, 1, 3]), so per-sample
+# masks put in the packed order by the inverse permutation are caught.
+SWAP, CYCLE = [6, 3, 5, 2], [3, 6, 5, 2]
+
+# layers, bidirectional, batch_first, bias, packed lengths (None: not packed), with_hx
 MODULE_CASES = [
-    (1, False, False, True, False, False),
-    (2, True, False, True, False, True),
-    (2, False, True, False, False, True),
-    (1, True, True, True, True, False),
-    (2, True, False, True, True, True),
-    (3, False, False, True, True, True),
+    (1, False, False, True, None, False),
+    (2, True, False, True, None, True),
+    (2, False, True, False, None, True),
+    (1, True, True, True, SWAP, False),
+    (2, True, False, True, SWAP, True),
+    (3, False, False, True, SWAP, True),
+    (2, True, False, True, CYCLE, True),
 ]
 
 
@@ -61,16 +67,28 @@ def outputs_per_example(output, batch_first, packed, lengths):
     return [output[b] if batch_first else output[:, b] for b in range(len(lengths))]
 
 
-@pytest.mark.parametrize("layers,bidirectional,batch_first,bias,packed,with_hx", MODULE_CASES)
+@pytest.mark.parametrize(
+    "layers,bidirectional,batch_first,bias,packed_lengths,with_hx", MODULE_CASES
+)
 @pytest.mark.parametrize("mask_shape", ["T", "TB", "LT", "LTB"])
 @pytest.mark.parametrize("path", ["h", "c"])
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 def test_module_matches_oracle(
-    cpu_kernel, layers, bidirectional, batch_first, bias, packed, with_hx, mask_shape, path, backend
+    cpu_kernel,
+    layers,
+    bidirectional,
+    batch_first,
+    bias,
+    packed_lengths,
+    with_hx,
+    mask_shape,
+    path,
+    backend,
 ):
+    packed = packed_lengths is not None
     gen = torch.Generator().manual_seed(layers * 7 + bidirectional + 2 * packed)
     input_size, hidden, batch, steps = 3, 4, 4, 6
-    lengths = [6, 3, 5, 2] if packed else [steps] * batch
+    lengths = packed_lengths if packed else [steps] * batch
     states = layers * (2 if bidirectional else 1)
     torch.manual_seed(0)
     lstm = hdetach.LSTM(

@@ -37,6 +37,26 @@ def test_bad_or_impossible_explicit_backends_are_refused():
         choose("triton", detached=True)  # CPU tensors without TRITON_INTERPRET=1
 
 
+def test_without_triton_the_reason_installing_it_would_not_fix_comes_first(monkeypatch):
+    """On torch's CPU-only build (no triton), CPU tensors are refused for being off CUDA,
+    not for the missing package; CUDA tensors are refused for the package."""
+    import hdetach.ops.triton_support as triton_support
+
+    real_find_spec = triton_support.importlib.util.find_spec
+    monkeypatch.setattr(
+        triton_support.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "triton" else real_find_spec(name, *args),
+    )
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match=r"cannot run this call: its kernels run on CUDA"):
+        choose("triton", detached=True)
+    with pytest.raises(ValueError, match=r"take float32, bfloat16, float16, got float64"):
+        choose("triton", device="cuda", dtype=torch.float64, detached=True)
+    with pytest.raises(ValueError, match=r"the triton package is not installed"):
+        choose("triton", device="cuda", detached=True)
+
+
 def test_auto_without_detach_is_torch_kernel_for_small_calls_and_off_the_cpu():
     assert choose(device="cuda") == "native"
     assert choose() == "native"  # steps * batch = 40, far below the measured threshold

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import use_fake_mnist
 
 from hdetach.experiments.config import Config, ConfigError, resolve
 from hdetach.experiments.tasks import mnist
@@ -18,17 +19,9 @@ N = 12  # images per split of the fake MNIST
 
 @pytest.fixture
 def fake_mnist(monkeypatch):
-    """Image k's pixel j is (k + j) % 256: every pixel of every image is told apart."""
-    pixels = (np.arange(N)[:, None] + np.arange(784)[None, :]) % 256
-    arrays = {
-        "train_images": np.tile(pixels, (6, 1)).astype(np.uint8),  # 5 N train, N val
-        "train_labels": np.arange(6 * N, dtype=np.uint8) % 10,
-        "test_images": pixels.astype(np.uint8),
-        "test_labels": np.arange(N, dtype=np.uint8) % 10,
-    }
-    monkeypatch.setattr(mnist, "load_mnist", lambda data_dir=None, fetch=True: arrays)
-    monkeypatch.setattr(mnist, "N_TRAIN", 5 * N)  # the last N training images validate
-    return pixels
+    """The test images of a fake MNIST (helpers.use_fake_mnist): image k's pixel j is
+    (k + j) % 256, so every pixel of every image is told apart."""
+    return use_fake_mnist(monkeypatch, N)
 
 
 def pmnist(seed: int, perm_seed: int) -> mnist.MNISTTask:

@@ -6,6 +6,12 @@ The recurrence is a C++ extension built on first use by ``torch.utils.cpp_extens
 workers load the one build. torch locks the build directory, so processes that start at
 once wait for one build instead of each compiling. Nothing is compiled at install.
 
+One build per source, flags, compiler and torch install, whichever checkout asks: torch
+rebuilds whenever the ninja file it writes changes, and that file names the source's path,
+so the source is compiled from a copy at a path fixed by its content (``_stable_source``),
+not from the package's folder. Each torch install (each venv) gets its own build: the ninja
+file names torch's include and library folders too.
+
 ``HDETACH_CPU_KERNEL`` (read at each call by ``hdetach.settings.cpu_kernel``):
 
 * ``auto`` (default): the compiled recurrence for float32 and float64 CPU tensors; where
@@ -23,8 +29,13 @@ While torch.compile traces, and under torch.func transforms, the eager steps run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import platform
+import sysconfig
+import tempfile
 import threading
 import time
 import warnings
@@ -61,21 +72,76 @@ def _compile_flags() -> list[str]:
 
 
 def _extension_name(flags: list[str]) -> str:
-    """A name per source and flags: a changed source or another CPU capability gets its
-    own build directory instead of rebuilding (and invalidating) another's."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    """A name per source, flags, compiler, Python and torch install: each gets its own build
+    directory instead of rebuilding (and invalidating) another's, as torch would where any
+    of them changed the ninja file of a shared one."""
+    identity = [
+        hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        " ".join(flags),
+        os.environ.get("CXX", "c++"),  # the compiler torch's ninja file runs
+        sysconfig.get_path("include"),
+        torch.__version__,
+        str(Path(torch.__file__).parent),
+    ]
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:12]
     return f"hdetach_cpu_{digest}"
+
+
+def _stable_source(extensions_root: Path) -> Path:
+    """The kernel's source copied to ``<extensions_root>/hdetach_sources/<digest>/``, a path
+    that its content alone fixes, so that every checkout hands torch the same path.
+
+    Written once and never touched again: a newer modification time would rebuild. The copy
+    appears whole or not at all (a hard link to a finished file), and a process that loses
+    the race to create it keeps the winner's.
+    """
+    text = SOURCE.read_bytes()
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    target = extensions_root / "hdetach_sources" / digest / SOURCE.name
+    if target.is_file() and target.read_bytes() == text:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, staged = tempfile.mkstemp(dir=target.parent, prefix=f".{SOURCE.name}.")
+    try:
+        with os.fdopen(handle, "wb") as staged_file:
+            staged_file.write(text)
+        if target.exists():  # a damaged copy: replace it whole
+            os.replace(staged, target)
+        else:
+            with contextlib.suppress(FileExistsError):  # another process's copy: the same
+                os.link(staged, target)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
+    return target
+
+
+def _drop_cuda_runtime_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def _cpp_extension() -> ModuleType:
+    """``torch.utils.cpp_extension``, imported without its "No CUDA runtime is found"
+    warning: torch's CUDA build logs it at import on a machine without a GPU, though this
+    CPU-only extension needs no CUDA. Only that record, only during this import."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    logger.addFilter(_drop_cuda_runtime_notice)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        logger.removeFilter(_drop_cuda_runtime_notice)
+    return cpp_extension
 
 
 def _build() -> None:
     """Build (or find built) and load the extension; registers ``torch.ops.hdetach_cpu``."""
-    from torch.utils.cpp_extension import load
-
+    cpp_extension = _cpp_extension()
     flags = _compile_flags()
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
     start = time.perf_counter()
-    load(
+    cpp_extension.load(
         name=_extension_name(flags),
-        sources=[str(SOURCE)],
+        sources=[str(_stable_source(Path(root)))],
         extra_cflags=flags,
         is_python_module=False,
         verbose=False,

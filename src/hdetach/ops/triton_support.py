@@ -31,9 +31,9 @@ def triton_unsupported_reason(
     """Why the triton kernels cannot run a layer of these sizes, or None where they can.
 
     ``batch``: all rows; ``members``: how many LSTMs share them (a population).
+    A missing triton package is named last: installing it is no help where another reason
+    holds (CPU tensors on torch's CPU-only build, which brings no triton, among them).
     """
-    if importlib.util.find_spec("triton") is None:
-        return "the triton package is not installed (pip install triton)"
     if device.type != "cuda" and not (device.type == "cpu" and triton_interpreting()):
         return f"its kernels run on CUDA tensors (CPU ones under TRITON_INTERPRET=1), got {device}"
     if dtype not in SUPPORTED_DTYPES:
@@ -47,4 +47,6 @@ def triton_unsupported_reason(
         return "its kernels index with int32: the gates must have fewer than 2^31 elements"
     if members * 4 * hidden * hidden >= 2**31:
         return "its kernels index with int32: the members' W_hh must have fewer than 2^31 elements"
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed (pip install triton)"
     return None
