@@ -225,3 +225,23 @@ def test_print_transfer_compares_every_h_detach_group_with_vanilla(capsys):
     assert lines[9] == transfer_verdict(per_T, "h1")
     assert lines[9].startswith("Transfer: h1 transfers better than vanilla at every T")
     assert lines[12].startswith("Transfer: within noise at every T tested (20, 50)")
+
+
+def test_the_demo_reports_progress_and_short_and_full_have_their_own_folders(
+    tmp_path, capsys, monkeypatch
+):
+    """Progress lines while the runs train (every PROGRESS_SECONDS; here 0.05 s), and
+    the default folders of --short and the full demo apart, so neither refuses the other."""
+    from hdetach.experiments import demo
+    from hdetach.experiments.sweep.grid import prepare
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "PROGRESS_SECONDS", 0.05)
+    code, stdout, err = run_cli(["demo", "--short", "--jobs", "1"], capsys)
+    assert code == 0, err
+    total = 4 * demo.SHORT["epochs"] * demo.SHORT["steps_per_epoch"]
+    progress = [line for line in err.splitlines() if f" of {total:,} steps (" in line]
+    assert progress, err
+    assert (tmp_path / "runs" / "demo-short" / "report.md").is_file()
+    assert not (tmp_path / "runs" / "demo").exists()
+    prepare(Path("runs/demo"), demo_grid(None, None, DEMO_SEEDS, 0.5, False))  # no refusal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from hdetach.experiments.gradients.tracking import late_ratio
 from hdetach.experiments.report import report
 from hdetach.experiments.report_runs import find_runs, group_runs, transfer_accuracies
 from hdetach.experiments.report_study import one_run_per_seed
+from hdetach.experiments.runfiles import steps_recorded
 from hdetach.experiments.stats import Spread, group_stats
 from hdetach.experiments.sweep import Grid, run_sweep
 from hdetach.experiments.sweep.engines import layout
@@ -107,6 +109,46 @@ def transfer_runs(run_dirs: list[Path], Ts: list[int], n: int) -> None:
         print(f"{d.name}: accuracy " + " / ".join(f"{a:.4f}" for a in accs), file=sys.stderr)
 
 
+PROGRESS_SECONDS = 10.0
+
+
+class SweepProgress:
+    """A line on stderr every PROGRESS_SECONDS while the sweep trains: the steps its runs have
+    recorded (their evaluations, every epoch), of all, and an estimate of the time left.
+    The runs train in worker processes; their metrics.jsonl files are what can be read."""
+
+    def __init__(self, run_dirs: list[Path], steps_per_run: int) -> None:
+        self.run_dirs, self.total = run_dirs, steps_per_run * len(run_dirs)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._report, daemon=True)
+
+    def __enter__(self) -> SweepProgress:
+        self.start_steps = self._steps()
+        self.started = time.time()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _steps(self) -> int:
+        return sum(steps_recorded(d) for d in self.run_dirs)
+
+    def _report(self) -> None:
+        while not self.stop.wait(PROGRESS_SECONDS):
+            steps, elapsed = self._steps(), time.time() - self.started
+            done = steps - self.start_steps
+            left = (self.total - steps) * elapsed / done if done > 0 else None
+            eta = "?" if left is None else f"{left / 60:.1f} min"
+            print(
+                f"  {steps:,} of {self.total:,} steps ({100 * steps / self.total:.0f}%) after "
+                f"{elapsed / 60:.1f} min, about {eta} left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """The ``hdetach demo`` subcommand."""
     p = subparsers.add_parser(
@@ -132,13 +174,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help=f"seeds per model (default {DEMO_SEEDS})")
     p.add_argument("--jobs", type=int, help="runs at once (default: the cores)")
     p.add_argument("--short", action="store_true", help="a tiny version in seconds (2 seeds)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--out", help="output folder (default runs/demo, with --short runs/demo-short)")
     p.set_defaults(run=_command)
 
 
 def _command(a: argparse.Namespace) -> None:
 
-    out = Path(a.out)
+    # Each setting its own folder: a sweep folder holds one setting, so --short and the full
+    # demo sharing one would refuse whichever ran second.
+    out = Path(a.out or ("runs/demo-short" if a.short else "runs/demo"))
     seeds = a.seeds if a.seeds is not None else (2 if a.short else DEMO_SEEDS)
     if seeds < 1 or (a.jobs is not None and a.jobs < 1):
         raise ConfigError("--seeds and --jobs must be >= 1")
@@ -146,9 +190,14 @@ def _command(a: argparse.Namespace) -> None:
     runs = prepare(out, grid)
     jobs, threads = layout(len(runs), a.jobs, None)
     total = next(iter(runs.values())).total_steps
-    print(f"{len(runs)} runs of {total} steps, {jobs} at once; a line per finished run")
+    print(
+        f"{len(runs)} runs of {total} steps, {jobs} at once; progress every "
+        f"{PROGRESS_SECONDS:.0f} s, a line per finished run",
+        flush=True,
+    )
     t0 = time.time()
-    result = run_sweep(runs, jobs=jobs, threads=threads)
+    with SweepProgress([Path(cfg.run_dir) for cfg in runs.values()], total):
+        result = run_sweep(runs, jobs=jobs, threads=threads)
     if result.interrupted or result.failed:
         print("not finished: run the same command again to continue", file=sys.stderr)
         sys.exit(130 if result.interrupted else 1)
