@@ -396,16 +396,16 @@ def add_dataclass_options(
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata or f.name in skip:
             continue
+        stated = default_text(cls, f)
         if hints[f.name] is bool:  # a switch, off by default
             parser.add_argument(
                 flag(f.name),
                 dest=f.name,
                 action="store_true",
                 default=argparse.SUPPRESS,
-                help=f.metadata["help"],
+                help=f"{f.metadata['help']} ({stated})",
             )
             continue
-        stated = default_text(cls, f)
         parser.add_argument(
             flag(f.name),
             dest=f.name,
