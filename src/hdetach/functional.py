@@ -139,17 +139,14 @@ def lstm_recurrence(
 
 
 def _check_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, detach_mask, detach_path) -> None:
-    if (
-        not isinstance(x, Tensor)
-        or x.dim() != 3
-        or w_ih.dim() != w_hh.dim()
-        or x.shape[2] != w_ih.shape[-1]
-    ):
+    if not isinstance(x, Tensor) or x.dim() != 3:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(
+        raise ValueError(f"x must have shape (T, B, I), got {got}")
+    if w_ih.dim() != w_hh.dim() or x.shape[2] != w_ih.shape[-1]:
+        raise RuntimeError(
             f"x must have shape (T, B, I) with I = weight_ih.shape[-1], and weight_ih as many "
-            f"dimensions as weight_hh; got x {got}, weight_ih {tuple(w_ih.shape)} and "
-            f"weight_hh {tuple(w_hh.shape)}"
+            f"dimensions as weight_hh; got x {tuple(x.shape)}, weight_ih {tuple(w_ih.shape)} "
+            f"and weight_hh {tuple(w_hh.shape)}"
         )
     if (b_ih is None) != (b_hh is None):
         raise ValueError("bias_ih and bias_hh must both be given or both be None")
@@ -159,7 +156,7 @@ def _check_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, detach_mask, detach_pa
     lead, four_hidden = tuple(w_ih.shape[:-2]), w_ih.shape[-2]  # lead: (K,) for a population
     for name, bias in (("bias_ih", b_ih), ("bias_hh", b_hh)):
         if bias is not None and tuple(bias.shape) != (*lead, four_hidden):
-            raise ValueError(
+            raise RuntimeError(
                 f"{name} must have shape {(*lead, four_hidden)}, got {tuple(bias.shape)}"
             )
     check_recurrence((*x.shape[:2], four_hidden), h0, c0, w_hh, w_hr, detach_mask, x.device)
@@ -282,6 +279,11 @@ def _check_stack(input, hx, weights, directions, detach_masks, detach_path) -> l
     if len({len(entry) for entry in weights}) != 1:
         raise ValueError("every entry of weights must hold the same kind of tensors")
     entries = [_unpack_weights(entry, k) for k, entry in enumerate(weights)]
+    if input.dtype != entries[0][0].dtype:  # as torch.nn.LSTM checks it: a ValueError
+        raise ValueError(
+            f"input must have the dtype of the first layer's weight_ih, {entries[0][0].dtype}, "
+            f"got {input.dtype}"
+        )
     layer_input = input
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(entries):
         mask = None if detach_masks is None else detach_masks[k]

@@ -173,13 +173,13 @@ def test_lstm_recurrence_native_runs_fused():
 def test_weights_and_inputs_must_share_dtype_and_device():
     x, zeros = torch.randn(3, 2, 4), torch.zeros(2, 2)
     w_ih, w_hh = torch.randn(8, 4), torch.randn(8, 2)
-    with pytest.raises(TypeError, match="weight_hh must be torch.float32 on cpu like x"):
+    with pytest.raises(RuntimeError, match="weight_hh must be torch.float32 on cpu like x"):
         lstm_layer(x, zeros, zeros, w_ih, w_hh.double())
-    with pytest.raises(TypeError, match="h0 must be torch.float32 on cpu like gates_x"):
+    with pytest.raises(RuntimeError, match="h0 must be torch.float32 on cpu like gates_x"):
         lstm_recurrence(torch.randn(3, 2, 8), zeros.double(), zeros, w_hh)
-    with pytest.raises(TypeError, match="weight_ih must be torch.float32 on cpu like x"):
+    with pytest.raises(RuntimeError, match="weight_ih must be torch.float32 on cpu like x"):
         lstm(x, (zeros[None], zeros[None]), [(w_ih.to("meta"), w_hh)])
-    with pytest.raises(TypeError, match="bias_hh must be"):
+    with pytest.raises(RuntimeError, match="bias_hh must be"):
         lstm_layer(x, zeros, zeros, w_ih, w_hh, torch.zeros(8), torch.zeros(8, dtype=torch.float16))
 
 

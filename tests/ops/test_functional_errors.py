@@ -1,4 +1,9 @@
-"""The functional API refuses bad arguments with a clear error before any work."""
+"""The functional API refuses bad arguments with a clear error before any work.
+
+Tensors that disagree (shapes, dtypes, devices) raise RuntimeError, as torch's own ops
+do, torch.lstm among them; the options, the packed layout and the masks, hdetach's own
+arguments, ValueError or TypeError.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ def args(**override):
     "override,error,message",
     [
         ({"gates_x": torch.randn(T, 4 * H)}, ValueError, "gates_x must have shape"),
-        ({"gates_x": torch.randn(T, B, 7)}, ValueError, r"\(T, B, 4H\)"),
-        ({"h0": torch.zeros(B, H + 1)}, ValueError, "h0 must have shape"),
-        ({"c0": torch.zeros(B + 1, H)}, ValueError, "c0 must have shape"),
-        ({"weight_hh": torch.randn(4 * H, H + 1)}, ValueError, "weight_hh must have shape"),
+        ({"gates_x": torch.randn(T, B, 7)}, RuntimeError, r"\(T, B, 4H\)"),
+        ({"h0": torch.zeros(B, H + 1)}, RuntimeError, "h0 must have shape"),
+        ({"c0": torch.zeros(B + 1, H)}, RuntimeError, "c0 must have shape"),
+        ({"weight_hh": torch.randn(4 * H, H + 1)}, RuntimeError, "weight_hh must have shape"),
+        ({"h0": torch.zeros(B, H, dtype=torch.float64)}, RuntimeError, "h0 must be torch.float32"),
+        ({"weight_hh": torch.randn(4 * H, H, device="meta")}, RuntimeError, "weight_hh must be"),
         ({"detach_mask": torch.zeros(T, dtype=torch.int64)}, TypeError, "torch.bool"),
         ({"detach_mask": torch.zeros(T + 1, dtype=torch.bool)}, ValueError, "must have shape"),
         ({"detach_mask": torch.zeros(T, dtype=torch.bool, device="meta")}, ValueError, "on cpu"),
@@ -46,7 +53,7 @@ def test_lstm_recurrence_bad_arguments(override, error, message):
 
 def test_lstm_layer_bad_arguments():
     x = torch.randn(T, B, 5)
-    with pytest.raises(ValueError, match="weight_ih.shape"):
+    with pytest.raises(RuntimeError, match="weight_ih.shape"):
         lstm_layer(
             x, torch.zeros(B, H), torch.zeros(B, H), torch.randn(4 * H, 6), torch.randn(4 * H, H)
         )
@@ -68,6 +75,9 @@ def test_lstm_bad_weights_and_masks():
         lstm(torch.randn(T, B, 5), hx, [layer])
     with pytest.raises(ValueError, match="detach_masks must hold"):
         lstm(torch.randn(T, B, 5), (hx[0][:1], hx[1][:1]), [layer], detach_masks=[None, None])
+    # torch.nn.LSTM's check of the input's dtype against the first weight, and its type
+    with pytest.raises(ValueError, match="dtype of the first layer's weight_ih, torch.float32"):
+        lstm(torch.randn(T, B, 5, dtype=torch.float64), (hx[0][:1], hx[1][:1]), [layer])
 
 
 def test_reverse_sequences_reverses_within_each_length():

@@ -98,19 +98,29 @@ def test_a_population_call_equals_one_call_per_member(
 
 
 @pytest.mark.parametrize(
-    ("change", "match"),
+    ("change", "error", "match"),
     [
-        (lambda t: t.update(h0=t["h0"][:-1], c0=t["c0"][:-1], x=t["x"][:, :-1]), "K \\* B rows"),
-        (lambda t: t.update(b_ih=t["b_ih"][0]), "bias_ih must have shape \\(3, 12\\)"),
-        (lambda t: t.update(w_ih=t["w_ih"][0]), "as many dimensions"),
-        (lambda t: t.update(w_hr=torch.zeros(P, H, dtype=F64)), "weight_hr"),
+        (
+            lambda t: t.update(h0=t["h0"][:-1], c0=t["c0"][:-1], x=t["x"][:, :-1]),
+            ValueError,
+            "K \\* B rows",
+        ),
+        (
+            lambda t: t.update(b_ih=t["b_ih"][0]),
+            RuntimeError,
+            "bias_ih must have shape \\(3, 12\\)",
+        ),
+        (lambda t: t.update(w_ih=t["w_ih"][0]), RuntimeError, "as many dimensions"),
+        (lambda t: t.update(w_hr=torch.zeros(P, H, dtype=F64)), RuntimeError, "weight_hr"),
     ],
     ids=["rows-not-K-blocks", "bias-without-K", "w_ih-without-K", "w_hr-without-K"],
 )
-def test_bad_population_shapes_are_one_clear_error(change, match):
+def test_bad_population_shapes_are_one_clear_error(change, error, match):
+    """Tensors whose shapes disagree: a RuntimeError, as in torch's ops; a batch that is
+    not K blocks of rows breaks the population's own layout: a ValueError."""
     t = {name: v.detach() for name, v in _tensors(torch.Generator().manual_seed(0), False).items()}
     change(t)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         _layer(t, None, "h", "fused")
 
 

@@ -125,9 +125,9 @@ def test_projection_without_detach_matches_torch_lstm(cpu_kernel, backend):
 def test_projection_weight_shapes_are_checked():
     x, h0, c0 = torch.randn(3, 2, 4), torch.zeros(2, 2), torch.zeros(2, 5)
     w_ih, w_hh = torch.randn(20, 4), torch.randn(20, 2)
-    with pytest.raises(ValueError, match=r"weight_hr must have shape \(P, 5\)"):
+    with pytest.raises(RuntimeError, match=r"weight_hr must have shape \(P, 5\)"):
         lstm(x, (h0[None], c0[None]), [(w_ih, w_hh, torch.randn(2, 4))])
-    with pytest.raises(ValueError, match="h0 must have shape"):
+    with pytest.raises(RuntimeError, match="h0 must have shape"):
         lstm(x, (c0[None], c0[None]), [(w_ih, w_hh, torch.randn(2, 5))])
     with pytest.raises(ValueError, match="2 to 5 tensors"):
         lstm(x, (h0[None], c0[None]), [(w_ih,)])

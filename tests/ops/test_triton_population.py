@@ -167,19 +167,29 @@ def _bad_inputs(case: str):
 
 
 @pytest.mark.parametrize(
-    "case, message",
+    "case, error, message",
     [
-        ("packed", "batch_sizes must be None when weight_hh holds members"),
-        ("rows not a multiple", r"gates_x.shape\[1\] = 5\) must be a multiple of the 2 members"),
-        ("weight shape", r"weight_hh must have shape \(64, 16\) .* got \(2, 64, 15\)"),
-        ("weight dims", r"weight_hh must have shape .* got \(1, 2, 64, 16\)"),
-        ("no members", r"K >= 1 members, got \(0, 64, 16\)"),
-        ("h0 rows", r"h0 must have shape \(6, 16\)"),
-        ("mask of one member", r"detach_mask must have shape \(3,\) or \(3, 6\)"),
+        ("packed", ValueError, "batch_sizes must be None when weight_hh holds members"),
+        (
+            "rows not a multiple",
+            ValueError,
+            r"gates_x.shape\[1\] = 5\) must be a multiple of the 2 members",
+        ),
+        (
+            "weight shape",
+            RuntimeError,
+            r"weight_hh must have shape \(64, 16\) .* got \(2, 64, 15\)",
+        ),
+        ("weight dims", RuntimeError, r"weight_hh must have shape .* got \(1, 2, 64, 16\)"),
+        ("no members", RuntimeError, r"K >= 1 members, got \(0, 64, 16\)"),
+        ("h0 rows", RuntimeError, r"h0 must have shape \(6, 16\)"),
+        ("mask of one member", ValueError, r"detach_mask must have shape \(3,\) or \(3, 6\)"),
     ],
 )
-def test_population_refuses_bad_input(interpreted: TritonBackend, case, message):
-    with pytest.raises(ValueError, match=message):
+def test_population_refuses_bad_input(interpreted: TritonBackend, case, error, message):
+    """Shapes that disagree: RuntimeErrors, as in torch's ops; the population's own
+    layout and the mask: ValueErrors."""
+    with pytest.raises(error, match=message):
         interpreted.triton_lstm_recurrence(*_bad_inputs(case))
 
 

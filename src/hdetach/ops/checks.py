@@ -47,11 +47,16 @@ def check_detach_mask(mask: Tensor | None, steps: int, batch: int, device: torch
 
 
 def check_same_dtype_and_device(first: str, tensors: dict[str, Tensor | None]) -> None:
-    """Every tensor given must share the dtype and device of the one named ``first``."""
+    """Every tensor given must share the dtype and device of the one named ``first``.
+
+    A RuntimeError, as torch's own ops (``torch.lstm`` among them) raise for tensors that
+    disagree; so is a shape that does not fit (``check_shape``). The options, the packed
+    layout and the detach masks, hdetach's own arguments, are ValueErrors and TypeErrors.
+    """
     like = tensors[first]
     for name, tensor in tensors.items():
         if tensor is not None and (tensor.dtype != like.dtype or tensor.device != like.device):
-            raise TypeError(
+            raise RuntimeError(
                 f"{name} must be {like.dtype} on {like.device} like {first}, "
                 f"got {tensor.dtype} on {tensor.device}"
             )
@@ -59,7 +64,7 @@ def check_same_dtype_and_device(first: str, tensors: dict[str, Tensor | None]) -
 
 def check_shape(name: str, tensor: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(tensor.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+        raise RuntimeError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
 
 
 def check_recurrence(
@@ -78,7 +83,7 @@ def check_recurrence(
     """
     steps, batch, four_hidden = gates_shape
     if four_hidden % 4 or four_hidden == 0 or steps == 0:
-        raise ValueError(
+        raise RuntimeError(
             f"the gates must have shape (T, B, 4H) with T, H >= 1, got {tuple(gates_shape)}"
         )
     hidden = four_hidden // 4
@@ -86,7 +91,7 @@ def check_recurrence(
     if weight_hr is not None and (
         weight_hr.dim() != 2 + len(lead) or weight_hr.shape[-1] != hidden
     ):
-        raise ValueError(
+        raise RuntimeError(
             f"weight_hr must have shape ({''.join(f'{k}, ' for k in lead)}P, {hidden}) "
             "(proj_size, hidden_size), "
             f"got {tuple(weight_hr.shape)}"

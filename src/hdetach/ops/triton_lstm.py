@@ -240,7 +240,7 @@ def _check_population(
         or weight_hh.shape[0] < 1
         or weight_hh.shape[1:] != (four_hidden, hidden)
     ):
-        raise ValueError(
+        raise RuntimeError(
             f"weight_hh must have shape ({four_hidden}, {hidden}) (4H, H), or "
             f"(K, {four_hidden}, {hidden}) for K >= 1 members, got {tuple(weight_hh.shape)}"
         )
