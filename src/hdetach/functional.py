@@ -65,7 +65,8 @@ def draw_detach_masks(
     drawn on ``device`` from ``generator`` (None: torch's global generator of that device;
     the modules pass their own stream, see ``hdetach.nn.masks``). Shapes as the functions
     here take them: (T,) or (T, B) per layer, (L * D, T[, B]) for a stack."""
-    device = torch.device("cpu") if device is None else torch.device(device)
+    if not isinstance(device, torch.device):
+        device = torch.device("cpu" if device is None else device)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"generator is a {generator.device.type} generator, but the masks are drawn on "

@@ -101,12 +101,16 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
             c = _stop_gradient(c, detach)
         return super().forward(input, (h, c))
 
-    def _draw(self, input: Tensor) -> Tensor:
-        """A 0-d (batch scope, or unbatched input) or (B,) bool tensor of detach decisions."""
+    def _draw(self, input: Tensor) -> bool | Tensor:
+        """One decision for the batch (batch scope, or an unbatched input) as a bool, or
+        per example a (B,) bool tensor. The bool is read off the draw at once: a step not
+        detached is then torch's own call, and a detached one cuts the whole state with
+        ``detach()``, neither with a masking op of its own in the graph."""
         per_example = self.detach_scope == "sample" and input.dim() == 2
         shape = (input.shape[0],) if per_example else ()
         generator = self._mask_generator(input.device)
-        return draw_detach_masks(self.p_detach, shape, device=input.device, generator=generator)
+        drawn = draw_detach_masks(self.p_detach, shape, device=input.device, generator=generator)
+        return drawn if per_example else bool(drawn)
 
     @staticmethod
     def _check_detach(detach: bool | Tensor, input: Tensor) -> None:
