@@ -32,23 +32,24 @@ class LSTM(OwnMaskStream, nn.LSTM):
 
     For each element in the input sequence, each layer computes
 
-    .. math::
-        \begin{array}{ll}
-            \tilde h_{t-1} = \mathrm{sg}(h_{t-1}) \text{ if } m_t \text{ else } h_{t-1} \\
-            i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} \tilde h_{t-1} + b_{hi}) \\
-            f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} \tilde h_{t-1} + b_{hf}) \\
-            g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} \tilde h_{t-1} + b_{hg}) \\
-            o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} \tilde h_{t-1} + b_{ho}) \\
-            c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
-            h_t = o_t \odot \tanh(c_t)
-        \end{array}
+    $$
+    \begin{array}{ll}
+        \tilde h_{t-1} = \mathrm{sg}(h_{t-1}) \text{ if } m_t \text{ else } h_{t-1} \\
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} \tilde h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} \tilde h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} \tilde h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} \tilde h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+    \end{array}
+    $$
 
-    where :math:`\mathrm{sg}` ("stop gradient") is the identity in the forward pass and
-    has zero derivative, and :math:`m_t \sim \mathrm{Bernoulli}(p\_detach)` is drawn per
+    where $\mathrm{sg}$ ("stop gradient") is the identity in the forward pass and
+    has zero derivative, and $m_t \sim \mathrm{Bernoulli}(p_\mathrm{detach})$ is drawn per
     step (per step and example with ``detach_scope="sample"``). The forward values are
     exactly those of ``torch.nn.LSTM``; in training the gradient reaches the past from
-    step t only through :math:`c_{t-1}` on the steps where :math:`m_t` is drawn. With
-    ``detach_path="c"``, :math:`c_{t-1}` is blocked instead (the c-detach ablation).
+    step t only through $c_{t-1}$ on the steps where $m_t$ is drawn. With
+    ``detach_path="c"``, $c_{t-1}$ is blocked instead (the c-detach ablation).
     The mask is drawn only in training mode, with grad enabled and ``p_detach > 0``, on
     the input's device from ``generator``, or by default from a stream of the module's
     own that leaves torch's global generators untouched (so turning h-detach on changes
@@ -64,25 +65,25 @@ class LSTM(OwnMaskStream, nn.LSTM):
     those of ``torch.nn.LSTM``; a state dict moves between the two key for key.
 
     Args:
-        input_size: the number of features of the input :math:`x_t`.
-        hidden_size: the number of features of :math:`h_t` and :math:`c_t`.
+        input_size: the number of features of the input $x_t$.
+        hidden_size: the number of features of $h_t$ and $c_t$.
         num_layers: stacked LSTM layers, each reading the previous one's output.
             Default: 1.
-        bias: if False, no :math:`b_{ih}` and :math:`b_{hh}`. Default: True.
+        bias: if False, no $b_{ih}$ and $b_{hh}$. Default: True.
         batch_first: input and output as (N, L, ...) instead of (L, N, ...); the
             states keep (layers, N, ...). Default: False.
         dropout: dropout on each layer's output except the last. Default: 0.
         bidirectional: a second LSTM reads the sequence backwards. Default: False.
-        proj_size: if > 0, :math:`h_t` is projected to this size by
-            :math:`W_{hr}`. Default: 0.
+        proj_size: if > 0, $h_t$ is projected to this size by
+            $W_{hr}$. Default: 0.
         device: where the parameters are made. Default: torch's default.
         dtype: the parameters' dtype. Default: torch's default.
-        p_detach: probability per time step that :math:`h_{t-1}` enters the step as
+        p_detach: probability per time step that $h_{t-1}$ enters the step as
             a constant for autograd. Default: 0.25 (0 gives the plain LSTM gradient).
         detach_scope: ``"batch"`` draws one decision per step for the whole minibatch
             (the paper); ``"sample"`` one per step per example. Default: ``"batch"``.
-        detach_path: ``"h"`` blocks :math:`h_{t-1}` (h-detach); ``"c"`` blocks
-            :math:`c_{t-1}` (c-detach). Default: ``"h"``.
+        detach_path: ``"h"`` blocks $h_{t-1}$ (h-detach); ``"c"`` blocks
+            $c_{t-1}$ (c-detach). Default: ``"h"``.
         layer_masks: ``"shared"``: one draw serves every layer and direction;
             ``"independent"``: each layer and direction draws its own. Default:
             ``"shared"``.
@@ -93,37 +94,36 @@ class LSTM(OwnMaskStream, nn.LSTM):
             from; None: the module's own stream. Not saved with the module. Default: None.
 
     Inputs: input, (h_0, c_0), detach_mask
-        * **input**: tensor of shape :math:`(L, H_{in})` (unbatched),
-          :math:`(L, N, H_{in})`, or :math:`(N, L, H_{in})` with ``batch_first=True``;
+        * **input**: tensor of shape $(L, H_{in})$ (unbatched),
+          $(L, N, H_{in})$, or $(N, L, H_{in})$ with ``batch_first=True``;
           or a ``PackedSequence``.
-        * **h_0**: :math:`(D \cdot \text{num\_layers}, N, H_{out})` (no N when
+        * **h_0**: $(D \cdot \mathrm{num\_layers}, N, H_{out})$ (no N when
           unbatched); zeros if not given.
-        * **c_0**: :math:`(D \cdot \text{num\_layers}, N, H_{cell})`; zeros if not given.
+        * **c_0**: $(D \cdot \mathrm{num\_layers}, N, H_{cell})$; zeros if not given.
         * **detach_mask** (optional, keyword or third): an explicit bool mask instead
-          of the random draw, of shape :math:`(L,)`, :math:`(L, N)`,
-          :math:`(D \cdot \text{num\_layers}, L)` or
-          :math:`(D \cdot \text{num\_layers}, L, N)`; ``detach_mask[..., t]`` True
+          of the random draw, of shape $(L,)$, $(L, N)$,
+          $(D \cdot \mathrm{num\_layers}, L)$ or
+          $(D \cdot \mathrm{num\_layers}, L, N)$; ``detach_mask[..., t]`` True
           detaches the state entering the step that processes position t (for the
           reverse direction that state comes from position t + 1). For a
           ``PackedSequence``, N indexes the sequences in the order they were packed.
 
-        where :math:`N` is the batch size, :math:`L` the sequence length, :math:`D` 2
-        if bidirectional else 1, :math:`H_{cell}` = hidden_size and :math:`H_{out}` =
+        where $N$ is the batch size, $L$ the sequence length, $D$ 2
+        if bidirectional else 1, $H_{cell}$ = hidden_size and $H_{out}$ =
         proj_size if proj_size > 0 else hidden_size.
 
     Outputs: output, (h_n, c_n)
-        * **output**: :math:`(L, N, D \cdot H_{out})` (batch first:
-          :math:`(N, L, D \cdot H_{out})`; unbatched: :math:`(L, D \cdot H_{out})`), or a
-          ``PackedSequence``: :math:`h_t` of the last layer at every step.
-        * **h_n**: :math:`(D \cdot \text{num\_layers}, N, H_{out})`, the final hidden
+        * **output**: $(L, N, D \cdot H_{out})$ (batch first:
+          $(N, L, D \cdot H_{out})$; unbatched: $(L, D \cdot H_{out})$), or a
+          ``PackedSequence``: $h_t$ of the last layer at every step.
+        * **h_n**: $(D \cdot \mathrm{num\_layers}, N, H_{out})$, the final hidden
           state of each layer and direction.
-        * **c_n**: :math:`(D \cdot \text{num\_layers}, N, H_{cell})`, the final cell state.
+        * **c_n**: $(D \cdot \mathrm{num\_layers}, N, H_{cell})$, the final cell state.
 
     Tracing or exporting while detaching raises an error naming the way out;
     ``torch.jit.script`` is refused (see docs/compatibility.md).
 
-    Example::
-
+    Examples:
         >>> import torch, hdetach
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
