@@ -3,12 +3,16 @@
 # transfer results; no checkpoints) from OUT into results/paper/<study>/, and write each
 # study's report there. Safe to run while the campaign runs: it reads finished lines only.
 # With DATA (the MNIST folder), also each study's gradient check (check_gradients.py).
+# A study's report covers every run in its folder, those still training included (at the
+# epoch they have reached): while run-33.sh trains pixel MNIST's seeds 4 to 7 in mnist/,
+# its report is not the 20-epoch result; run this when the chains have finished.
 # Usage: results/paper/collect.sh [OUT] [DATA]
 set -eu
 OUT=${1:-runs/paper}
 DATA=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200; do
+for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-200 pmnist-perm-per-seed \
+    pmnist-200-perm-per-seed; do
     [ -d "$OUT/$study" ] || continue
     for run in "$OUT/$study"/*/; do
         dest="$HERE/$study/$(basename "$run")"
@@ -29,6 +33,7 @@ report() {  # study, then report options
 MNIST_AT="--at-epochs 1,2,5,10,15,20 --reach 0.9,0.95"
 report mnist --reference "paper, h-detach=0.985" $MNIST_AT --stability
 report pmnist --reference "paper, h-detach=0.923" $MNIST_AT --stability
+report pmnist-perm-per-seed --reference "paper, h-detach=0.923" $MNIST_AT --stability
 report mnist-no-clip --reference "paper, h-detach=0.985" --at-epochs 1,2,4,6,8,10 \
     --reach 0.9,0.95 --stability
 # the paper's stability claim set clipped against unclipped, the same seeds, over the
@@ -44,12 +49,14 @@ if [ -f "$HERE/mnist-no-clip/sweep.json" ] && ls "$HERE"/mnist/*/summary.json > 
 fi
 report copy-T100 --reach 0.9,0.99 --at-epochs 1,5,10,20,30 --stability
 report copy-T300 --reach 0.8,0.9,0.99 --at-epochs 1,5,10,20,30 --stability
-report pmnist-200 --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
-    --reach 0.9,0.92
+for study in pmnist-200 pmnist-200-perm-per-seed; do
+    report $study --reference "paper, h-detach=0.923" --at-epochs 1,10,20,50,100,150,200 \
+        --reach 0.9,0.92
+done
 # The gradient the campaign computes at the weights its runs have reached, against the
 # reference backend in float64 (about a minute in all, one thread).
 if [ -n "$DATA" ]; then
-    for study in mnist pmnist mnist-no-clip copy-T100 copy-T300; do
+    for study in mnist pmnist mnist-no-clip copy-T100 copy-T300 pmnist-perm-per-seed; do
         ls "$OUT/$study"/*/last.pt > /dev/null 2>&1 && [ -d "$HERE/$study" ] || continue
         python "$HERE/check_gradients.py" "$OUT/$study" "$DATA" \
             > "$HERE/$study/gradient-check.md"
