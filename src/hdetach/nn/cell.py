@@ -16,6 +16,7 @@ from hdetach.nn.options import (
     graph_capture,
     script_error,
 )
+from hdetach.nn.refusals import check_cell_inputs
 from hdetach.ops.checks import check_choice
 
 
@@ -86,15 +87,19 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
     ) -> tuple[Tensor, Tensor]:
         if detach is None:
             draws = self.training and torch.is_grad_enabled() and self.p_detach > 0
-            detach = self._draw(input) if draws and hx is not None else False
+            draws = draws and hx is not None
         else:
             self._check_detach(detach, input)
+            draws = False
+        # Before the draw, which a capture could not record (nor read as a bool).
         capture = graph_capture()
-        if capture is not None and detach is not False:
+        if capture is not None and (draws or (detach is not None and detach is not False)):
             raise capture_error(capture, "hdetach.LSTMCell")
+        if detach is None:
+            detach = self._draw(input) if draws else False
         if hx is None or detach is False:
             return super().forward(input, hx)
-        h, c = self._checked_state(input, hx)
+        h, c = check_cell_inputs(self, input, hx)
         if self.detach_path == "h":
             h = _stop_gradient(h, detach)
         else:
@@ -124,72 +129,8 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
         elif not isinstance(detach, bool):
             raise TypeError(f"detach must be a bool or a bool tensor, got {type(detach).__name__}")
 
-    def _checked_state(self, input: Tensor, hx) -> tuple[Tensor, Tensor]:
-        """``hx`` as (h, c) once ``input`` and ``hx`` pass ``torch.nn.LSTMCell``'s checks,
-        made here, before a state is cut (where a per-example cut would broadcast a state
-        of the wrong size), with the exception types torch raises: dimensions are
-        ValueErrors (its Python checks), sizes RuntimeErrors (its kernel's). Dtypes and
-        devices are left to torch, which checks them after the cut."""
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                "input must be 2-D (batch, input_size) or 1-D unbatched (input_size,), "
-                f"got {input.dim()}-D"
-            )
-        states = _state_pair(hx, batched=input.dim() == 2)
-        for name, state in zip(("h", "c"), states):
-            if state.dim() not in (1, 2):
-                raise ValueError(
-                    f"hx's {name} must be 2-D (batch, hidden_size) or 1-D unbatched "
-                    f"(hidden_size,), got {state.dim()}-D"
-                )
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(
-                f"input must have {self.input_size} features (input_size), got {input.shape[-1]}"
-            )
-        shape = (*input.shape[:-1], self.hidden_size)
-        for name, state in zip(("h", "c"), states):
-            if state.shape != shape:
-                raise RuntimeError(
-                    f"hx's {name} must have shape {shape} for an input of shape "
-                    f"{tuple(input.shape)}, got {tuple(state.shape)}"
-                )
-        return states
-
 
 def _stop_gradient(state: Tensor, detach: bool | Tensor) -> Tensor:
     if isinstance(detach, bool):
         return state.detach()
     return torch.where(detach.unsqueeze(-1), state.detach(), state)
-
-
-def _state_pair(hx, batched: bool) -> tuple[Tensor, Tensor]:
-    """``hx`` as (h, c), or the exception ``torch.nn.LSTMCell`` raises for it: it asks
-    every state it finds in ``hx`` for its dimensions (an AttributeError for one that is
-    not a tensor, a ValueError for other than 1 or 2), then reads ``hx[0]`` and ``hx[1]``
-    for an unbatched input (an IndexError for fewer) or hands ``hx`` to its kernel, which
-    wants a tuple of two tensors (a RuntimeError for another number, a TypeError for a
-    tensor). Anything else is a TypeError."""
-    if isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx):
-        return hx[0], hx[1]
-    if isinstance(hx, Tensor):
-        got = f"a tensor of shape {tuple(hx.shape)}"
-    elif isinstance(hx, (tuple, list)):
-        names = ", ".join(type(state).__name__ for state in hx)
-        got = (
-            f"a {type(hx).__name__} of {len(hx)} ({names})"
-            if hx
-            else f"an empty {type(hx).__name__}"
-        )
-    else:
-        got = f"a {type(hx).__name__}"
-    message = f"hx must be a tuple (h, c) of two tensors, got {got}"
-    if not (isinstance(hx, (tuple, list)) or (isinstance(hx, Tensor) and hx.dim() > 0)):
-        raise TypeError(message)
-    for index, state in enumerate(hx):
-        if not isinstance(state, Tensor):
-            raise AttributeError(message)
-        if state.dim() not in (1, 2):
-            raise ValueError(f"{message}; hx[{index}] is {state.dim()}-D, not 1-D or 2-D")
-    if not batched and len(hx) < 2:
-        raise IndexError(message)
-    raise TypeError(message) if isinstance(hx, Tensor) and batched else RuntimeError(message)

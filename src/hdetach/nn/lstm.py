@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -21,6 +19,7 @@ from hdetach.nn.options import (
     graph_capture,
     script_error,
 )
+from hdetach.nn.refusals import check_lstm_inputs
 from hdetach.ops.checks import check_choice
 from hdetach.ops.packed import sequence_lengths
 
@@ -229,7 +228,7 @@ class LSTM(OwnMaskStream, nn.LSTM):
         packed = isinstance(input, PackedSequence)
         ragged = packed and bool(input.batch_sizes[0] != input.batch_sizes[-1])
         run_dtype = autocast_dtype(input.data if packed else input, ragged)
-        self._check_inputs(input, hx, run_dtype)
+        check_lstm_inputs(self, input, hx, run_dtype)
         x, batched, batch_sizes, sorted_indices = self._time_major(input, run_dtype)
         steps, batch = x.shape[:2]
         h0, c0 = self._initial_state(hx, batch, batched, x, sorted_indices, run_dtype)
@@ -294,100 +293,12 @@ class LSTM(OwnMaskStream, nn.LSTM):
             output = output.transpose(0, 1)
         return output, (h_n, c_n)
 
-    def _check_inputs(
-        self, input: Tensor | PackedSequence, hx, run_dtype: torch.dtype | None
-    ) -> None:
-        """Refuse what ``torch.nn.LSTM`` refuses, with the exception type it raises.
-
-        In torch's order, so that an input with several faults gets the type torch gives
-        its first: the input's dimensions and dtype are ValueErrors (torch's Python
-        checks), the states' dimensions, the feature and state sizes RuntimeErrors (its
-        Python checks), an empty sequence and disagreeing devices or state dtypes
-        RuntimeErrors (its kernel's). A ``PackedSequence`` only its kernel checks: every
-        refusal is a RuntimeError there, but for a state of fewer than 3 dimensions (an
-        IndexError). The messages name the argument and what it must be.
-        """
-        packed = isinstance(input, PackedSequence)
-        data = input.data if packed else input
-        if not packed and input.dim() not in (2, 3):
-            raise ValueError(
-                "input must be a 3-D (T, B, input_size) tensor (batch_first: (B, T, "
-                f"input_size)), a 2-D unbatched (T, input_size) tensor or a PackedSequence, "
-                f"got {input.dim()}-D"
-            )
-        if isinstance(hx, Tensor) and not packed:
-            self._refuse_tensor_hx(input, hx, run_dtype)
-        batched = packed or input.dim() == 3
-        if packed:
-            batch = int(input.batch_sizes[0])
-        else:
-            batch = input.shape[0 if self.batch_first else 1] if batched else 1
-        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
-        shapes = [(self._num_states, batch, size) for size in sizes]
-        if not batched:
-            shapes = [(states, size) for states, _, size in shapes]
-        states = () if hx is None else _state_pair(hx, input)
-        for name, state, shape in zip(("h_0", "c_0"), states, shapes):
-            if state.dim() != len(shape):
-                error = IndexError if packed and state.dim() < 3 else RuntimeError
-                raise error(
-                    f"hx's {name} must have shape {shape} for this input "
-                    f"({'batched' if batched else 'unbatched'}), got {tuple(state.shape)}"
-                )
-        # The weight this call uses: functional_call swaps it into _parameters, which
-        # _flat_weights follows only when forward refreshes it; getattr would run a
-        # parametrization, whose last result stands in.
-        weight = self._parameters.get(self._flat_weights_names[0])
-        if weight is None:
-            weight = self._flat_weights[0]
-        runs_in = _dtype_under_autocast(data, run_dtype)
-        if runs_in != (run_dtype or weight.dtype):
-            error = RuntimeError if packed or _autocast_enabled() else ValueError
-            raise error(
-                f"input must be {weight.dtype} like the weights, got {data.dtype}: convert "
-                f"the input (input.to({weight.dtype})) or the model (model.to({data.dtype}))"
-                if run_dtype is None
-                else f"input must be floating point for autocast to cast it, got {data.dtype}"
-            )
-        if data.shape[-1] != self.input_size:
-            raise RuntimeError(
-                f"input must have {self.input_size} features (input_size), got {data.shape[-1]}"
-            )
-        for name, state, shape in zip(("h_0", "c_0"), states, shapes):
-            if tuple(state.shape) != shape:
-                raise RuntimeError(f"hx's {name} must have shape {shape}, got {tuple(state.shape)}")
-        if not packed and input.shape[1 if batched and self.batch_first else 0] == 0:
-            raise RuntimeError("input must have at least one time step")
-        if data.device != weight.device:
-            raise RuntimeError(
-                f"input must be on {weight.device} like the weights, got {data.device}"
-            )
-        for name, state in zip(("h_0", "c_0"), states):
-            if _dtype_under_autocast(state, run_dtype) != runs_in or state.device != data.device:
-                raise RuntimeError(
-                    f"hx's {name} must be {data.dtype} on {data.device} like the input, "
-                    f"got {state.dtype} on {state.device}"
-                    + ("" if run_dtype is None else f" (under autocast to {run_dtype})")
-                )
-
-    def _refuse_tensor_hx(self, input: Tensor, hx: Tensor, run_dtype) -> NoReturn:
-        """A tensor for ``hx``: torch reads ``hx[0]`` and ``hx[1]`` as the states, and its
-        kernel refuses the tensor if they pass its checks; raise the type it raises."""
-        error = IndexError if hx.dim() == 0 or len(hx) < 2 else TypeError
-        if error is TypeError:
-            try:
-                self._check_inputs(input, (hx[0], hx[1]), run_dtype)
-            except Exception as refusal:
-                error = type(refusal)
-        raise error(
-            f"hx must be a tuple (h_0, c_0) of two tensors, got a tensor of shape {tuple(hx.shape)}"
-        )
-
     def _time_major(
         self, input: Tensor | PackedSequence, run_dtype: torch.dtype | None
     ) -> tuple[Tensor, bool, list[int] | None, Tensor | None]:
-        """``input`` (checked by ``_check_inputs``) as (T, B, I) in ``run_dtype`` (if not
-        None), whether it was batched, the packed layout (batch_sizes) and sorted_indices."""
+        """``input`` (checked by ``refusals.check_lstm_inputs``) as (T, B, I) in
+        ``run_dtype`` (if not None), whether it was batched, the packed layout
+        (batch_sizes) and sorted_indices."""
         if isinstance(input, PackedSequence):
             batch_sizes = input.batch_sizes.tolist()
             x, _ = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
@@ -412,7 +323,7 @@ class LSTM(OwnMaskStream, nn.LSTM):
         run_dtype: torch.dtype | None,
     ) -> tuple[Tensor, Tensor]:
         """h0 (L * D, B, P) and c0 (L * D, B, H), P = proj_size or H, from ``hx`` (checked
-        by ``_check_inputs``) in the (sorted) batch order the recurrence uses, in
+        by ``refusals.check_lstm_inputs``) in the (sorted) batch order the recurrence uses, in
         ``run_dtype`` when autocast sets one."""
         sizes = (self.proj_size or self.hidden_size, self.hidden_size)
         shapes = [(self._num_states, batch, size) for size in sizes]
@@ -481,44 +392,3 @@ class LSTM(OwnMaskStream, nn.LSTM):
                 f"pass a 3-D (L*D, T, B) mask of shape {(states, steps, batch)}"
             )
         return mask.dim() == 3 or (mask.dim() == 2 and not (batched and shape == (steps, batch)))
-
-
-def _dtype_under_autocast(tensor: Tensor, run_dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype ``tensor`` has in torch's LSTM: autocast to ``run_dtype`` (if not None)
-    casts floating-point tensors but float64 ones; the kernel refuses any other mix."""
-    if run_dtype is not None and tensor.is_floating_point() and tensor.dtype != torch.float64:
-        return run_dtype
-    return tensor.dtype
-
-
-def _autocast_enabled() -> bool:
-    """Whether any autocast is on: then torch.nn.LSTM leaves the input's dtype to autocast."""
-    return torch._C._is_any_autocast_enabled()
-
-
-def _state_pair(hx, input: Tensor | PackedSequence) -> tuple[Tensor, Tensor]:
-    """``hx`` (not a tensor) as (h_0, c_0), or the exception ``torch.nn.LSTM`` raises for
-    it. Torch reads ``hx[0]`` and ``hx[1]`` and asks them for their dimensions, but for a
-    sorted packed batch, whose ``hx`` only its kernel reads: an IndexError for fewer than
-    two states, an AttributeError for a state that is not a tensor; its kernel wants a
-    tuple of two tensors (a RuntimeError for another number, else a TypeError)."""
-    if isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx):
-        return hx[0], hx[1]
-    if isinstance(hx, (tuple, list)):
-        names = ", ".join(type(state).__name__ for state in hx)
-        got = (
-            f"a {type(hx).__name__} of {len(hx)} ({names})"
-            if hx
-            else f"an empty {type(hx).__name__}"
-        )
-    else:
-        got = f"a {type(hx).__name__}"
-    message = f"hx must be a tuple (h_0, c_0) of two tensors, got {got}"
-    if not isinstance(hx, (tuple, list)):
-        raise TypeError(message)
-    indexed = not (isinstance(input, PackedSequence) and input.sorted_indices is None)
-    if indexed and len(hx) < 2:
-        raise IndexError(message)
-    if indexed and not all(isinstance(state, Tensor) for state in hx[:2]):
-        raise AttributeError(message)
-    raise RuntimeError(message) if len(hx) != 2 else TypeError(message)
