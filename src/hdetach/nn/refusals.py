@@ -122,18 +122,9 @@ def lstm_state_pair(hx, input: Tensor | PackedSequence) -> tuple[Tensor, Tensor]
     sorted packed batch, whose ``hx`` only its kernel reads: an IndexError for fewer than
     two states, an AttributeError for a state that is not a tensor; its kernel wants a
     tuple of two tensors (a RuntimeError for another number, else a TypeError)."""
-    if isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx):
+    if _is_pair(hx):
         return hx[0], hx[1]
-    if isinstance(hx, (tuple, list)):
-        names = ", ".join(type(state).__name__ for state in hx)
-        got = (
-            f"a {type(hx).__name__} of {len(hx)} ({names})"
-            if hx
-            else f"an empty {type(hx).__name__}"
-        )
-    else:
-        got = f"a {type(hx).__name__}"
-    message = f"hx must be a tuple (h_0, c_0) of two tensors, got {got}"
+    message = f"hx must be a tuple (h_0, c_0) of two tensors, got {_described(hx)}"
     if not isinstance(hx, (tuple, list)):
         raise TypeError(message)
     indexed = not (isinstance(input, PackedSequence) and input.sorted_indices is None)
@@ -183,20 +174,9 @@ def cell_state_pair(hx, batched: bool) -> tuple[Tensor, Tensor]:
     for an unbatched input (an IndexError for fewer) or hands ``hx`` to its kernel, which
     wants a tuple of two tensors (a RuntimeError for another number, a TypeError for a
     tensor). Anything else is a TypeError."""
-    if isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx):
+    if _is_pair(hx):
         return hx[0], hx[1]
-    if isinstance(hx, Tensor):
-        got = f"a tensor of shape {tuple(hx.shape)}"
-    elif isinstance(hx, (tuple, list)):
-        names = ", ".join(type(state).__name__ for state in hx)
-        got = (
-            f"a {type(hx).__name__} of {len(hx)} ({names})"
-            if hx
-            else f"an empty {type(hx).__name__}"
-        )
-    else:
-        got = f"a {type(hx).__name__}"
-    message = f"hx must be a tuple (h, c) of two tensors, got {got}"
+    message = f"hx must be a tuple (h, c) of two tensors, got {_described(hx)}"
     if not (isinstance(hx, (tuple, list)) or (isinstance(hx, Tensor) and hx.dim() > 0)):
         raise TypeError(message)
     for index, state in enumerate(hx):
@@ -207,3 +187,20 @@ def cell_state_pair(hx, batched: bool) -> tuple[Tensor, Tensor]:
     if not batched and len(hx) < 2:
         raise IndexError(message)
     raise TypeError(message) if isinstance(hx, Tensor) and batched else RuntimeError(message)
+
+
+def _is_pair(hx) -> bool:
+    """Whether ``hx`` is what both modules take: a tuple (or list) of two tensors."""
+    return isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx)
+
+
+def _described(hx) -> str:
+    """What ``hx`` is, for a message: "a tensor of shape ...", "a tuple of 3 (...)"."""
+    if isinstance(hx, Tensor):
+        return f"a tensor of shape {tuple(hx.shape)}"
+    if isinstance(hx, (tuple, list)):
+        if not hx:
+            return f"an empty {type(hx).__name__}"
+        names = ", ".join(type(state).__name__ for state in hx)
+        return f"a {type(hx).__name__} of {len(hx)} ({names})"
+    return f"a {type(hx).__name__}"
