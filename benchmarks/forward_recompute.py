@@ -18,8 +18,8 @@ import functools
 import torch
 
 from hdetach.experiments.timing import median_ms_in_turns
-from hdetach.ops import fused
-from hdetach.ops.products import block_product
+from hdetach.ops.fused import lstm as fused
+from hdetach.ops.fused.products import block_product
 
 SHAPES = {"copy100": (120, 100, 1, 128), "pmnist": (784, 100, 1, 100)}
 

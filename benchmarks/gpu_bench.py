@@ -35,8 +35,8 @@ from triton.testing import do_bench
 import hdetach
 from hdetach.experiments.bench import AuthorsLoop
 from hdetach.ops.reference import reference_lstm_recurrence
-from hdetach.ops.triton_loader import triton_backend
-from hdetach.ops.triton_lstm import FLOAT32_PRECISIONS
+from hdetach.ops.triton.loader import triton_backend
+from hdetach.ops.triton.lstm import FLOAT32_PRECISIONS
 from hdetach.settings import overridden
 
 DEVICE = "cuda"

@@ -24,7 +24,7 @@ import torch
 
 from hdetach import settings
 from hdetach.functional import lstm_layer
-from hdetach.ops import cpu_kernel
+from hdetach.ops.fused import cpu_kernel
 
 GRID_T = (100, 784)
 GRID_B = (1, 8, 32, 100, 256)

@@ -124,7 +124,7 @@ def population_check(
     from triton.testing import do_bench
 
     from hdetach.functional import lstm_recurrence
-    from hdetach.ops.triton_loader import triton_backend
+    from hdetach.ops.triton.loader import triton_backend
 
     def fused(*args):
         return lstm_recurrence(*args[:4], detach_mask=args[4], backend="fused")

@@ -58,7 +58,7 @@ def cpu_kernel(request, monkeypatch):
     compiled recurrence and the eager steps. The compiled one is skipped, with its reason,
     only where it cannot be built here (no compiler)."""
     if request.param == "compiled":
-        from hdetach.ops.cpu_kernel import unavailable_reason
+        from hdetach.ops.fused.cpu_kernel import unavailable_reason
 
         reason = unavailable_reason()
         if reason is not None:

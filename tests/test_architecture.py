@@ -125,7 +125,7 @@ OPTIONAL = (
     "pycocoevalcap",
     "ray",
     "triton",
-    "hdetach.ops.triton_lstm",
+    "hdetach.ops.triton.lstm",
     "torch.utils.cpp_extension",
 )
 

@@ -31,12 +31,12 @@ from hdetach.ops.checks import (
     check_same_dtype_and_device,
 )
 from hdetach.ops.dispatch import BACKENDS, select_backend
-from hdetach.ops.fused import fused_lstm_layer, fused_lstm_recurrence
+from hdetach.ops.fused.lstm import fused_lstm_layer, fused_lstm_recurrence
 from hdetach.ops.members import members_of, rows_linear
 from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
-from hdetach.ops.triton_loader import triton_backend
+from hdetach.ops.triton.loader import triton_backend
 
 DETACH_PATHS = ("h", "c")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import assert_all_close, grads_of
 
-import hdetach.ops.fused as fused_module
+import hdetach.ops.fused.lstm as fused_module
 from hdetach.functional import lstm_layer, lstm_recurrence
 
 NAMES = ["out", "h_n", "c_n", "d_x", "d_h0", "d_c0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"]
@@ -202,7 +202,7 @@ def _autograd_nodes(root) -> list[str]:
 def test_the_loops_over_time_take_each_per_step_gradient_in_one_piece():
     """Indexing a (T, ...) tensor at every step gives autograd T full-size gradients to
     add up, a backward quadratic in T (minutes at T = 784); the loops unbind it once."""
-    from hdetach.ops.differentiable import differentiable_backward
+    from hdetach.ops.fused.differentiable import differentiable_backward
     from hdetach.ops.reference import reference_lstm_recurrence
 
     tensors, weights, _ = random_problem(0, steps=30, batch=2, inputs=3, hidden=4)

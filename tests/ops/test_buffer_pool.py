@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hdetach.functional import lstm_layer
-from hdetach.ops import buffer_pool
-from hdetach.ops.buffer_pool import BufferPool
+from hdetach.ops.fused import buffer_pool
+from hdetach.ops.fused.buffer_pool import BufferPool
 
 
 def test_take_reuses_what_was_given_back_and_counts_bytes():

@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 
-import hdetach.ops.fused as fused_module
-import hdetach.ops.fused_backward as fused_backward_module
+import hdetach.ops.fused.backward as fused_backward_module
+import hdetach.ops.fused.lstm as fused_module
 from hdetach.functional import lstm_layer
-from hdetach.ops import cpu_kernel
+from hdetach.ops.fused import cpu_kernel
 
 
 def _problem(dtype=torch.float64):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import hdetach
-from hdetach.ops import cpu_kernel
+from hdetach.ops.fused import cpu_kernel
 
 pytestmark = pytest.mark.slow  # one compile of the kernel: 30 to 80 s on two cores
 
@@ -24,7 +24,7 @@ PACKAGE = Path(hdetach.__file__).parent
 CUDA_NOTICE = "No CUDA runtime is found"
 
 LOAD = """
-from hdetach.ops import cpu_kernel
+from hdetach.ops.fused import cpu_kernel
 assert cpu_kernel.compiled_ops() is not None, cpu_kernel.unavailable_reason()
 print(cpu_kernel.__file__)
 """

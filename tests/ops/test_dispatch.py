@@ -9,8 +9,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import hdetach
 from hdetach import settings
 from hdetach.functional import BACKENDS, lstm, lstm_layer, lstm_recurrence, select_backend
-from hdetach.ops import cpu_kernel
 from hdetach.ops.dispatch import FUSED_MIN_HIDDEN, FUSED_MIN_ROWS_X_STEPS
+from hdetach.ops.fused import cpu_kernel
 
 
 def choose(backend="auto", device="cpu", dtype=torch.float32, detached=False):
@@ -40,7 +40,7 @@ def test_bad_or_impossible_explicit_backends_are_refused():
 def test_without_triton_the_reason_installing_it_would_not_fix_comes_first(monkeypatch):
     """On torch's CPU-only build (no triton), CPU tensors are refused for being off CUDA,
     not for the missing package; CUDA tensors are refused for the package."""
-    import hdetach.ops.triton_support as triton_support
+    import hdetach.ops.triton.support as triton_support
 
     real_find_spec = triton_support.importlib.util.find_spec
     monkeypatch.setattr(
@@ -185,7 +185,7 @@ def test_weights_and_inputs_must_share_dtype_and_device():
 
 def test_triton_settings_are_read_at_each_call(monkeypatch):
     pytest.importorskip("triton")
-    from hdetach.ops.triton_loader import triton_backend
+    from hdetach.ops.triton.loader import triton_backend
     from hdetach.settings import triton_split_hidden
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import hdetach
-from hdetach.ops import products
-from hdetach.ops.products import add_outer_, block_product, product, uses_onednn
+from hdetach.ops.fused import products
+from hdetach.ops.fused.products import add_outer_, block_product, product, uses_onednn
 
 pytestmark = pytest.mark.skipif(
     not products.ONEDNN_LINEAR, reason="this torch has no oneDNN linear kernel"

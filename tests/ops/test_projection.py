@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import assert_all_close, grads_of, oracle_lstm_projected
 
-import hdetach.ops.fused as fused_module
+import hdetach.ops.fused.lstm as fused_module
 from hdetach.functional import lstm, lstm_recurrence
 
 F64 = torch.float64

@@ -22,7 +22,7 @@ pytest.importorskip("triton")
 
 from hdetach.functional import lstm_recurrence, select_backend  # noqa: E402
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
-from hdetach.ops.triton_loader import TritonBackend, triton_backend  # noqa: E402
+from hdetach.ops.triton.loader import TritonBackend, triton_backend  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -225,8 +225,8 @@ _COMPILE_FOR_SM90 = """
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from hdetach.ops import triton_kernels as kernels
-from hdetach.ops.triton_lstm import _config
+from hdetach.ops.triton import kernels
+from hdetach.ops.triton.lstm import _config
 
 FP32 = {"h_state_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr"}
 INTS = {"lengths_ptr": "*i32", "flags_ptr": "*i32", "mask_ptr": "*u8"}
@@ -387,7 +387,7 @@ def test_cuda_float32_error_over_784_steps():
     ],
 )
 def test_cuda_split_hidden_matches_reference(monkeypatch, dtype, hidden, scope, packed):
-    from hdetach.ops import triton_lstm
+    from hdetach.ops.triton import lstm as triton_lstm
 
     monkeypatch.setenv("HDETACH_TRITON_SPLIT_HIDDEN", "1")  # read at each call
     steps, batch = 30, 37

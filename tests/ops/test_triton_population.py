@@ -19,8 +19,8 @@ import test_triton  # noqa: E402
 from test_triton import NAMES, _problem, _relative_errors, _run  # noqa: E402
 
 from hdetach.ops.reference import reference_lstm_recurrence  # noqa: E402
-from hdetach.ops.triton_loader import TritonBackend  # noqa: E402
-from hdetach.ops.triton_lstm import _config  # noqa: E402
+from hdetach.ops.triton.loader import TritonBackend  # noqa: E402
+from hdetach.ops.triton.lstm import _config  # noqa: E402
 
 interpreted = test_triton.interpreted  # the backend built for the interpreter (a fixture)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from hdetach.experiments.timing import timed_ms
-from hdetach.ops.products import add_outer_, block_product, product
+from hdetach.ops.fused.products import add_outer_, block_product, product
 
 
 def matmul_floor(steps, batch, input_size, hidden, device, dtype) -> Callable[[], None]:

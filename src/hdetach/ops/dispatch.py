@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from hdetach import settings
-from hdetach.ops import cpu_kernel
 from hdetach.ops.checks import check_choice
-from hdetach.ops.triton_support import triton_unsupported_reason
+from hdetach.ops.fused import cpu_kernel
+from hdetach.ops.triton.support import triton_unsupported_reason
 
 BACKENDS = ("auto", "native", "fused", "triton", "reference")
 

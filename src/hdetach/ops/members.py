@@ -7,7 +7,7 @@ then the same as for one model with batch K * B; only the matrix products differ
 each member's rows meet its own weights. These helpers do the products for both
 layouts (2-D weight: one model; 3-D: a population), differentiably, for the reference
 and the differentiable backward; the fused backend's in-place products are in
-``products.py``.
+``fused/products.py``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ per dtype.
 * ``python``: always the eager steps.
 
 While torch.compile traces, and under torch.func transforms, the eager steps run
-(the compiler traces them; the transforms need their own rules, see ``fused.py``).
+(the compiler traces them; the transforms need their own rules, see ``lstm.py``).
 """
 
 from __future__ import annotations

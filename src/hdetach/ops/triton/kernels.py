@@ -21,14 +21,14 @@ Why they are shaped this way (the recurrence, not arithmetic, bounds these sizes
 * A population of K independent LSTMs (K weight matrices, K * B rows) runs in the same
   launch: the member is grid axis 2, and each program offsets its weights and rows by
   its member's.
-* With SPLIT > 1 (see ``triton_lstm._config``) a batch tile's hidden units are spread
+* With SPLIT > 1 (see ``lstm._config``) a batch tile's hidden units are spread
   over several programs (grid axis 1) that meet at a barrier on global-memory flags
   every step and exchange h (forward) and dz (backward) through L2. The backward skips
   the barrier, too, on steps that skip the product.
 
 Triton decides when a kernel is decorated whether it is compiled for a GPU or run by
-its CPU interpreter, so this module exists in two builds (see ``triton_loader``): the
-host code in ``triton_lstm`` is handed the build that fits its tensors.
+its CPU interpreter, so this module exists in two builds (see ``loader``): the
+host code in ``lstm`` is handed the build that fits its tensors.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hdetach.ops import cpu_kernel
-from hdetach.ops.buffer_pool import POOL
+from hdetach.ops.fused import cpu_kernel
+from hdetach.ops.fused.buffer_pool import POOL
+from hdetach.ops.fused.products import add_outer_, block_product, product
 from hdetach.ops.members import members_of, rows_sum
 from hdetach.ops.packed import rows_at, steps_of
-from hdetach.ops.products import add_outer_, block_product, product
 
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
 

@@ -6,7 +6,7 @@ Why this is fast on a CPU (and correct on any device):
   recurrent product added onto the input projection (computed for a chunk of
   steps at once), one sigmoid for all four gates (tanh taken as 2 sigmoid(2x) - 1,
   several times cheaper on the CPU), the cell and the output.
-* The backward (``fused_backward.py``) walks time once carrying dh and dc: five
+* The backward (``backward.py``) walks time once carrying dh and dc: five
   operations a step. On a step detached for the whole batch the recurrent product
   ``dz @ W_hh`` is skipped entirely; for per-example masks the detached rows are zeroed.
 * Weight gradients are large matrix products, one per chunk of steps.
@@ -35,13 +35,13 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
-from hdetach.ops import cpu_kernel
-from hdetach.ops.buffer_pool import POOL
-from hdetach.ops.differentiable import differentiable_backward
-from hdetach.ops.fused_backward import fused_backward
+from hdetach.ops.fused import cpu_kernel
+from hdetach.ops.fused.backward import fused_backward
+from hdetach.ops.fused.buffer_pool import POOL
+from hdetach.ops.fused.differentiable import differentiable_backward
+from hdetach.ops.fused.products import block_product, product, sigmoid_of_sum_
 from hdetach.ops.members import members_of, rows_linear
 from hdetach.ops.packed import rows_at, steps_of
-from hdetach.ops.products import block_product, product, sigmoid_of_sum_
 from hdetach.ops.reference import reference_lstm_recurrence
 
 CHUNK_BYTES = 4 * 2**20

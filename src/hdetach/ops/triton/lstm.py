@@ -1,7 +1,7 @@
 """The triton backend's host code: launch configuration, autograd, checks.
 
 One persistent kernel per direction of time runs a whole LSTM layer (the kernels and
-why they are shaped so: ``triton_kernels``). Here: which tiles and grid they get, the
+why they are shaped so: ``kernels``). Here: which tiles and grid they get, the
 float32 state buffers they update, the autograd Function around them, and the weight
 gradient, which is one large matrix product after the loop (cuBLAS), as in the fused
 backend. A population of K independent LSTMs (weight_hh of shape (K, 4H, H), a batch of
@@ -10,7 +10,7 @@ LSTMs leave most SMs idle alone; K of them fill K times as many programs. Its we
 gradient is one batched product, member by member.
 
 The kernels come as an argument (``kernels``): Triton decides when a kernel is decorated
-whether it is compiled or interpreted, so ``triton_loader`` builds the kernels module
+whether it is compiled or interpreted, so ``loader`` builds the kernels module
 twice and binds this host code to the build that fits the tensors (nothing reloaded).
 
 Opt-in (``split_hidden=True`` or ``HDETACH_TRITON_SPLIT_HIDDEN=1``, CUDA only): a batch
@@ -27,7 +27,7 @@ relative error per product) and ``"ieee"`` (CUDA cores, exact float32) can be ch
 with ``input_precision``. bfloat16/float16 operands always use the tensor cores with
 float32 accumulation; gate arithmetic is float32 in every case.
 
-Where the kernels do not apply (``triton_support.triton_unsupported_reason``: not CUDA,
+Where the kernels do not apply (``support.triton_unsupported_reason``: not CUDA,
 float64, H > 1024, a projection) they refuse with the reason; ``"auto"`` then picks
 the fused backend.
 """
@@ -42,7 +42,7 @@ from torch import Tensor
 
 from hdetach.ops.checks import check_detach_mask, check_shape
 from hdetach.ops.packed import sequence_lengths
-from hdetach.ops.triton_support import triton_unsupported_reason
+from hdetach.ops.triton.support import triton_unsupported_reason
 from hdetach.settings import triton_split_hidden
 
 FLOAT32_PRECISIONS = ("tf32x3", "tf32", "ieee")
@@ -285,8 +285,8 @@ def triton_lstm_recurrence(
     Raises ``ValueError`` with the reason where the kernels do not apply.
 
     Args:
-        kernels: the build of ``hdetach.ops.triton_kernels`` to launch, compiled for CUDA
-            or interpreted for the CPU (``triton_loader.triton_backend`` binds it).
+        kernels: the build of ``hdetach.ops.triton.kernels`` to launch, compiled for CUDA
+            or interpreted for the CPU (``loader.triton_backend`` binds it).
         input_precision: how float32 products use the tensor cores, one of
             ``FLOAT32_PRECISIONS`` (see the module docstring); ignored for 16-bit dtypes.
         config: entries overriding the launch configuration of ``_config`` (tests and
@@ -305,7 +305,9 @@ def triton_lstm_recurrence(
         gates_x.device, gates_x.dtype, steps, batch, four_hidden // 4, 0, members=members
     )
     if reason is None and gates_x.device.type == "cpu" and not kernels.INTERPRETED:
-        reason = "this build of the kernels is for CUDA (see triton_loader for the interpreter)"
+        reason = (
+            "this build of the kernels is for CUDA (see ops/triton/loader.py for the interpreter)"
+        )
     if reason is not None:
         raise ValueError(f'backend="triton" cannot run this call: {reason}')
     if split_hidden is None:

@@ -5,7 +5,7 @@
 //   i, f, o = sigmoid(z_i, z_f, z_o); g = tanh(z_g)          one fused pass per row
 //   c_t = f c_{t-1} + i g;  m_t = o tanh(c_t);  h_t = m_t (or W_hr m_t with a projection)
 // and the activations (i, f, g, o), c_t, tanh(c_t) (and m_t) are stored for the backward,
-// in the fused backend's layout (fused.py): g is stored as tanh(z_g).
+// in the fused backend's layout (lstm.py): g is stored as tanh(z_g).
 //
 // Backward, per step t in reverse, carrying dh, dc (the gradients reaching h_t, c_t):
 //   dm = dh (or dh W_hr);  dc += dm o (1 - tanh(c)^2)
@@ -13,7 +13,7 @@
 //   dc <- dc f (zeroed where path "c" is detached, scaled by the keep factor per row)
 //   dh <- d_out[t-1] + dz W_hh   (path "h": the product is skipped where the whole
 //                                 batch, or a population member, is detached at t)
-// The weight gradients are large products over the chunk, left to fused_backward.py.
+// The weight gradients are large products over the chunk, left to backward.py.
 //
 // Population (weights (K, ...)): member k owns rows [k B, (k+1) B); each member's product
 // is its own, with the shapes of a lone model, and the element-wise passes go row by row,

@@ -2,10 +2,10 @@
 
 Triton decides when a kernel is decorated whether it is compiled for a GPU or run by
 its CPU interpreter (``TRITON_INTERPRET=1``). So the kernels' module
-(``triton_kernels``) exists in two builds, each made on first use: the ordinary import
+(``kernels``) exists in two builds, each made on first use: the ordinary import
 for CUDA tensors, and a private copy built for the interpreter, used for CPU tensors
 while ``TRITON_INTERPRET=1`` is set at call time (the interpreter tests). The host code
-(``triton_lstm``) is one module that takes the kernels as an argument; ``triton_backend``
+(``lstm``) is one module that takes the kernels as an argument; ``triton_backend``
 binds it to the build that fits the tensors. Nothing is reloaded, no switch is flipped.
 """
 
@@ -23,15 +23,15 @@ from torch import Tensor
 
 from hdetach.settings import triton_interpreting
 
-_KERNELS = "hdetach.ops.triton_kernels"
+_KERNELS = "hdetach.ops.triton.kernels"
 
 
 @dataclass(frozen=True)
 class TritonBackend:
     """The host code bound to one build of the kernels: what ``triton_backend`` returns."""
 
-    kernels: ModuleType  # hdetach.ops.triton_kernels, compiled or interpreted
-    # hdetach.ops.triton_lstm.triton_lstm_recurrence with kernels=kernels
+    kernels: ModuleType  # hdetach.ops.triton.kernels, compiled or interpreted
+    # hdetach.ops.triton.lstm.triton_lstm_recurrence with kernels=kernels
     triton_lstm_recurrence: Callable[..., tuple[Tensor, Tensor, Tensor]]
 
     @property
@@ -56,7 +56,9 @@ def _build_kernels(interpret: bool) -> ModuleType:
 
 @functools.cache
 def _bind(interpret: bool) -> TritonBackend:
-    from hdetach.ops import triton_lstm  # imports triton: only once the backend is used
+    from hdetach.ops.triton import (
+        lstm as triton_lstm,
+    )  # imports triton: only once the backend is used
 
     kernels = _build_kernels(interpret)
     recurrence = functools.partial(triton_lstm.triton_lstm_recurrence, kernels=kernels)

@@ -1,6 +1,6 @@
 """The fused backend's backward written with differentiable operations only.
 
-The fast backward (``fused_backward.py``) works in place and cannot itself be
+The fast backward (``backward.py``) works in place and cannot itself be
 differentiated. Where the backward must be (``create_graph=True``: double backward,
 gradient penalties; ``torch.func`` transforms) this one runs instead. It cannot simply
 differentiate the reference recurrence: there, a detached state enters the graph as a

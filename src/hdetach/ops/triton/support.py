@@ -1,6 +1,6 @@
 """What the triton kernels accept: the one place that says where they apply.
 
-Kept apart from ``triton_loader`` (which builds the kernels) and ``triton_lstm`` (their
+Kept apart from ``loader`` (which builds the kernels) and ``lstm`` (their
 host code) so that the dispatcher and the host code can ask without importing triton.
 """
 
