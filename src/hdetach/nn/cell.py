@@ -16,7 +16,7 @@ from hdetach.nn.options import (
     graph_capture,
     script_error,
 )
-from hdetach.nn.refusals import check_cell_inputs
+from hdetach.nn.refusals import cell_state_pair, check_cell_inputs
 from hdetach.ops.checks import check_choice
 
 
@@ -99,7 +99,10 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
             detach = self._draw(input) if draws else False
         if hx is None or detach is False:
             return super().forward(input, hx)
-        h, c = check_cell_inputs(self, input, hx)
+        if isinstance(detach, bool):  # the whole state, which keeps its shape: torch's
+            h, c = cell_state_pair(hx, batched=input.dim() == 2)  # own forward checks it
+        else:  # per example: a state of the wrong size would broadcast through the cut
+            h, c = check_cell_inputs(self, input, hx)
         if self.detach_path == "h":
             h = _stop_gradient(h, detach)
         else:
