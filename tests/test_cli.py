@@ -117,7 +117,7 @@ def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys,
 def test_a_stop_request_takes_sigterm_as_ctrl_c_and_follows_a_forwarded_flag(capsys):
     import threading
 
-    from hdetach.experiments.interrupt import StopRequest, follow
+    from hdetach.experiments.run.interrupt import StopRequest, follow
 
     with StopRequest("stopping") as stop:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -302,7 +302,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    from hdetach.experiments.session import open_run
+    from hdetach.experiments.run.session import open_run
 
     assert open_run(None, tmp_path / "r").model.lstm.layer_masks == "independent"
 

@@ -15,7 +15,7 @@ from helpers import TINY_COPY
 
 from hdetach.experiments import train as train_module
 from hdetach.experiments.config import Config
-from hdetach.experiments.session import DivergenceWatch
+from hdetach.experiments.run.session import DivergenceWatch
 from hdetach.experiments.tasks import copying
 from hdetach.experiments.train import train
 

@@ -11,9 +11,9 @@ import torch
 from helpers import TINY_COPY
 
 import hdetach
-from hdetach.experiments import runlog
 from hdetach.experiments import train as train_module
-from hdetach.experiments.session import DivergenceWatch, train_sampler
+from hdetach.experiments.run import log as runlog
+from hdetach.experiments.run.session import DivergenceWatch, train_sampler
 from hdetach.experiments.tasks import copying
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.experiments.train import Config, evaluate, load_checkpoint, resolve, train
@@ -267,7 +267,7 @@ def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch
 def test_each_interval_records_its_largest_gradient_norm_beside_the_mean(tmp_path, monkeypatch):
     """A burst in one step moves a long interval's mean little: the record keeps the
     interval's largest norm (before clipping) too."""
-    from hdetach.experiments.session import Run
+    from hdetach.experiments.run.session import Run
 
     norms = []
     clip = Run.clip_gradients

@@ -9,7 +9,7 @@ import torch
 from helpers import TINY_COPY
 
 from hdetach.experiments import train as train_module
-from hdetach.experiments.session import Sampler
+from hdetach.experiments.run.session import Sampler
 from hdetach.experiments.tasks import copying
 from hdetach.experiments.train import (
     Config,

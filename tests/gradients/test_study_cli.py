@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from hdetach.analysis import gradient_paths
-from hdetach.experiments.checkpoint import load_checkpoint
 from hdetach.experiments.cli import main
 from hdetach.experiments.config import Config
 from hdetach.experiments.gradients.weight_scale import StudySettings, weight_scale_study
 from hdetach.experiments.model import SequenceModel
+from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.experiments.train import train
 from hdetach.rng import seed_everything

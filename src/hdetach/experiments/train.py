@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from hdetach.experiments.checkpoint import load_checkpoint, save_checkpoint
 from hdetach.experiments.config import (
     Config,
     ConfigError,
@@ -38,10 +37,11 @@ from hdetach.experiments.config import (
     resolve,
 )
 from hdetach.experiments.gradients.tracking import GradientTracker
-from hdetach.experiments.interrupt import StopRequest
-from hdetach.experiments.runfiles import write_json
-from hdetach.experiments.runlog import RunLog
-from hdetach.experiments.session import Callback, Divergence, DivergenceWatch, Run, open_run
+from hdetach.experiments.run.checkpoint import load_checkpoint, save_checkpoint
+from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.interrupt import StopRequest
+from hdetach.experiments.run.log import RunLog
+from hdetach.experiments.run.session import Callback, Divergence, DivergenceWatch, Run, open_run
 from hdetach.experiments.tasks import Task
 from hdetach.rng import rng_state, set_rng_state
 

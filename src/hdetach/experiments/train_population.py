@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import TASKS, Config, ConfigError, flag
-from hdetach.experiments.session import Run, build_run, run_config
+from hdetach.experiments.run.session import Run, build_run, run_config
 from hdetach.experiments.train import (
     Callback,
     StepResult,

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hdetach.experiments.checkpoint import load_trained
 from hdetach.experiments.config import Config, ConfigError, check_device
-from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.run.checkpoint import load_trained
+from hdetach.experiments.run.files import write_json
 from hdetach.experiments.tasks.copying import CopyingTask
 from hdetach.experiments.train import evaluate
 

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.interrupt import SIGNALS, follow
-from hdetach.experiments.runfiles import finite_or_none, write_json
+from hdetach.experiments.run.files import finite_or_none, write_json
+from hdetach.experiments.run.interrupt import SIGNALS, follow
 from hdetach.experiments.train import train
 
 LOG = "train.log"  # the run's own output lines, in its folder

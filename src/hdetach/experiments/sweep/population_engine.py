@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint
 from hdetach.experiments.config import Config
-from hdetach.experiments.runfiles import finite_or_none
+from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint
+from hdetach.experiments.run.files import finite_or_none
 from hdetach.experiments.sweep.engines import (
     LOG,
     NextTask,

@@ -19,8 +19,8 @@ from typing import Any
 from tqdm import tqdm
 
 from hdetach.experiments.config import Config
-from hdetach.experiments.interrupt import StopRequest
-from hdetach.experiments.runlock import holder
+from hdetach.experiments.run.interrupt import StopRequest
+from hdetach.experiments.run.lock import holder
 from hdetach.experiments.sweep.engines import (
     Outcome,
     RunFn,
