@@ -6,7 +6,7 @@ from helpers import SMALLEST_COPY
 
 from hdetach.experiments.run import checkpoint
 from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from hdetach.experiments.train import Config, train
+from hdetach.experiments.train.loop import Config, train
 
 TINY = SMALLEST_COPY
 

@@ -271,7 +271,7 @@ def test_option_choices_are_the_modules_own_lists():
     import argparse
 
     from hdetach import functional
-    from hdetach.experiments import train_command as train
+    from hdetach.experiments.train import cli as train
     from hdetach.nn import lstm
 
     parser = argparse.ArgumentParser()
@@ -348,7 +348,7 @@ def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from hdetach.experiments.train import Config, train
+    from hdetach.experiments.train.loop import Config, train
 
     d = tmp_path_factory.mktemp("cli") / "run"
     train(Config(**SMALLEST_COPY, run_dir=str(d)), progress=False)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hdetach.experiments.cli import main
 from hdetach.experiments.config import CHOICES, flag
 from hdetach.experiments.sweep.grid import NOT_CROSSABLE
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 
 SMALLEST = [a for k, v in SMALLEST_COPY.items() if k != "task" for a in (flag(k), str(v))]
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None)

@@ -90,7 +90,7 @@ def test_captioning_trains_through_the_loop_and_resumes_exactly(split_file, monk
 
     from hdetach.experiments.config import Config
     from hdetach.experiments.run.checkpoint import load_checkpoint
-    from hdetach.experiments.train import train
+    from hdetach.experiments.train.loop import train
 
     write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
     opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)
@@ -133,7 +133,7 @@ def test_analyze_measures_a_trained_caption_model(split_file):
     from hdetach.experiments.gradients.runs import analyze_run
     from hdetach.experiments.run.checkpoint import config_of, load_checkpoint
     from hdetach.experiments.tasks.registry import make_task
-    from hdetach.experiments.train import train
+    from hdetach.experiments.train.loop import train
 
     write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
     opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)

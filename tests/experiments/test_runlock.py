@@ -15,8 +15,8 @@ from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.run import lock as runlock
 from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hdetach.experiments.run.lock import holder, lock_run
-from hdetach.experiments.train import train
-from hdetach.experiments.train_population import train_population
+from hdetach.experiments.train.loop import train
+from hdetach.experiments.train.population import train_population
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

@@ -15,7 +15,7 @@ from hdetach.experiments.gradients.weight_scale import StudySettings, weight_sca
 from hdetach.experiments.model import SequenceModel
 from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 from hdetach.rng import seed_everything
 
 SMALL = dict(T=6, hidden_size=5, batch_size=4, seeds=2, scales=(0.5, 2.0), first=3, end_steps=3)

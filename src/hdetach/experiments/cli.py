@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "hdetach.experiments.demo",
         "vanilla vs h-detach LSTM on the copying task, over several seeds",
     ),
-    "train": ("hdetach.experiments.train_command", "train one run"),
+    "train": ("hdetach.experiments.train.cli", "train one run"),
     "sweep": (
         "hdetach.experiments.sweep.command",
         "a grid of runs (options x seeds), resumable, local or on Ray",

@@ -10,7 +10,7 @@ from hdetach.experiments.config import Config, ConfigError, check_device
 from hdetach.experiments.run.checkpoint import load_trained
 from hdetach.experiments.run.files import write_json
 from hdetach.experiments.tasks.copying import CopyingTask
-from hdetach.experiments.train import evaluate
+from hdetach.experiments.train.loop import evaluate
 
 
 def transfer(

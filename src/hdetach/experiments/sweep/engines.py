@@ -32,7 +32,7 @@ import torch
 from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.run.files import finite_or_none, write_json
 from hdetach.experiments.run.interrupt import SIGNALS, follow
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 
 LOG = "train.log"  # the run's own output lines, in its folder
 

@@ -1,5 +1,5 @@
 """The population engine: a sweep's runs trained in populations, each in one process
-(``hdetach.experiments.train_population``), every member an ordinary run folder.
+(``hdetach.experiments.train.population``), every member an ordinary run folder.
 
 Runs go together when they share every option but those a population lets differ
 (seed, detach probability, optimizer, learning rate, clipping...) and start from the
@@ -28,7 +28,7 @@ from hdetach.experiments.sweep.engines import (
     plan,
     pool_engine,
 )
-from hdetach.experiments.train_population import shared_settings, train_population
+from hdetach.experiments.train.population import shared_settings, train_population
 
 # Trains a population: its members' configs and the threads -> one summary per member.
 PopulationFn = Callable[[list[Config], int], list[dict[str, Any]]]

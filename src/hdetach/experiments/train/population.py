@@ -23,7 +23,7 @@ import torch
 
 from hdetach.experiments.config import TASKS, Config, ConfigError, flag
 from hdetach.experiments.run.session import Run, build_run, run_config
-from hdetach.experiments.train import (
+from hdetach.experiments.train.loop import (
     Callback,
     StepResult,
     after_backward,

@@ -13,7 +13,7 @@ Resuming from ``last.pt`` restores every generator, so an interrupted run ends w
 exactly the same metrics as one that was never interrupted (same machine and threads).
 The loop reads training metrics off the device only at evaluations and progress updates.
 It trains one run, or several in lockstep whose gradients one joint pass computes (a
-population, ``hdetach.experiments.train_population``): everything else is each run's own.
+population, ``hdetach.experiments.train.population``): everything else is each run's own.
 """
 
 from __future__ import annotations
