@@ -15,7 +15,7 @@ from helpers import run_cli, signal_sweep_at_checkpoint
 from hdetach.experiments.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
 from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.experiments.gradients.tracking import late_ratio
-from hdetach.experiments.stats import compare
+from hdetach.experiments.report.stats import compare
 from hdetach.experiments.sweep.engines import run_one
 
 

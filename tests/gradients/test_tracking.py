@@ -11,7 +11,7 @@ import torch
 from hdetach.experiments.config import Config
 from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.gradients.tracking import TRACKED_GROUPS, read_tracked
-from hdetach.experiments.report import report
+from hdetach.experiments.report.report import report
 from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.train.loop import train
 

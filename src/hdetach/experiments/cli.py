@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "a grid of runs (options x seeds), resumable, local or on Ray",
     ),
     "transfer": ("hdetach.experiments.transfer", "evaluate a copy checkpoint at longer T"),
-    "report": ("hdetach.experiments.report_command", "plots and a Markdown table from run dirs"),
+    "report": ("hdetach.experiments.report.cli", "plots and a Markdown table from run dirs"),
     "analyze": (
         "hdetach.experiments.gradients.cli",
         "the gradient split into cell path and h path (weight-scale study, trained runs)",

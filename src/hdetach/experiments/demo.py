@@ -19,11 +19,11 @@ from pathlib import Path
 from hdetach.experiments.config import ConfigError
 from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.experiments.gradients.tracking import late_ratio
-from hdetach.experiments.report import report
-from hdetach.experiments.report_runs import find_runs, group_runs, transfer_accuracies
-from hdetach.experiments.report_study import one_run_per_seed
+from hdetach.experiments.report.report import report
+from hdetach.experiments.report.runs import find_runs, group_runs, transfer_accuracies
+from hdetach.experiments.report.stats import Spread, group_stats
+from hdetach.experiments.report.study import one_run_per_seed
 from hdetach.experiments.run.files import steps_recorded
-from hdetach.experiments.stats import Spread, group_stats
 from hdetach.experiments.sweep import Grid, run_sweep
 from hdetach.experiments.sweep.engines import layout
 from hdetach.experiments.sweep.grid import prepare
