@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from hdetach.experiments.timing import median_ms_in_turns
+from hdetach.experiments.bench.timing import median_ms_in_turns
 from hdetach.ops import fused
 from hdetach.ops.products import block_product
 

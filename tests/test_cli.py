@@ -181,7 +181,7 @@ def test_bench_delegates_to_core(monkeypatch, capsys):
     seen = []
     monkeypatch.setitem(
         sys.modules,
-        "hdetach.experiments.bench",
+        "hdetach.experiments.bench.cli",
         types.SimpleNamespace(main=lambda argv: seen.append(argv)),
     )
     assert run(["bench", "--quick"], capsys)[0] == 0

@@ -38,7 +38,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "data": ("hdetach.experiments.data", "fetch and verify data sets"),
     "bench": (
-        "hdetach.experiments.bench",
+        "hdetach.experiments.bench.cli",
         "speed table of the LSTM backends (see hdetach bench --help)",
     ),
 }
