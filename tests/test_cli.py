@@ -10,7 +10,7 @@ import torch
 from helpers import MNIST_DIR, SMALLEST_COPY, interrupt_at, needs_mnist
 from helpers import run_cli as run
 
-from hdetach.experiments import data
+from hdetach.experiments.data import cli as data
 
 TINY = [
     "--T",

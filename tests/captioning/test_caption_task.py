@@ -10,7 +10,7 @@ import torch
 
 from hdetach.experiments.captioning.data import read_karpathy
 from hdetach.experiments.captioning.task import CaptionOptions, CaptionTask
-from hdetach.experiments.download import DataError
+from hdetach.experiments.data.download import DataError
 
 pytest.importorskip("pycocoevalcap")  # the task validates with its CIDEr
 
