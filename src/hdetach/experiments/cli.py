@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("hdetach.experiments.train.cli", "train one run"),
     "sweep": (
-        "hdetach.experiments.sweep.command",
+        "hdetach.experiments.sweep.cli",
         "a grid of runs (options x seeds), resumable, local or on Ray",
     ),
     "transfer": ("hdetach.experiments.transfer.cli", "evaluate a copy checkpoint at longer T"),
