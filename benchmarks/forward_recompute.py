@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from hdetach.experiments.timing import median_ms_in_turns
+from hdetach.experiments.bench.timing import median_ms_in_turns
 from hdetach.ops.fused import lstm as fused
 from hdetach.ops.fused.products import block_product
 

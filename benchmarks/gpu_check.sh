@@ -33,8 +33,8 @@ echo "== benchmark"
 timeout -k 5 140 python benchmarks/gpu_bench.py || status=$?
 
 echo "== populations at the pixel-MNIST shape: K = 1 and 10 as one PopulationLSTM vs one after another (fused, then triton)"
-timeout -k 5 90 python -m hdetach.experiments.bench --population 1 10 --shapes pmnist --repeats 3 || status=$?
-HDETACH_TRITON_AUTO=1 timeout -k 5 90 python -m hdetach.experiments.bench --population 1 10 --shapes pmnist --repeats 3 || status=$?
+timeout -k 5 90 python -m hdetach.experiments.bench.cli --population 1 10 --shapes pmnist --repeats 3 || status=$?
+HDETACH_TRITON_AUTO=1 timeout -k 5 90 python -m hdetach.experiments.bench.cli --population 1 10 --shapes pmnist --repeats 3 || status=$?
 echo "== triton population check (K=10, pixel MNIST, against 10 single calls)"
 timeout -k 5 120 python benchmarks/triton_population_check.py || status=$?
 

@@ -15,7 +15,7 @@ import os
 import torch
 
 import hdetach
-from hdetach.experiments.timing import median_ms_in_turns
+from hdetach.experiments.bench.timing import median_ms_in_turns
 
 SHAPES = {"copy100": (120, 100, 1, 128), "pmnist": (784, 100, 1, 100)}
 

@@ -22,7 +22,7 @@ def one_thread():
 def trained_copy_run(tmp_path_factory):
     """A copying run (T=1, one-hot) trained well above chance, shared by the tests that
     need a model that has learned something: (run_dir, summary)."""
-    from hdetach.experiments.train import Config, train
+    from hdetach.experiments.train.loop import Config, train
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     n = torch.get_num_threads()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hdetach.experiments import bench
+from hdetach.experiments.bench import cli as bench
 
 
 def test_bench_prints_a_table_with_every_row(monkeypatch, tmp_path, capsys):

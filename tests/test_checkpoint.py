@@ -4,9 +4,9 @@ import pytest
 import torch
 from helpers import SMALLEST_COPY
 
-from hdetach.experiments import checkpoint
-from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from hdetach.experiments.train import Config, train
+from hdetach.experiments.run import checkpoint
+from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hdetach.experiments.train.loop import Config, train
 
 TINY = SMALLEST_COPY
 

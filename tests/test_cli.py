@@ -10,7 +10,7 @@ import torch
 from helpers import MNIST_DIR, SMALLEST_COPY, interrupt_at, needs_mnist
 from helpers import run_cli as run
 
-from hdetach.experiments import data
+from hdetach.experiments.data import cli as data
 
 TINY = [
     "--T",
@@ -117,7 +117,7 @@ def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys,
 def test_a_stop_request_takes_sigterm_as_ctrl_c_and_follows_a_forwarded_flag(capsys):
     import threading
 
-    from hdetach.experiments.interrupt import StopRequest, follow
+    from hdetach.experiments.run.interrupt import StopRequest, follow
 
     with StopRequest("stopping") as stop:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -181,7 +181,7 @@ def test_bench_delegates_to_core(monkeypatch, capsys):
     seen = []
     monkeypatch.setitem(
         sys.modules,
-        "hdetach.experiments.bench",
+        "hdetach.experiments.bench.cli",
         types.SimpleNamespace(main=lambda argv: seen.append(argv)),
     )
     assert run(["bench", "--quick"], capsys)[0] == 0
@@ -271,7 +271,7 @@ def test_option_choices_are_the_modules_own_lists():
     import argparse
 
     from hdetach import functional
-    from hdetach.experiments import train_command as train
+    from hdetach.experiments.train import cli as train
     from hdetach.nn import lstm
 
     parser = argparse.ArgumentParser()
@@ -302,7 +302,7 @@ def test_layer_masks_option_reaches_the_model(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    from hdetach.experiments.session import open_run
+    from hdetach.experiments.run.session import open_run
 
     assert open_run(None, tmp_path / "r").model.lstm.layer_masks == "independent"
 
@@ -348,7 +348,7 @@ def test_resume_says_where_it_starts(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from hdetach.experiments.train import Config, train
+    from hdetach.experiments.train.loop import Config, train
 
     d = tmp_path_factory.mktemp("cli") / "run"
     train(Config(**SMALLEST_COPY, run_dir=str(d)), progress=False)

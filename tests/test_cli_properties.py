@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import tempfile
-import types
 from pathlib import Path
 from unittest import mock
 
@@ -27,7 +26,8 @@ from hypothesis import strategies as st
 from hdetach.experiments.cli import main
 from hdetach.experiments.config import CHOICES, flag
 from hdetach.experiments.sweep.grid import NOT_CROSSABLE
-from hdetach.experiments.train import train
+from hdetach.experiments.sweep.runner import SweepResult
+from hdetach.experiments.train.loop import train
 
 SMALLEST = [a for k, v in SMALLEST_COPY.items() if k != "task" for a in (flag(k), str(v))]
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None)
@@ -129,10 +129,10 @@ SEEDS = st.one_of(
 )
 
 
-def train_each(runs: dict, *args, **kwargs) -> types.SimpleNamespace:
+def train_each(runs: dict, *args, **kwargs) -> SweepResult:
     """In place of the sweep's engines: train every run of the plan here, one by one."""
     summaries = {name: train(cfg, progress=False) for name, cfg in runs.items()}
-    return types.SimpleNamespace(summaries=summaries, failed={}, interrupted=[])
+    return SweepResult(summaries=summaries)
 
 
 @settings(PROPERTY, max_examples=30)
@@ -142,9 +142,7 @@ def test_sweep_grid_values_give_results_or_one_line_and_exit_code_2(axes, seeds)
     grid = [f"{name}={','.join(values)}" for name, values in axes]
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch(
-            "hdetach.experiments.sweep.command.run_sweep", side_effect=train_each
-        ) as engines,
+        mock.patch("hdetach.experiments.sweep.cli.run_sweep", side_effect=train_each) as engines,
     ):
         out = Path(tmp) / "sweep"
         argv = ["sweep", "copy", *SMALLEST, "--max-steps", "1", "--out", str(out)]

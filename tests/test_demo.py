@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from helpers import run_cli, signal_sweep_at_checkpoint
 
-from hdetach.experiments.demo import DEMO, DEMO_SEEDS, demo_grid, print_transfer
-from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
+from hdetach.experiments.demo.cli import DEMO, DEMO_SEEDS, demo_grid, print_transfer
+from hdetach.experiments.demo.verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.experiments.gradients.tracking import late_ratio
-from hdetach.experiments.stats import compare
+from hdetach.experiments.report.stats import compare
 from hdetach.experiments.sweep.engines import run_one
 
 
@@ -232,7 +232,7 @@ def test_the_demo_reports_progress_and_short_and_full_have_their_own_folders(
 ):
     """Progress lines while the runs train (every PROGRESS_SECONDS; here 0.05 s), and
     the default folders of --short and the full demo apart, so neither refuses the other."""
-    from hdetach.experiments import demo
+    from hdetach.experiments.demo import cli as demo
     from hdetach.experiments.sweep.grid import prepare
 
     monkeypatch.chdir(tmp_path)

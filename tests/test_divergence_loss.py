@@ -13,11 +13,11 @@ import pytest
 import torch
 from helpers import TINY_COPY
 
-from hdetach.experiments import train as train_module
 from hdetach.experiments.config import Config
-from hdetach.experiments.session import DivergenceWatch
+from hdetach.experiments.run.session import DivergenceWatch
 from hdetach.experiments.tasks import copying
-from hdetach.experiments.train import train
+from hdetach.experiments.train import loop as train_module
+from hdetach.experiments.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import axes_drawn_by
 
 from hdetach.experiments.gradients.plots import plot_gradient_balance
-from hdetach.experiments.report import report
+from hdetach.experiments.report.report import report
 from hdetach.experiments.tasks.copying import CHANCE
 
 TESTED_T = [10, 25, 50]
@@ -109,8 +109,8 @@ def test_gradient_balance_says_what_its_band_is(tmp_path, saved):
 
 
 def test_mnist_curves_draw_the_ten_class_chance_line(tmp_path, monkeypatch):
-    from hdetach.experiments import report as report_module
-    from hdetach.experiments.report_runs import find_runs, group_runs
+    from hdetach.experiments.report import report as report_module
+    from hdetach.experiments.report.runs import find_runs, group_runs
 
     drawn = axes_drawn_by(report_module, monkeypatch)
     run = tmp_path / "r"
@@ -124,11 +124,11 @@ def test_mnist_curves_draw_the_ten_class_chance_line(tmp_path, monkeypatch):
 
 
 def test_curve_titles_name_the_task_in_words(tmp_path):
-    from hdetach.experiments.report import curves_title
-    from hdetach.experiments.report_runs import Run
+    from hdetach.experiments.report.report import curves_title
+    from hdetach.experiments.report.runs import RunRecord
 
     def run(task, T=None, clip="norm"):
-        return Run(tmp_path, {"task": task, "T": T, "clip": clip}, [], None, None)
+        return RunRecord(tmp_path, {"task": task, "T": T, "clip": clip}, [], None, None)
 
     assert curves_title([run("mnist", 784)]) == "pixel MNIST"
     assert curves_title([run("pmnist", 784)]) == "permuted MNIST"
@@ -139,11 +139,13 @@ def test_curve_titles_name_the_task_in_words(tmp_path):
 
 
 def test_the_epoch_axis_says_how_many_steps_an_epoch_is_where_runs_agree(tmp_path):
-    from hdetach.experiments.report import epoch_label
-    from hdetach.experiments.report_runs import Run
+    from hdetach.experiments.report.report import epoch_label
+    from hdetach.experiments.report.runs import RunRecord
 
     def run(steps_per_epoch):
-        return Run(tmp_path, {"task": "copy", "steps_per_epoch": steps_per_epoch}, [], None, None)
+        return RunRecord(
+            tmp_path, {"task": "copy", "steps_per_epoch": steps_per_epoch}, [], None, None
+        )
 
     assert epoch_label([run(1000), run(1000)]) == "epoch (1,000 training steps)"
     assert epoch_label([run(1000), run(500)]) == "epoch"

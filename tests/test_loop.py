@@ -11,12 +11,12 @@ import torch
 from helpers import TINY_COPY
 
 import hdetach
-from hdetach.experiments import runlog
-from hdetach.experiments import train as train_module
-from hdetach.experiments.session import DivergenceWatch, train_sampler
+from hdetach.experiments.run import log as runlog
+from hdetach.experiments.run.session import DivergenceWatch, train_sampler
 from hdetach.experiments.tasks import copying
 from hdetach.experiments.tasks.registry import make_task
-from hdetach.experiments.train import Config, evaluate, load_checkpoint, resolve, train
+from hdetach.experiments.train import loop as train_module
+from hdetach.experiments.train.loop import Config, evaluate, load_checkpoint, resolve, train
 
 TINY = {**TINY_COPY, "hidden_size": 16}
 
@@ -167,9 +167,10 @@ def test_training_steps_read_nothing_off_the_device_between_logs(tmp_path, monke
     # the loop and the tasks (the LSTM backends and torch's optimizers read CPU-side
     # numbers of their own, which do not wait for a GPU).
     monkeypatch.setattr(train_module, "checks_every_step", lambda device: False)
-    package = Path(hdetach.__file__).parent
-    loop_files = [package / f"{m}.py" for m in ("train", "session", "runlog", "model")]
-    loop_files += list((package / "tasks").glob("*.py"))
+    lab = Path(hdetach.__file__).parent / "experiments"
+    loop_files = [lab / f"{m}.py" for m in ("train/loop", "run/session", "run/log", "model")]
+    loop_files += list((lab / "tasks").glob("*.py"))
+    assert all(f.is_file() for f in loop_files)
     reads = [0]
     for name in ("item", "tolist", "__float__", "__bool__"):
         original = getattr(torch.Tensor, name)
@@ -267,7 +268,7 @@ def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch
 def test_each_interval_records_its_largest_gradient_norm_beside_the_mean(tmp_path, monkeypatch):
     """A burst in one step moves a long interval's mean little: the record keeps the
     interval's largest norm (before clipping) too."""
-    from hdetach.experiments.session import Run
+    from hdetach.experiments.run.session import Run
 
     norms = []
     clip = Run.clip_gradients

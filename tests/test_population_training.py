@@ -14,12 +14,12 @@ import pytest
 import torch
 from helpers import TINY_COPY, interrupt_at, run_cli, signal_sweep_at_checkpoint
 
-from hdetach.experiments import train as train_module
 from hdetach.experiments.config import Config, ConfigError
 from hdetach.experiments.sweep import Grid
 from hdetach.experiments.sweep.engines import run_one
-from hdetach.experiments.train import load_checkpoint, train
-from hdetach.experiments.train_population import train_population
+from hdetach.experiments.train import loop as train_module
+from hdetach.experiments.train.loop import load_checkpoint, train
+from hdetach.experiments.train.population import train_population
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,9 +4,9 @@ import pytest
 from helpers import axes_drawn_by
 
 from hdetach.experiments.cli import main
-from hdetach.experiments.report import report
-from hdetach.experiments.report_runs import find_runs, group_runs
-from hdetach.experiments.report_tables import at_epochs_table, markdown_table, reach_table
+from hdetach.experiments.report.report import report
+from hdetach.experiments.report.runs import find_runs, group_runs
+from hdetach.experiments.report.tables import at_epochs_table, markdown_table, reach_table
 
 
 def _fake_run(
@@ -156,7 +156,7 @@ def test_report_cli_draws_references_and_the_at_epochs_table(tmp_path, capsys):
 
 
 def test_reference_lines_are_drawn_and_named(tmp_path, monkeypatch):
-    from hdetach.experiments import report as report_module
+    from hdetach.experiments.report import report as report_module
 
     drawn = axes_drawn_by(report_module, monkeypatch)
     _fake_run(tmp_path / "a", 0.0, 0, [0.1, 0.3, 0.2], 0.25)
@@ -227,8 +227,8 @@ def test_runs_not_evaluated_yet_are_named_but_not_counted_as_seeds(tmp_path):
 
 
 def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_path, capsys):
-    from hdetach.experiments.report_runs import find_runs, group_runs
-    from hdetach.experiments.report_stability import instability, stability_section
+    from hdetach.experiments.report.runs import find_runs, group_runs
+    from hdetach.experiments.report.stability import instability, stability_section
 
     steady = dict(accs=[0.5, 0.8, 0.9, 0.95], losses=[1.5, 0.6, 0.3, 0.2])
     # vanilla: one steady run, one whose loss rises 0.7 above its lowest (a spike) and
@@ -264,7 +264,7 @@ def test_stability_counts_spikes_dips_and_divergences_against_the_baseline(tmp_p
 
 
 def test_until_epoch_reads_every_run_as_it_stood_then(tmp_path, capsys):
-    from hdetach.experiments.report_runs import read_run, up_to_epoch
+    from hdetach.experiments.report.runs import read_run, up_to_epoch
 
     def run(name, accs, best_step, status="finished"):
         _fake_run(tmp_path / name, 0.0, int(name[-1]), accs, 0.5, status=status)

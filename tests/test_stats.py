@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-from hdetach.experiments.report import report
-from hdetach.experiments.report_runs import find_runs, group_runs
-from hdetach.experiments.report_study import (
+from hdetach.experiments.report.report import report
+from hdetach.experiments.report.runs import find_runs, group_runs
+from hdetach.experiments.report.stats import Spread, compare, group_stats
+from hdetach.experiments.report.study import (
     baselines,
     lr_p_table,
     one_run_per_seed,
     transfer_comparisons,
 )
-from hdetach.experiments.stats import Spread, compare, group_stats
 from hdetach.experiments.tasks.registry import metric_direction
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from hdetach.experiments.stats import compare
+from hdetach.experiments.report.stats import compare
 
 
 def test_the_bootstrap_interval_is_95_percent():

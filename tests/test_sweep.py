@@ -13,7 +13,7 @@ from helpers import run_cli, signal_sweep_at_checkpoint
 
 from hdetach.experiments.config import ConfigError
 from hdetach.experiments.sweep import Grid, run_sweep
-from hdetach.experiments.sweep.command import add_parser, grid_from_args
+from hdetach.experiments.sweep.cli import add_parser, grid_from_args
 from hdetach.experiments.sweep.grid import parse_axis, parse_seeds
 
 TINY = dict(

@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import TINY_COPY
 
-from hdetach.experiments import train as train_module
-from hdetach.experiments.session import Sampler
+from hdetach.experiments.run.session import Sampler
 from hdetach.experiments.tasks import copying
-from hdetach.experiments.train import (
+from hdetach.experiments.train import loop as train_module
+from hdetach.experiments.train.loop import (
     Config,
     ConfigError,
     load_checkpoint,

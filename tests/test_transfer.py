@@ -7,7 +7,7 @@ import torch
 
 from hdetach.experiments.config import ConfigError
 from hdetach.experiments.model import SequenceModel
-from hdetach.experiments.transfer import transfer
+from hdetach.experiments.transfer.evaluate import transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from hdetach import PopulationLSTM
-from hdetach.experiments.checkpoint import load_checkpoint
 from hdetach.experiments.config import Config
+from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
 
 

@@ -6,9 +6,9 @@ demo's transfer table and verdicts, for every h-detach group against vanilla.
 
 import sys
 
-from hdetach.experiments.demo import print_transfer
-from hdetach.experiments.report_runs import find_runs, group_runs
-from hdetach.experiments.report_study import one_run_per_seed
+from hdetach.experiments.demo.cli import print_transfer
+from hdetach.experiments.report.runs import find_runs, group_runs
+from hdetach.experiments.report.study import one_run_per_seed
 
 groups = one_run_per_seed(group_runs(find_runs(sys.argv[1:])))
 Ts = next(r.transfer["T"] for runs in groups.values() for r in runs if r.transfer)

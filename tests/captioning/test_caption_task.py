@@ -10,7 +10,7 @@ import torch
 
 from hdetach.experiments.captioning.data import read_karpathy
 from hdetach.experiments.captioning.task import CaptionOptions, CaptionTask
-from hdetach.experiments.download import DataError
+from hdetach.experiments.data.download import DataError
 
 pytest.importorskip("pycocoevalcap")  # the task validates with its CIDEr
 
@@ -88,9 +88,9 @@ def test_captioning_trains_through_the_loop_and_resumes_exactly(split_file, monk
     import os
     import signal
 
-    from hdetach.experiments.checkpoint import load_checkpoint
     from hdetach.experiments.config import Config
-    from hdetach.experiments.train import train
+    from hdetach.experiments.run.checkpoint import load_checkpoint
+    from hdetach.experiments.train.loop import train
 
     write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
     opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)
@@ -129,11 +129,11 @@ def test_analyze_measures_a_trained_caption_model(split_file):
     """hdetach analyze on a captioning run: the gradient paths of its caption decoder (an
     LSTMCell loop, no per-step profile), equal to gradient_paths on the rebuilt model."""
     from hdetach.analysis import gradient_paths
-    from hdetach.experiments.checkpoint import config_of, load_checkpoint
     from hdetach.experiments.config import Config
     from hdetach.experiments.gradients.runs import analyze_run
+    from hdetach.experiments.run.checkpoint import config_of, load_checkpoint
     from hdetach.experiments.tasks.registry import make_task
-    from hdetach.experiments.train import train
+    from hdetach.experiments.train.loop import train
 
     write_store(split_file.parent / "features", [im.cocoid for im in read_karpathy(split_file)])
     opts = dict(model="attend", embed_size=6, attention_size=5, min_count=0, dropout=0.2)

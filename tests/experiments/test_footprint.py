@@ -23,8 +23,8 @@ from hdetach.experiments.tasks.sizes import sequence_shape
 FORWARD_HOLDS = """
 import json, os, sys, torch
 from hdetach.experiments.config import Config, resolve
-from hdetach.experiments.session import open_run
-from hdetach.experiments.train import training_batch
+from hdetach.experiments.run.session import open_run
+from hdetach.experiments.train.loop import training_batch
 torch.set_num_threads(1)
 cfg = resolve(Config(**json.loads(sys.argv[1])))
 run = open_run(cfg, None)

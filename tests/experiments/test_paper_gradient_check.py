@@ -9,7 +9,7 @@ import torch
 from helpers import TINY_COPY
 
 from hdetach.experiments.config import Config
-from hdetach.experiments.train_population import train_population
+from hdetach.experiments.train.population import train_population
 
 SCRIPT = Path(__file__).parents[2] / "results" / "paper" / "check_gradients.py"
 

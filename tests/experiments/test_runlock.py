@@ -11,12 +11,12 @@ import textwrap
 import pytest
 from helpers import TINY_COPY, run_cli
 
-from hdetach.experiments import runlock
-from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.runlock import holder, lock_run
-from hdetach.experiments.train import train
-from hdetach.experiments.train_population import train_population
+from hdetach.experiments.run import lock as runlock
+from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hdetach.experiments.run.lock import holder, lock_run
+from hdetach.experiments.train.loop import train
+from hdetach.experiments.train.population import train_population
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -102,7 +102,7 @@ def test_a_killed_trainer_leaves_no_lock(tmp_path):
         f"""
         import sys, time
         from pathlib import Path
-        from hdetach.experiments.runlock import lock_run
+        from hdetach.experiments.run.lock import lock_run
         lock = lock_run(Path({str(tmp_path)!r}))
         print("locked", flush=True)
         time.sleep(60)

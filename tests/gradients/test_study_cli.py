@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from hdetach.analysis import gradient_paths
-from hdetach.experiments.checkpoint import load_checkpoint
 from hdetach.experiments.cli import main
 from hdetach.experiments.config import Config
 from hdetach.experiments.gradients.weight_scale import StudySettings, weight_scale_study
 from hdetach.experiments.model import SequenceModel
+from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 from hdetach.rng import seed_everything
 
 SMALL = dict(T=6, hidden_size=5, batch_size=4, seeds=2, scales=(0.5, 2.0), first=3, end_steps=3)

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from hdetach.experiments.checkpoint import load_checkpoint
 from hdetach.experiments.config import Config
 from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.gradients.tracking import TRACKED_GROUPS, read_tracked
-from hdetach.experiments.report import report
-from hdetach.experiments.train import train
+from hdetach.experiments.report.report import report
+from hdetach.experiments.run.checkpoint import load_checkpoint
+from hdetach.experiments.train.loop import train
 
 TINY = dict(task="copy", T=5, hidden_size=8, epochs=2, steps_per_epoch=10, n_train=50, n_val=20)
 

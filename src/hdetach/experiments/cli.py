@@ -10,7 +10,7 @@ import signal
 import sys
 
 from hdetach.experiments.config import ConfigError
-from hdetach.experiments.download import DataError
+from hdetach.experiments.data.download import DataError
 
 # Each subcommand: the module whose add_parser(subparsers) defines it, and its line in
 # `hdetach --help`. A module is imported only once its subcommand is chosen, so that
@@ -18,16 +18,16 @@ from hdetach.experiments.download import DataError
 # subcommand loads only what it uses (train does not load scipy, report not tensorboard).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
-        "hdetach.experiments.demo",
+        "hdetach.experiments.demo.cli",
         "vanilla vs h-detach LSTM on the copying task, over several seeds",
     ),
-    "train": ("hdetach.experiments.train_command", "train one run"),
+    "train": ("hdetach.experiments.train.cli", "train one run"),
     "sweep": (
-        "hdetach.experiments.sweep.command",
+        "hdetach.experiments.sweep.cli",
         "a grid of runs (options x seeds), resumable, local or on Ray",
     ),
-    "transfer": ("hdetach.experiments.transfer", "evaluate a copy checkpoint at longer T"),
-    "report": ("hdetach.experiments.report_command", "plots and a Markdown table from run dirs"),
+    "transfer": ("hdetach.experiments.transfer.cli", "evaluate a copy checkpoint at longer T"),
+    "report": ("hdetach.experiments.report.cli", "plots and a Markdown table from run dirs"),
     "analyze": (
         "hdetach.experiments.gradients.cli",
         "the gradient split into cell path and h path (weight-scale study, trained runs)",
@@ -36,9 +36,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "hdetach.experiments.captioning.cli",
         "image captioning (MS COCO, Karpathy split) with h-detach",
     ),
-    "data": ("hdetach.experiments.data", "fetch and verify data sets"),
+    "data": ("hdetach.experiments.data.cli", "fetch and verify data sets"),
     "bench": (
-        "hdetach.experiments.bench",
+        "hdetach.experiments.bench.cli",
         "speed table of the LSTM backends (see hdetach bench --help)",
     ),
 }

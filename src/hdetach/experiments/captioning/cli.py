@@ -27,7 +27,7 @@ from hdetach.experiments.config import (
     check_threads,
     flag,
 )
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 
 EXAMPLES = """examples (the paper's COCO experiment; see docs/captioning.md):
   hdetach caption features ~/coco --images-root ~/coco/images --fp16

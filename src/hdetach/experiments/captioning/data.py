@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdetach.experiments.download import DataError
+from hdetach.experiments.data.download import DataError
 
 SPLITS = ("train", "val", "test")
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"

@@ -28,9 +28,9 @@ from hdetach.experiments.captioning.metrics import (
     score_captions,
 )
 from hdetach.experiments.captioning.task import SPLIT_FILE, CaptionTask
-from hdetach.experiments.checkpoint import load_trained
 from hdetach.experiments.config import Config, ConfigError, check_device
-from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.run.checkpoint import load_trained
+from hdetach.experiments.run.files import write_json
 
 
 def load_caption_run(run_dir: str | Path, device: str) -> tuple[Any, CaptionTask, torch.nn.Module]:

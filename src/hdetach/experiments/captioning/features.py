@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hdetach.experiments.captioning.data import DataError, Image
-from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.run.files import write_json
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

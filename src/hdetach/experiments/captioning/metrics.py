@@ -14,7 +14,7 @@ import re
 import shutil
 from collections import Counter
 
-from hdetach.experiments.download import DataError
+from hdetach.experiments.data.download import DataError
 
 PUNCTUATION = re.compile(r"[^\w\s]")  # what the PTB tokenizer's caption cleanup removes
 BLIND_CANDIDATES = 50  # the most frequent training captions tried as the constant caption

@@ -15,7 +15,7 @@ from hdetach.experiments.config import TASKS, ConfigError
 from hdetach.experiments.gradients.plots import plot_study
 from hdetach.experiments.gradients.runs import analyze_run
 from hdetach.experiments.gradients.weight_scale import SCALES, StudySettings, weight_scale_study
-from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.run.files import write_json
 
 EXAMPLES = """examples:
   hdetach analyze                                   # the weight-scale study at its defaults

@@ -10,7 +10,7 @@ import numpy as np
 
 from hdetach.analysis.profiles import PATHS
 from hdetach.experiments.gradients.tracking import ratio_series
-from hdetach.experiments.plotting import subplots, title_with_band
+from hdetach.experiments.report.plotting import subplots, title_with_band
 
 COLORS = {"full": "black", "cell": "tab:blue", "hidden": "tab:red"}
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from hdetach.analysis.paths import gradient_paths
-from hdetach.experiments.checkpoint import load_trained
 from hdetach.experiments.config import ConfigError
 from hdetach.experiments.gradients.plots import plot_run_profiles
 from hdetach.experiments.gradients.weight_scale import measure
-from hdetach.experiments.runfiles import finite_or_none, write_json
+from hdetach.experiments.run.checkpoint import load_trained
+from hdetach.experiments.run.files import finite_or_none, write_json
 from hdetach.nn import LSTM
 
 

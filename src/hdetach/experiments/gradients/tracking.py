@@ -20,7 +20,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from hdetach.analysis.paths import gradient_paths
-from hdetach.experiments.session import Callback
+from hdetach.experiments.run.session import Callback
 
 TRACKED_GROUPS = ("W_ih", "W_hh", "bias", "lstm", "total")
 

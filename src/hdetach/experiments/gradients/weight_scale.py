@@ -27,7 +27,7 @@ from hdetach.analysis.paths import gradient_paths
 from hdetach.analysis.profiles import GradientProfiles, gradient_profiles
 from hdetach.experiments.config import Config, resolve
 from hdetach.experiments.model import SequenceModel
-from hdetach.experiments.runfiles import finite_or_none
+from hdetach.experiments.run.files import finite_or_none
 from hdetach.experiments.tasks import Task
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.rng import seed_everything

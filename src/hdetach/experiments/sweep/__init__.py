@@ -1,6 +1,6 @@
 """Sweeps: a grid of ordinary runs (options x seeds) run locally or on Ray, resumable."""
 
-from hdetach.experiments.sweep.command import add_parser
+from hdetach.experiments.sweep.cli import add_parser
 from hdetach.experiments.sweep.grid import Grid
 from hdetach.experiments.sweep.runner import SweepResult, run_sweep
 

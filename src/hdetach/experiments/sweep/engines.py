@@ -30,16 +30,17 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.interrupt import SIGNALS, follow
-from hdetach.experiments.runfiles import finite_or_none, write_json
-from hdetach.experiments.train import train
+from hdetach.experiments.run.files import finite_or_none, write_json
+from hdetach.experiments.run.interrupt import SIGNALS, follow
+from hdetach.experiments.train.loop import train
 
 LOG = "train.log"  # the run's own output lines, in its folder
 
-# A task: (name, config, threads); an outcome: (name, summary or None, error text or None).
-Task = tuple[str, Config, int]
+# A sweep task, one run of the grid: (name, config, threads) (not a learning task,
+# ``tasks.Task``); an outcome: (name, summary or None, error text or None).
+SweepTask = tuple[str, Config, int]
 Outcome = tuple[str, dict[str, Any] | None, str | None]
-NextTask = Callable[[], "Task | None"]
+NextTask = Callable[[], "SweepTask | None"]
 RunFn = Callable[[Config, int], dict[str, Any]]
 
 
@@ -186,7 +187,7 @@ def _watch_driver(stop: Any, driver: int) -> None:
 
 
 def _run_job(
-    attempt: Callable[[Any, list[Task]], list[Outcome]], fn: Any, job: list[Task]
+    attempt: Callable[[Any, list[SweepTask]], list[Outcome]], fn: Any, job: list[SweepTask]
 ) -> list[Outcome]:
     """``attempt(fn, job)`` in a worker, marked busy (see ``_watch_driver``)."""
     with _BUSY:
@@ -216,26 +217,26 @@ def local_engine(
     free (so none starts after a stop). A process that dies fails its runs; the pool is
     replaced. Once ``stopping()``, the running runs stop at their next step."""
 
-    def next_job() -> list[Task] | None:
+    def next_job() -> list[SweepTask] | None:
         task = next_task()
         return None if task is None else [task]
 
     return pool_engine(next_job, jobs, _attempt_each, fn, stopping)
 
 
-def _attempt_each(fn: RunFn, tasks: list[Task]) -> list[Outcome]:
+def _attempt_each(fn: RunFn, tasks: list[SweepTask]) -> list[Outcome]:
     return [_attempt(fn, *task) for task in tasks]
 
 
 # A job: tasks that one worker process takes on together; run by an attempt function,
 # attempt(fn, tasks) -> one outcome per task (importable: it runs in the workers).
-NextJob = Callable[[], "list[Task] | None"]
+NextJob = Callable[[], "list[SweepTask] | None"]
 
 
 def pool_engine(
     next_job: NextJob,
     jobs: int,
-    attempt: Callable[[Any, list[Task]], list[Outcome]],
+    attempt: Callable[[Any, list[SweepTask]], list[Outcome]],
     fn: Any,
     stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[Outcome]:

@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from hdetach.experiments.config import Config, ConfigError, flag, option_type, resolve
-from hdetach.experiments.runfiles import write_json
+from hdetach.experiments.run.files import write_json
 
 RECORD = "sweep.json"
 # Options a grid may not cross: where a run goes (the sweep names it), what it runs on,

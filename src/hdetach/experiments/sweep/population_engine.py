@@ -1,5 +1,5 @@
 """The population engine: a sweep's runs trained in populations, each in one process
-(``hdetach.experiments.train_population``), every member an ordinary run folder.
+(``hdetach.experiments.train.population``), every member an ordinary run folder.
 
 Runs go together when they share every option but those a population lets differ
 (seed, detach probability, optimizer, learning rate, clipping...) and start from the
@@ -16,19 +16,19 @@ from typing import Any
 
 import torch
 
-from hdetach.experiments.checkpoint import CheckpointError, load_checkpoint
 from hdetach.experiments.config import Config
-from hdetach.experiments.runfiles import finite_or_none
+from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint
+from hdetach.experiments.run.files import finite_or_none
 from hdetach.experiments.sweep.engines import (
     LOG,
     NextTask,
     Outcome,
-    Task,
+    SweepTask,
     error_text,
     plan,
     pool_engine,
 )
-from hdetach.experiments.train_population import shared_settings, train_population
+from hdetach.experiments.train.population import shared_settings, train_population
 
 # Trains a population: its members' configs and the threads -> one summary per member.
 PopulationFn = Callable[[list[Config], int], list[dict[str, Any]]]
@@ -77,7 +77,7 @@ class _Tee:
             f.flush()
 
 
-def _attempt_population(fn: PopulationFn, tasks: list[Task]) -> list[Outcome]:
+def _attempt_population(fn: PopulationFn, tasks: list[SweepTask]) -> list[Outcome]:
     """Train one population; an exception fails every member with its error text."""
     names = [name for name, _, _ in tasks]
     try:
@@ -98,9 +98,9 @@ def population_engine(
     train ``jobs`` populations at once in spawned processes. After a stop, the running
     populations stop at a step boundary, and the runs not started come back without a
     summary (interrupted)."""
-    waiting: list[tuple[str, Task]] = []  # (group_key, task), in the sweep's order
+    waiting: list[tuple[str, SweepTask]] = []  # (group_key, task), in the sweep's order
 
-    def next_group() -> list[Task] | None:
+    def next_group() -> list[SweepTask] | None:
         while (task := next_task()) is not None:
             waiting.append((group_key(task[1]), task))
         if stopping() or not waiting:
@@ -112,7 +112,7 @@ def population_engine(
         yield name, None, None
 
 
-def take_group(waiting: list[tuple[str, Task]], members: int | None) -> list[Task]:
+def take_group(waiting: list[tuple[str, SweepTask]], members: int | None) -> list[SweepTask]:
     """Remove from ``waiting`` and return the first task and those after it with the same
     key, at most ``members`` in all."""
     key = waiting[0][0]

@@ -19,12 +19,12 @@ from typing import Any
 from tqdm import tqdm
 
 from hdetach.experiments.config import Config
-from hdetach.experiments.interrupt import StopRequest
-from hdetach.experiments.runlock import holder
+from hdetach.experiments.run.interrupt import StopRequest
+from hdetach.experiments.run.lock import holder
 from hdetach.experiments.sweep.engines import (
     Outcome,
     RunFn,
-    Task,
+    SweepTask,
     local_engine,
     plan,
     ray_engine,
@@ -85,7 +85,7 @@ def run_sweep(
     )
     with stop_request as stop, bar:
 
-        def next_task() -> Task | None:
+        def next_task() -> SweepTask | None:
             if stop.requested or not todo:
                 return None
             task = todo.popleft()
@@ -117,11 +117,11 @@ def run_sweep(
     return result
 
 
-def _sort_runs(runs: dict[str, Config], threads: int) -> tuple[SweepResult, deque[Task]]:
+def _sort_runs(runs: dict[str, Config], threads: int) -> tuple[SweepResult, deque[SweepTask]]:
     """The summaries of the runs already done and the runs another process is training
     now (left to it), in a result; the runs to do."""
     result = SweepResult()
-    todo: deque[Task] = deque()
+    todo: deque[SweepTask] = deque()
     for name, cfg in runs.items():
         if plan(Path(cfg.run_dir), cfg.epochs) == "done":
             result.summaries[name] = run_one(cfg, threads)  # reads summary.json
@@ -150,7 +150,7 @@ def _record(
 
 def _engine(
     engine: str,
-    next_task: Callable[[], Task | None],
+    next_task: Callable[[], SweepTask | None],
     jobs: int,
     address: str | None,
     stopping: Callable[[], bool],

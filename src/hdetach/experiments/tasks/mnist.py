@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hdetach.experiments.download import DataError, fetch_first
+from hdetach.experiments.data.download import DataError, fetch_first
 from hdetach.experiments.tasks.permutation import pixel_permutation
 from hdetach.experiments.tasks.sequence import SequenceTask
 from hdetach.experiments.tasks.sizes import MNIST_SPLITS, MNIST_WIDTHS

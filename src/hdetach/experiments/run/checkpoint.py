@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.runfiles import atomic_write
+from hdetach.experiments.run.files import atomic_write
 from hdetach.experiments.tasks import Task
 from hdetach.experiments.tasks.registry import make_task
 

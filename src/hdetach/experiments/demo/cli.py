@@ -17,18 +17,18 @@ import time
 from pathlib import Path
 
 from hdetach.experiments.config import ConfigError
-from hdetach.experiments.demo_verdicts import balance_verdict, transfer_verdict, verdict
+from hdetach.experiments.demo.verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.experiments.gradients.tracking import late_ratio
-from hdetach.experiments.report import report
-from hdetach.experiments.report_runs import find_runs, group_runs, transfer_accuracies
-from hdetach.experiments.report_study import one_run_per_seed
-from hdetach.experiments.runfiles import steps_recorded
-from hdetach.experiments.stats import Spread, group_stats
+from hdetach.experiments.report.report import report
+from hdetach.experiments.report.runs import find_runs, group_runs, transfer_accuracies
+from hdetach.experiments.report.stats import Spread, group_stats
+from hdetach.experiments.report.study import one_run_per_seed
+from hdetach.experiments.run.files import steps_recorded
 from hdetach.experiments.sweep import Grid, run_sweep
 from hdetach.experiments.sweep.engines import layout
 from hdetach.experiments.sweep.grid import prepare
 from hdetach.experiments.tasks.copying import CHANCE
-from hdetach.experiments.transfer import transfer
+from hdetach.experiments.transfer.evaluate import transfer
 
 # The demo's setting: 10 runs of 3000 steps fit a few minutes on a 2-core CPU. At their own
 # T=10 the two models stay within noise of each other after 3000 steps, but their best

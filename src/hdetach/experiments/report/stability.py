@@ -24,10 +24,10 @@ from pathlib import Path
 
 from scipy.stats import fisher_exact
 
-from hdetach.experiments.plotting import chance_line, subplots
-from hdetach.experiments.report_runs import Baseline, Run
-from hdetach.experiments.report_study import VANILLA, baselines
-from hdetach.experiments.report_tables import median_range
+from hdetach.experiments.report.plotting import chance_line, subplots
+from hdetach.experiments.report.runs import Baseline, RunRecord
+from hdetach.experiments.report.study import VANILLA, baselines
+from hdetach.experiments.report.tables import median_range
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Instability:
         )
 
 
-def instability(run: Run, metric: str, higher: bool) -> Instability:
+def instability(run: RunRecord, metric: str, higher: bool) -> Instability:
     """The measures of one run (``higher``: whether a larger ``metric`` is better)."""
     losses = [r.get("train", {}).get("loss") for r in run.records]
     values = [r["val"].get(metric) for r in run.records]
@@ -63,7 +63,7 @@ def instability(run: Run, metric: str, higher: bool) -> Instability:
 
 
 def stability_section(
-    groups: dict[str, list[Run]],
+    groups: dict[str, list[RunRecord]],
     metric: str,
     higher: bool,
     spike: float,
@@ -113,7 +113,7 @@ def stability_section(
 
 
 def plot_runs(
-    groups: dict[str, list[Run]],
+    groups: dict[str, list[RunRecord]],
     out: Path,
     metric: str,
     title: str,

@@ -17,7 +17,7 @@ from hdetach.experiments.config import (
 from hdetach.experiments.sweep.engines import layout, oversubscription
 from hdetach.experiments.sweep.grid import Grid, load_toml, parse_axis, parse_seeds, prepare
 from hdetach.experiments.sweep.runner import run_sweep
-from hdetach.experiments.train_population import check_member
+from hdetach.experiments.train.population import check_member
 
 EXAMPLES = """examples:
   hdetach sweep copy --grid p_detach=0,0.25,0.5 --grid lr=1e-3,3e-3 --seeds 5 --out runs/s1

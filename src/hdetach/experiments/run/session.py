@@ -12,16 +12,16 @@ from typing import IO, Any
 import torch
 
 import hdetach
-from hdetach.experiments.checkpoint import (
+from hdetach.experiments.config import Config, ConfigError, resolve, with_epochs
+from hdetach.experiments.model import clip_gradients, make_optimizer
+from hdetach.experiments.run.checkpoint import (
     CheckpointError,
     config_of,
     load_checkpoint,
     save_checkpoint,
 )
-from hdetach.experiments.config import Config, ConfigError, resolve, with_epochs
-from hdetach.experiments.model import clip_gradients, make_optimizer
-from hdetach.experiments.runfiles import write_json
-from hdetach.experiments.runlock import lock_run
+from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.lock import lock_run
 from hdetach.experiments.tasks import Task, data_rng
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.rng import global_generator, rng_state, seed_everything, set_rng_state
@@ -119,7 +119,7 @@ class Run:
     # the random state a checkpoint saves: every global generator's, unless the run draws
     # from generators of its own (a population member)
     rng_source: Callable[[], dict[str, Any]] = rng_state
-    lock: IO[str] | None = None  # held while this process trains the folder (runlock)
+    lock: IO[str] | None = None  # held while this process trains the folder (run.lock)
 
     def release(self) -> None:
         """Let another process train the folder."""

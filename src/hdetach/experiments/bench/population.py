@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 import hdetach
-from hdetach.experiments.timing import median_ms_in_turns
+from hdetach.experiments.bench.timing import median_ms_in_turns
 from hdetach.settings import triton_in_auto
 
 # The batched population's backend: "fused", or "triton" where HDETACH_TRITON_AUTO=1 and

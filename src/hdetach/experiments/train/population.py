@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import TASKS, Config, ConfigError, flag
-from hdetach.experiments.session import Run, build_run, run_config
-from hdetach.experiments.train import (
+from hdetach.experiments.run.session import Run, build_run, run_config
+from hdetach.experiments.train.loop import (
     Callback,
     StepResult,
     after_backward,

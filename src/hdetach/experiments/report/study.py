@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from hdetach.experiments.plotting import subplots
-from hdetach.experiments.report_runs import (
+from hdetach.experiments.report.plotting import subplots
+from hdetach.experiments.report.runs import (
     NOT_CONFIG,
     Baseline,
     transfer_accuracies,
     transfer_lengths,
     varying_options,
 )
-from hdetach.experiments.stats import (
+from hdetach.experiments.report.stats import (
     CONFIDENCE,
     GroupStats,
     Spread,

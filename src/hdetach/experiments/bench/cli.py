@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 import hdetach
-from hdetach.experiments.bench_floors import FlopFloor, matmul_floor
-from hdetach.experiments.bench_population import format_population_table, population_rows
-from hdetach.experiments.timing import CLOCKS, set_clock, timed_ms
+from hdetach.experiments.bench.floors import FlopFloor, matmul_floor
+from hdetach.experiments.bench.population import format_population_table, population_rows
+from hdetach.experiments.bench.timing import CLOCKS, set_clock, timed_ms
 from hdetach.settings import overridden
 
 # name -> (steps, batch, input, hidden)

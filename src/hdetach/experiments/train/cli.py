@@ -1,4 +1,4 @@
-"""``hdetach train``: the command line of the training loop (``train.py``)."""
+"""``hdetach train``: the command line of the training loop (``loop.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hdetach.experiments.config import (
     check_threads,
     flag,
 )
-from hdetach.experiments.train import train
+from hdetach.experiments.train.loop import train
 
 TRAIN_EXAMPLES = """examples:
   hdetach train copy --T 100 --p-detach 0.5                 # the paper's copying task

@@ -8,8 +8,8 @@ import json
 import math
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.report import report
-from hdetach.experiments.report_runs import NOT_CONFIG, Baseline
+from hdetach.experiments.report.report import report
+from hdetach.experiments.report.runs import NOT_CONFIG, Baseline
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from hdetach.experiments.runfiles import append_jsonl, to_json
+from hdetach.experiments.run.files import append_jsonl, to_json
 
 clock = time.perf_counter  # the clock of throughput and ETA (a module attribute: tests replace it)
 

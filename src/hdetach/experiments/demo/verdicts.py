@@ -1,11 +1,12 @@
-"""What the demo's numbers show, in words: the comparisons of ``hdetach.experiments.stats.compare``
-said as verdicts that claim no more than the bootstrap CI and Mann-Whitney U agree on."""
+"""What the demo's numbers show, in words: the comparisons of
+``hdetach.experiments.report.stats.compare`` said as verdicts that claim no more than the
+bootstrap CI and Mann-Whitney U agree on."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hdetach.experiments.stats import compare
+from hdetach.experiments.report.stats import compare
 
 
 def verdict(

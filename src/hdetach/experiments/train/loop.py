@@ -13,7 +13,7 @@ Resuming from ``last.pt`` restores every generator, so an interrupted run ends w
 exactly the same metrics as one that was never interrupted (same machine and threads).
 The loop reads training metrics off the device only at evaluations and progress updates.
 It trains one run, or several in lockstep whose gradients one joint pass computes (a
-population, ``hdetach.experiments.train_population``): everything else is each run's own.
+population, ``hdetach.experiments.train.population``): everything else is each run's own.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from hdetach.experiments.checkpoint import load_checkpoint, save_checkpoint
 from hdetach.experiments.config import (
     Config,
     ConfigError,
@@ -38,10 +37,11 @@ from hdetach.experiments.config import (
     resolve,
 )
 from hdetach.experiments.gradients.tracking import GradientTracker
-from hdetach.experiments.interrupt import StopRequest
-from hdetach.experiments.runfiles import write_json
-from hdetach.experiments.runlog import RunLog
-from hdetach.experiments.session import Callback, Divergence, DivergenceWatch, Run, open_run
+from hdetach.experiments.run.checkpoint import load_checkpoint, save_checkpoint
+from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.interrupt import StopRequest
+from hdetach.experiments.run.log import RunLog
+from hdetach.experiments.run.session import Callback, Divergence, DivergenceWatch, Run, open_run
 from hdetach.experiments.tasks import Task
 from hdetach.rng import rng_state, set_rng_state
 

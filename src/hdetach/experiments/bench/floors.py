@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from hdetach.experiments.timing import timed_ms
+from hdetach.experiments.bench.timing import timed_ms
 from hdetach.ops.fused.products import add_outer_, block_product, product
 
 

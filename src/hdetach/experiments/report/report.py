@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from hdetach.experiments.gradients.plots import plot_gradient_balance
-from hdetach.experiments.plotting import chance_line, subplots, title_with_band
-from hdetach.experiments.report_runs import (
+from hdetach.experiments.report.plotting import chance_line, subplots, title_with_band
+from hdetach.experiments.report.runs import (
     Baseline,
-    Run,
+    RunRecord,
     find_runs,
     group_runs,
     up_to_epoch,
 )
-from hdetach.experiments.report_stability import plot_runs, stability_section
-from hdetach.experiments.report_study import VANILLA, one_run_per_seed, study_section
-from hdetach.experiments.report_tables import (
+from hdetach.experiments.report.stability import plot_runs, stability_section
+from hdetach.experiments.report.study import VANILLA, one_run_per_seed, study_section
+from hdetach.experiments.report.tables import (
     at_epochs_table,
     markdown_table,
     metric_of,
@@ -38,7 +38,7 @@ def _band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def plot_curves(
-    groups: dict[str, list[Run]], out: Path, references: dict[str, float] | None = None
+    groups: dict[str, list[RunRecord]], out: Path, references: dict[str, float] | None = None
 ) -> Path:
     """Validation metric against epoch, mean across seeds with a min-max band, and a dotted
     line at each of ``references`` (label -> value: e.g. the paper's number)."""
@@ -70,13 +70,13 @@ def plot_curves(
     return out
 
 
-def chance_of(runs: list[Run]) -> float | None:
+def chance_of(runs: list[RunRecord]) -> float | None:
     """The metric of a uniform guess, where every run's task has the same one."""
     chances = {TASKS[t].chance if t in TASKS else None for t in {r.config["task"] for r in runs}}
     return chances.pop() if len(chances) == 1 else None
 
 
-def epoch_label(runs: list[Run]) -> str:
+def epoch_label(runs: list[RunRecord]) -> str:
     """ "epoch", with its length in training steps where every run has the same (a copying
     "epoch" is a count of minibatches, not a pass over data)."""
     lengths = {r.config.get("steps_per_epoch") for r in runs}
@@ -93,7 +93,7 @@ TASK_TITLES = {
 }
 
 
-def curves_title(runs: list[Run]) -> str:
+def curves_title(runs: list[RunRecord]) -> str:
     """What the runs of a figure are, in words: the tasks (copying and adding with their
     T), and "no gradient clipping" where none of them clipped."""
     tasks = sorted({r.config["task"] for r in runs})
@@ -109,7 +109,7 @@ def curves_title(runs: list[Run]) -> str:
     return "; ".join(parts)
 
 
-def _from_training_length(runs: list[Run]) -> tuple[list[int], list[list[float]]]:
+def _from_training_length(runs: list[RunRecord]) -> tuple[list[int], list[list[float]]]:
     """The lengths and each run's accuracies at them: the transfer results, preceded by
     the training length's own test accuracy (at the best validation) where the runs share
     a training length below every tested one and each has that accuracy, so that a line
@@ -126,7 +126,7 @@ def _from_training_length(runs: list[Run]) -> tuple[list[int], list[list[float]]
     return [length, *Ts], [[first, *rest] for first, rest in zip(at_training, accuracies)]
 
 
-def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
+def plot_transfer(groups: dict[str, list[RunRecord]], out: Path) -> Path:
     """Transfer-copying accuracy against T, mean across seeds with a min-max band, from the
     training length (its test accuracy at the best validation) on."""
     fig, ax = subplots(figsize=(6.4, 4.0))
@@ -164,7 +164,7 @@ def plot_transfer(groups: dict[str, list[Run]], out: Path) -> Path:
 
 def _evaluated_runs(
     paths: list[str | Path], until_epoch: float | None
-) -> tuple[list[Run], list[Run]]:
+) -> tuple[list[RunRecord], list[RunRecord]]:
     """The runs under ``paths`` (read as they stood at ``until_epoch``, if given): those
     evaluated at least once, and those not yet."""
     runs = find_runs(paths)
@@ -202,8 +202,8 @@ def report(
     of how many seeds reached each of these values, and in how many epochs;
     ``stability``: (spike, dip), a section counting the runs that diverged, whose training
     loss rose more than spike above its lowest, or whose validation metric fell more than
-    dip below its best (``report_stability``); ``until_epoch``: every run read as it
-    stood at that epoch (``report_runs.up_to_epoch``)."""
+    dip below its best (``stability``); ``until_epoch``: every run read as it
+    stood at that epoch (``runs.up_to_epoch``)."""
 
     runs, waiting = _evaluated_runs(paths, until_epoch)
     groups = one_run_per_seed(group_runs(runs))

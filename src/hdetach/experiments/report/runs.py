@@ -25,7 +25,10 @@ NOT_CONFIG = {
 
 
 @dataclass
-class Run:
+class RunRecord:
+    """One run folder as the report reads it (``read_run``): its config, metric lines,
+    summary and transfer results; the training run itself is ``run.session.Run``."""
+
     path: Path
     config: dict[str, Any]
     records: list[dict[str, Any]]
@@ -63,7 +66,7 @@ def _read_json(path: Path) -> Any:
         raise NotARun(f"{path.name} is not valid JSON ({e})") from None
 
 
-def read_run(d: Path) -> Run:
+def read_run(d: Path) -> RunRecord:
     """The files of one run directory, checked; raises NotARun saying what is wrong."""
     config = _read_json(d / "config.json")
     if not isinstance(config, dict) or "task" not in config:
@@ -79,7 +82,7 @@ def read_run(d: Path) -> Run:
                 raise NotARun(f"metrics.jsonl line {i} is not an hdetach metrics record")
             records.append(rec)
     summary = _read_json(d / "summary.json")
-    run = Run(d, config, records, summary, _read_json(d / "transfer.json"))
+    run = RunRecord(d, config, records, summary, _read_json(d / "transfer.json"))
     if (records or summary) and not (
         (summary and "metric" in summary) or (records and "metric" in records[-1])
     ):
@@ -87,7 +90,7 @@ def read_run(d: Path) -> Run:
     return run
 
 
-def find_runs(paths: list[str | Path]) -> list[Run]:
+def find_runs(paths: list[str | Path]) -> list[RunRecord]:
     """Every run directory (one holding config.json) at or below the given paths; a
     directory whose files are not an hdetach run's is skipped with a warning line."""
     dirs: list[Path] = []
@@ -123,7 +126,7 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     return runs
 
 
-def up_to_epoch(run: Run, epoch: float) -> Run:
+def up_to_epoch(run: RunRecord, epoch: float) -> RunRecord:
     """The run as it stood at ``epoch``: its evaluations up to then, so that studies of
     different lengths compare at a common one. A run that went on past ``epoch`` is read
     as a run of ``epoch`` epochs still training there (no divergence, no end), and keeps
@@ -142,13 +145,13 @@ def up_to_epoch(run: Run, epoch: float) -> Run:
     length = int(epoch) if float(epoch).is_integer() else epoch  # configs hold ints
     config = {**run.config, "epochs": length} if "epochs" in run.config else run.config
     if not records:  # not evaluated yet at that epoch
-        return Run(run.path, config, [], None, None)
+        return RunRecord(run.path, config, [], None, None)
     summary = {"status": "running", "metric": run.metric}
     best_step = (run.summary or {}).get("best_step")
     kept = best_step is not None and best_step <= records[-1]["step"]
     if kept and "test_at_best" in run.summary:
         summary["test_at_best"] = run.summary["test_at_best"]
-    return Run(run.path, config, records, summary, run.transfer if kept else None)
+    return RunRecord(run.path, config, records, summary, run.transfer if kept else None)
 
 
 def _label(config: dict[str, Any], keys: list[str]) -> str:
@@ -168,25 +171,25 @@ def varying_options(configs: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
 
 
-def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
     """Configuration label -> its runs; the label names the options that vary across runs."""
     varying = varying_options([r.config for r in runs])
     # p_detach first: it is the comparison this project is about.
     varying.sort(key=lambda k: (k != "p_detach", k))
-    groups: dict[str, list[Run]] = defaultdict(list)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
     for r in runs:
         groups[_label(r.config, varying)].append(r)
     return dict(groups)
 
 
-def transfer_lengths(groups: dict[str, list[Run]]) -> list[int] | None:
+def transfer_lengths(groups: dict[str, list[RunRecord]]) -> list[int] | None:
     """The lengths T the first run with transfer results was evaluated at (None: no run
     was); runs evaluated at another list of T are not compared with it."""
     found = (r.transfer["T"] for runs in groups.values() for r in runs if r.transfer)
     return next(found, None)
 
 
-def transfer_accuracies(runs: list[Run], Ts: list[int]) -> list[list[float]]:
+def transfer_accuracies(runs: list[RunRecord], Ts: list[int]) -> list[list[float]]:
     """Per T of ``Ts``, the transfer accuracy of each run evaluated at exactly ``Ts``."""
     done = [r for r in runs if r.transfer and r.transfer["T"] == Ts]
     return [[r.transfer["acc"][i] for r in done] for i in range(len(Ts))]

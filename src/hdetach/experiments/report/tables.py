@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hdetach.experiments.report_runs import Run, transfer_accuracies, transfer_lengths
-from hdetach.experiments.stats import group_stats
+from hdetach.experiments.report.runs import RunRecord, transfer_accuracies, transfer_lengths
+from hdetach.experiments.report.stats import group_stats
 
 
 def median_range(values: list[float], spec: str = "g") -> str:
@@ -16,7 +16,7 @@ def median_range(values: list[float], spec: str = "g") -> str:
     return f"{np.median(values):{spec}} [{min(values):{spec}}, {max(values):{spec}}]"
 
 
-def metric_of(runs: list[Run]) -> str:
+def metric_of(runs: list[RunRecord]) -> str:
     return next((r.metric for r in runs if r.metric), "metric")
 
 
@@ -31,7 +31,7 @@ def _stat(values: list[float | None]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1):.4f} [{a.min():.4f}, {a.max():.4f}]"
 
 
-def at_epochs_table(groups: dict[str, list[Run]], epochs: list[float]) -> str:
+def at_epochs_table(groups: dict[str, list[RunRecord]], epochs: list[float]) -> str:
     """The validation metric at each of ``epochs`` (the last evaluation at or before it),
     ``mean ± std [min, max]`` over the runs that got there."""
     metric = metric_of([r for runs in groups.values() for r in runs])
@@ -56,7 +56,7 @@ def at_epochs_table(groups: dict[str, list[Run]], epochs: list[float]) -> str:
     )
 
 
-def reach_table(groups: dict[str, list[Run]], thresholds: list[float], higher: bool) -> str:
+def reach_table(groups: dict[str, list[RunRecord]], thresholds: list[float], higher: bool) -> str:
     """Per configuration and threshold: how many seeds reached it (diverged runs count as
     not reaching it), and the epochs they took, median [min, max] over those that did."""
     metric = metric_of([r for runs in groups.values() for r in runs])
@@ -76,7 +76,7 @@ def reach_table(groups: dict[str, list[Run]], thresholds: list[float], higher: b
     return f"Epochs to reach each validation {metric}.\n\n" + "\n".join(rows) + "\n"
 
 
-def markdown_table(groups: dict[str, list[Run]]) -> str:
+def markdown_table(groups: dict[str, list[RunRecord]]) -> str:
     """Best and final validation metric (and test at best) per configuration, over seeds.
 
     Cells read ``mean ± std [min, max]`` across seeds; diverged runs are counted in the

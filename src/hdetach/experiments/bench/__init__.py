@@ -1,0 +1,4 @@
+"""The speed tables (``hdetach bench``, ``cli``): each backend timed against
+``torch.nn.LSTM`` and the authors' loop, side by side; the floors every implementation
+must pay (``floors``); populations against one LSTM per run (``population``); and how a
+time is taken (``timing``), which the scripts in ``benchmarks/`` share."""
