@@ -180,12 +180,27 @@ def test_the_demo_setting_is_the_grid_it_runs(tmp_path):
         DEMO["T"], DEMO["hidden_size"], DEMO["lr"], DEMO["epochs"]
     )  # fmt: skip
     assert demo_grid(100, 3, 2, 0.25, short=False).runs(tmp_path)["p_detach=0.25,seed=1"].T == 100
+    # another setting on another seed set, for design studies of the demo itself
+    other = demo_grid(None, None, 2, 0.5, False, first_seed=5, hidden_size=128, lr=3e-3)
+    assert other.seeds == [5, 6]
+    cfg = other.runs(tmp_path / "other")["p_detach=0.5,seed=6"]
+    assert (cfg.hidden_size, cfg.lr, cfg.T) == (128, 3e-3, DEMO["T"])
 
 
-@pytest.mark.parametrize("argv", [["--seeds", "0"], ["--jobs", "0"]])
-def test_bad_demo_options_are_one_line(tmp_path, capsys, argv):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0"], "must be >= 1"),
+        (["--jobs", "0"], "must be >= 1"),
+        (["--first-seed", "-1"], "--first-seed must be >= 0"),
+        (["--hidden-size", "0"], "--hidden-size must be finite and > 0"),
+        (["--lr", "-1"], "--lr must be finite and > 0"),
+    ],
+)
+def test_bad_demo_options_are_one_line(tmp_path, capsys, argv, message):
     code, _, err = run_cli(["demo", "--short", "--out", str(tmp_path / "d"), *argv], capsys)
-    assert code == 2 and "must be >= 1" in err and err.count("\n") == 1
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_late_ratio_is_the_median_over_the_second_half(tmp_path):

@@ -69,15 +69,23 @@ SHORT = dict(
 SHORT_TRANSFER_N = 200
 
 
-def demo_grid(T: int | None, epochs: int | None, seeds: int, p_detach: float, short: bool):
-    """The demo's sweep: the two models (p = 0 and ``p_detach``) times ``seeds`` seeds."""
-
+def demo_grid(
+    T: int | None,
+    epochs: int | None,
+    seeds: int,
+    p_detach: float,
+    short: bool,
+    first_seed: int = 0,
+    **options: float | int | None,
+) -> Grid:
+    """The demo's sweep: the two models (p = 0 and ``p_detach``) times ``seeds`` seeds from
+    ``first_seed`` on; ``options`` (hidden_size, lr, steps_per_epoch) replace the demo's
+    setting where not None, so that other settings can be studied with the same command."""
     base = {k: v for k, v in (SHORT if short else DEMO).items() if k != "task"}
-    if T is not None:
-        base["T"] = T
-    if epochs is not None:
-        base["epochs"] = epochs
-    return Grid("copy", base, {"p_detach": [0.0, p_detach]}, list(range(seeds)))
+    given = {"T": T, "epochs": epochs, **options}
+    base.update({k: v for k, v in given.items() if v is not None})
+    seed_list = list(range(first_seed, first_seed + seeds))
+    return Grid("copy", base, {"p_detach": [0.0, p_detach]}, seed_list)
 
 
 def has_transfer(run_dir: Path, Ts: list[int], n: int, seed: int) -> bool:
@@ -162,7 +170,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "minutes on a 2-core CPU. Run it again to reprint the result or to continue after "
         "Ctrl-C.",
         epilog="examples:\n  hdetach demo\n  hdetach demo --short\n"
-        "  hdetach demo --seeds 10 --epochs 40 --out runs/demo10\n",
+        "  hdetach demo --seeds 10 --epochs 40 --out runs/demo10\n"
+        "  hdetach demo --hidden-size 128 --lr 3e-3 --epochs 20 --first-seed 5 --out runs/d5\n",
     )
     p.add_argument("--T", type=int, help=f"copy gap in training (default {DEMO['T']})")
     p.add_argument("--p-detach", type=float, default=DEMO_P, help=f"default {DEMO_P}")
@@ -172,6 +181,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"epochs of {DEMO['steps_per_epoch']} minibatches (default {DEMO['epochs']})",
     )
     p.add_argument("--seeds", type=int, help=f"seeds per model (default {DEMO_SEEDS})")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the seeds are FIRST_SEED onwards (default 0): disjoint seed sets, same setting",
+    )
+    p.add_argument("--hidden-size", type=int, help=f"LSTM units (default {DEMO['hidden_size']})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {DEMO['lr']:g})")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help=f"minibatches per epoch (default {DEMO['steps_per_epoch']})",
+    )
     p.add_argument("--jobs", type=int, help="runs at once (default: the cores)")
     p.add_argument("--short", action="store_true", help="a tiny version in seconds (2 seeds)")
     p.add_argument("--out", help="output folder (default runs/demo, with --short runs/demo-short)")
@@ -186,7 +208,10 @@ def _command(a: argparse.Namespace) -> None:
     seeds = a.seeds if a.seeds is not None else (2 if a.short else DEMO_SEEDS)
     if seeds < 1 or (a.jobs is not None and a.jobs < 1):
         raise ConfigError("--seeds and --jobs must be >= 1")
-    grid = demo_grid(a.T, a.epochs, seeds, a.p_detach, a.short)
+    if a.first_seed < 0:
+        raise ConfigError(f"--first-seed must be >= 0; got {a.first_seed}")
+    options = {"hidden_size": a.hidden_size, "lr": a.lr, "steps_per_epoch": a.steps_per_epoch}
+    grid = demo_grid(a.T, a.epochs, seeds, a.p_detach, a.short, a.first_seed, **options)
     runs = prepare(out, grid)
     jobs, threads = layout(len(runs), a.jobs, None)
     total = next(iter(runs.values())).total_steps
@@ -210,7 +235,8 @@ def _command(a: argparse.Namespace) -> None:
     label = f"h-detach p={a.p_detach:g}"
     print(
         f"\ncopying task, trained at T={base['T']}, {base['epochs']} epochs x "
-        f"{base['steps_per_epoch']} minibatches, seeds 0-{seeds - 1}, "
+        f"{base['steps_per_epoch']} minibatches, hidden {base['hidden_size']}, lr "
+        f"{base['lr']:g}, seeds {grid.seeds[0]}-{grid.seeds[-1]}, "
         f"{(time.time() - t0) / 60:.1f} min"
     )
     _print_own_T(groups, label, base["T"])
