@@ -98,6 +98,13 @@ def _check_transfer(out, lines, best):
         expected = verdict(*per_T[T], "h-detach p=0.5", f"accuracy at T={T}")
         assert lines[head + 4 + i] == f"T={T}: {expected}"
     assert lines[head + 7] == transfer_verdict(per_T, "h-detach p=0.5")
+    # the headline: each seed's accuracy averaged over the three T, one comparison
+    means = {p: [sum(a) / 3 for a in acc[p]] for p in best}
+    headline = lines.index(
+        "Headline, transfer accuracy averaged over T = 10, 25, 50, one value per seed:"
+    )
+    measure = "accuracy over T = 10, 25, 50"
+    assert lines[headline + 1] == verdict(means[0.0], means[0.5], "h-detach p=0.5", measure)
     assert (out / "transfer.png").is_file()
     assert "Transfer copying accuracy by T" in (out / "report.md").read_text()
 

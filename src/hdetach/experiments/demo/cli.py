@@ -242,6 +242,7 @@ def _command(a: argparse.Namespace) -> None:
     _print_own_T(groups, label, base["T"])
     print_transfer(groups, [label], Ts)
     _print_balance(groups, label)
+    _print_headline(groups, label, Ts)
 
     shown = ("curves", "transfer", "gradients")
     plots = "  ".join(f"{k}: {written[k]}" for k in shown if k in written)
@@ -279,6 +280,24 @@ def print_transfer(groups: dict[str, list], labels: list[str], Ts: list[int]) ->
         for T, (van, hd) in per_T.items():
             print(f"T={T}: " + verdict(van, hd, label, f"accuracy at T={T}"))
         print(transfer_verdict(per_T, label))
+
+
+def mean_transfer(runs: list, Ts: list[int]) -> list[float]:
+    """Per run evaluated at exactly ``Ts``, its transfer accuracy averaged over them."""
+    done = [r for r in runs if r.transfer and r.transfer["T"] == Ts]
+    return [sum(r.transfer["acc"]) / len(Ts) for r in done]
+
+
+def _print_headline(groups: dict[str, list], label: str, Ts: list[int]) -> None:
+    """The demo's one verdict: each seed's transfer accuracy averaged over ``Ts``, compared.
+    One comparison, chosen by the design study (results/demo-design) because it repeats
+    where the comparisons above, at one T each, split a run's verdict (T = 20 better,
+    T = 100 within noise) as the rerun changes."""
+
+    Ts_shown = ", ".join(map(str, Ts))
+    van, hd = (mean_transfer(groups[name], Ts) for name in ("vanilla", label))
+    print(f"\nHeadline, transfer accuracy averaged over T = {Ts_shown}, one value per seed:")
+    print(verdict(van, hd, label, f"accuracy over T = {Ts_shown}"))
 
 
 def _print_balance(groups: dict[str, list], label: str) -> None:
