@@ -67,12 +67,18 @@ def draw_detach_masks(
     here take them: (T,) or (T, B) per layer, (L * D, T[, B]) for a stack."""
     if not isinstance(device, torch.device):
         device = torch.device("cpu" if device is None else device)
+    check_generator_device(generator, device)
+    return torch.rand(tuple(shape), device=device, generator=generator) < p_detach
+
+
+def check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:
+    """A clear error where masks on ``device`` would be drawn from another device's
+    ``generator`` (torch's own names neither)."""
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"generator is a {generator.device.type} generator, but the masks are drawn on "
             f"{device}: give a generator of the input's device"
         )
-    return torch.rand(tuple(shape), device=device, generator=generator) < p_detach
 
 
 def lstm_recurrence(

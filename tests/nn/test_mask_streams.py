@@ -133,3 +133,26 @@ def test_generators_are_program_state_not_saved_with_the_module():
         loaded = torch.load(buffer, weights_only=True)
     assert loaded.generator is None and copy.deepcopy(lstm).generator is None
     assert torch.equal(_drawn(loaded), _drawn(copy.deepcopy(loaded)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 1 / 3, 0.7, 0.999999])
+def test_the_cells_batch_decision_is_draw_detach_masks_decision(p, dtype):
+    """The cell reads its batch decision off the uniform as a Python float (fast path);
+    from the same generator state it decides what ``draw_detach_masks`` decides, at p not
+    representable in the draw's dtype too."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the dtype torch.rand draws in
+    try:
+        cell = hdetach.LSTMCell(3, 4, p_detach=p, generator=torch.Generator().manual_seed(5))
+        generator = torch.Generator().manual_seed(5)
+        x = torch.randn(2, 3)
+        decided = [cell._draw(x) for _ in range(3000)]
+        drawn = [bool(draw_detach_masks(p, (), generator=generator)) for _ in range(3000)]
+    finally:
+        torch.set_default_dtype(previous)
+    assert all(isinstance(d, bool) for d in decided) and decided == drawn
+    # and a generator of another device is refused there too, before anything is drawn
+    cell = hdetach.LSTMCell(3, 4, generator=torch.Generator(), device="meta")
+    with pytest.raises(ValueError, match="give a generator of the input's device"):
+        cell._draw(torch.empty(2, 3, device="meta"))

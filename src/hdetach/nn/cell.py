@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
-from hdetach.functional import DETACH_PATHS, draw_detach_masks
+from hdetach.functional import DETACH_PATHS, check_generator_device, draw_detach_masks
 from hdetach.nn.masks import OwnMaskStream, check_generator
 from hdetach.nn.options import (
     DETACH_SCOPES,
@@ -114,11 +116,17 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
         per example a (B,) bool tensor. The bool is read off the draw at once: a step not
         detached is then torch's own call, and a detached one cuts the whole state with
         ``detach()``, neither with a masking op of its own in the graph."""
-        per_example = self.detach_scope == "sample" and input.dim() == 2
-        shape = (input.shape[0],) if per_example else ()
         generator = self._mask_generator(input.device)
-        drawn = draw_detach_masks(self.p_detach, shape, device=input.device, generator=generator)
-        return drawn if per_example else bool(drawn)
+        if self.detach_scope == "sample" and input.dim() == 2:
+            shape = (input.shape[0],)
+            return draw_detach_masks(self.p_detach, shape, device=input.device, generator=generator)
+        check_generator_device(self.generator, input.device)  # the user's, if given
+        # The uniform draw_detach_masks would compare, compared as a Python float (with p
+        # rounded to the draw's dtype, as the tensor comparison rounds it): a cell step is
+        # a few tens of microseconds, and a bool tensor's comparison and conversion cost
+        # about three times the draw itself.
+        drawn = torch.rand((), device=input.device, generator=generator)
+        return drawn.item() < _rounded(self.p_detach, drawn.dtype)
 
     @staticmethod
     def _check_detach(detach: bool | Tensor, input: Tensor) -> None:
@@ -131,6 +139,12 @@ class LSTMCell(OwnMaskStream, nn.LSTMCell):
                 )
         elif not isinstance(detach, bool):
             raise TypeError(f"detach must be a bool or a bool tensor, got {type(detach).__name__}")
+
+
+@functools.lru_cache(maxsize=64)
+def _rounded(p: float, dtype: torch.dtype) -> float:
+    """``p`` as a tensor of ``dtype`` holds it (what a comparison with such a tensor uses)."""
+    return torch.tensor(p, dtype=dtype).item()
 
 
 def _stop_gradient(state: Tensor, detach: bool | Tensor) -> Tensor:
