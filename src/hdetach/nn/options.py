@@ -1,8 +1,8 @@
 """What ``hdetach.LSTM`` and ``hdetach.LSTMCell`` share: their options and when they step aside.
 
 The options are validated whenever they are set (constructor or later assignment),
-against the one list of choices each has (``hdetach.choices``, torch-free); the training
-config and the CLI import the same lists.
+against the one list of choices each has (``hdetach.choices``, torch-free), which the
+training config and the CLI import too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hdetach.choices import DETACH_SCOPES, LAYER_MASKS
 from hdetach.ops.checks import check_choice
 from hdetach.ops.dispatch import cpu_autocast_dtype
 
