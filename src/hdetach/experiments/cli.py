@@ -20,8 +20,7 @@ import sys
 from collections.abc import Iterable
 
 import hdetach
-from hdetach.experiments.data.download import DataError
-from hdetach.experiments.errors import ConfigError
+from hdetach.experiments.errors import ConfigError, DataError
 from hdetach.experiments.lazy import load
 
 # Each subcommand: the module whose add_parser(subparsers) defines it, and its line in

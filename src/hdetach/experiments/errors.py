@@ -1,6 +1,11 @@
-"""The error every bad option raises, torch-free: the command line, the tasks and the
-config resolution all refuse with it, and the ``hdetach`` command prints it in one line."""
+"""The errors a command prints in one line (exit code 2), torch-free: the command line,
+the tasks, the config resolution and the data fetching raise them, and the ``hdetach``
+command catches them without importing what raised them."""
 
 
 class ConfigError(ValueError):
     """A bad option value, detected before any work starts."""
+
+
+class DataError(RuntimeError):
+    """Data missing or corrupt; the message says what to do."""
