@@ -67,13 +67,16 @@ def __getattr__(name: str):
     return module if module.__name__ == f"hdetach.{name}" else getattr(module, name)
 
 
-# Importing hdetach imports its modules, and so trusts its classes in torch.load's
-# weights_only unpickler (hdetach.nn registers SAFE_GLOBALS): code that loads a whole saved
-# model right after `import hdetach` relies on it. One process is the exception: the
-# `hdetach` command, whose --help, version and option errors answer before torch is
-# imported (over 3 s on a loaded 2-core machine); it imports what the chosen subcommand
-# uses after parsing, and the exports above come at first use (hdetach.nn, when imported,
-# registers the classes there as everywhere).
+# Eager, with one exception. `import hdetach` imports the modules, and so trusts hdetach's
+# classes in torch.load's weights_only unpickler (hdetach.nn registers SAFE_GLOBALS): code
+# that loads a whole saved model right after `import hdetach` relies on it, which a package
+# lazy for everyone (__getattr__ alone) would break. The one process that gains from
+# laziness and loses nothing is the `hdetach` command itself: its --help, --version and
+# option errors answer before torch is imported (over 2 s saved on a loaded 2-core
+# machine); it imports what the chosen subcommand uses after parsing, the exports above
+# come at first use, and hdetach.nn, when imported, registers the classes there as
+# everywhere. Telling it by argv is narrow: only a script itself named hdetach, or
+# `python -m hdetach`, is taken for the command.
 if not _is_the_hdetach_command():
     from hdetach import functional
     from hdetach.analysis import gradient_paths, gradient_profiles
