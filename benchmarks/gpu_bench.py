@@ -33,7 +33,7 @@ from torch import nn
 from triton.testing import do_bench
 
 import hdetach
-from hdetach.experiments.bench.cli import AuthorsLoop
+from hdetach.experiments.bench.table import AuthorsLoop
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton.loader import triton_backend
 from hdetach.ops.triton.lstm import FLOAT32_PRECISIONS

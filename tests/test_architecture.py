@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import hdetach
-from hdetach.experiments import config
-from hdetach.experiments.tasks.registry import TASKS, metric_direction
+from hdetach.experiments.options import CHOICES
+from hdetach.experiments.tasks.registry import TASKS, TRAIN_TASKS, metric_direction, task_class
 
 PACKAGE = Path(hdetach.__file__).parent
 LAB = "hdetach.experiments"
@@ -109,10 +109,33 @@ def test_import_hdetach_loads_no_lab_module():
 
 
 def test_one_task_registry_knows_every_task_and_its_metric_direction():
-    assert set(TASKS) == {*config.TASKS, config.CAPTION_TASK}
-    for cls in TASKS.values():
+    assert set(TASKS) == set(CHOICES["task"]) == {*TRAIN_TASKS, "caption"}
+    for name, cls in TASKS.items():
+        assert cls.name == name
         assert metric_direction(cls.metric) is cls.higher_is_better
+        assert issubclass(task_class(name), cls)  # the class holding its data
     assert metric_direction("cider") is True  # captioning's metric: larger is better
+
+
+def _imported_by(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """Every hdetach module that importing ``module`` can run, however indirectly."""
+    seen, todo = set(), [module]
+    while todo:
+        for n in graph[todo.pop()] - seen:
+            seen.add(n)
+            todo.append(n)
+    return seen
+
+
+def test_the_tasks_import_neither_the_config_nor_the_model():
+    # The dependencies point the other way: the config resolves options with the tasks'
+    # definitions, and the model is built from a task's declared shape (model.make_model).
+    graph = _graph()
+    tasks = [m for m in graph if m.startswith(f"{LAB}.tasks")]
+    assert f"{LAB}.tasks.registry" in tasks and f"{LAB}.tasks.copying" in tasks
+    forbidden = {f"{LAB}.config", f"{LAB}.model"}
+    offenders = {m: sorted(_imported_by(m, graph) & forbidden) for m in tasks}
+    assert not {m: n for m, n in offenders.items() if n}
 
 
 # Imported inside functions, and only there: the optional dependencies (extras), and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hdetach.experiments.bench import cli as bench
+from hdetach.experiments.bench.table import AuthorsLoop
 
 
 def test_bench_prints_a_table_with_every_row(monkeypatch, tmp_path, capsys):
@@ -90,7 +91,7 @@ def test_bench_help_describes_every_option(capsys):
 def test_authors_loop_detaches_only_while_training():
     import torch
 
-    loop = bench.AuthorsLoop(2, 3, p_detach=1.0)
+    loop = AuthorsLoop(2, 3, p_detach=1.0)
     x = torch.randn(4, 2, 2)
     detached = torch.autograd.grad(loop(x)[0][-1].sum(), loop.cell.weight_hh)[0]
     loop.eval()

@@ -10,7 +10,7 @@ import torch
 from helpers import MNIST_DIR, SMALLEST_COPY, interrupt_at, needs_mnist
 from helpers import run_cli as run
 
-from hdetach.experiments.data import cli as data
+from hdetach.experiments.data import command as data
 
 TINY = [
     "--T",
@@ -104,7 +104,7 @@ def test_train_ctrl_c_then_resume_cli(tmp_path, capsys, monkeypatch, sig):
 
 def test_sigterm_where_nothing_can_be_saved_ends_the_command_in_one_line(capsys, monkeypatch):
 
-    monkeypatch.setattr(data, "_data", lambda a: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(data, "run", lambda a: os.kill(os.getpid(), signal.SIGTERM))
     previous = signal.signal(signal.SIGTERM, _unhandled)
     try:
         code, _, err = run(["data", "mnist"], capsys)
@@ -232,7 +232,8 @@ def test_help_has_examples(cmd, capsys):
 def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsys):
     import dataclasses
 
-    from hdetach.experiments.config import TASK_DEFAULTS, Config, flag
+    from hdetach.experiments.options import Config, flag
+    from hdetach.experiments.tasks.registry import TASKS
 
     code, out, _ = run(["train", "--help"], capsys)
     assert code == 0
@@ -245,7 +246,7 @@ def test_train_options_are_the_config_fields_with_their_types_and_defaults(capsy
             shown = f"{f.default:g}" if isinstance(f.default, float) else f"{f.default}"
             assert f"(default {shown})" in text, f.name
     assert "(default copy 100, adding 200, mnist 784, pmnist 784)" in text  # --T
-    assert TASK_DEFAULTS["copy"]["hidden_size"] == 128 and "copy 128" in text
+    assert TASKS["copy"].defaults["hidden_size"] == 128 and "copy 128" in text
 
 
 def test_option_types_come_from_the_annotations_not_their_spelling():
@@ -253,7 +254,7 @@ def test_option_types_come_from_the_annotations_not_their_spelling():
     import argparse
     import dataclasses
 
-    from hdetach.experiments.config import add_dataclass_options
+    from hdetach.experiments.options import add_dataclass_options
 
     @dataclasses.dataclass
     class Options:

@@ -140,9 +140,10 @@ def train_each(runs: dict, *args, **kwargs) -> SweepResult:
 def test_sweep_grid_values_give_results_or_one_line_and_exit_code_2(axes, seeds):
     torch.set_num_threads(1)
     grid = [f"{name}={','.join(values)}" for name, values in axes]
+    runner = "hdetach.experiments.sweep.command.run_sweep"
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch("hdetach.experiments.sweep.cli.run_sweep", side_effect=train_each) as engines,
+        mock.patch(runner, side_effect=train_each) as engines,
     ):
         out = Path(tmp) / "sweep"
         argv = ["sweep", "copy", *SMALLEST, "--max-steps", "1", "--out", str(out)]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from helpers import run_cli, signal_sweep_at_checkpoint
 
-from hdetach.experiments.demo.cli import DEMO, DEMO_SEEDS, demo_grid, print_transfer
+from hdetach.experiments.demo.cli import DEMO, DEMO_SEEDS
+from hdetach.experiments.demo.command import demo_grid, print_transfer
 from hdetach.experiments.demo.verdicts import balance_verdict, transfer_verdict, verdict
 from hdetach.experiments.gradients.tracking import late_ratio
 from hdetach.experiments.report.stats import compare
@@ -255,10 +256,11 @@ def test_the_demo_reports_progress_and_short_and_full_have_their_own_folders(
     """Progress lines while the runs train (every PROGRESS_SECONDS; here 0.05 s), and
     the default folders of --short and the full demo apart, so neither refuses the other."""
     from hdetach.experiments.demo import cli as demo
+    from hdetach.experiments.demo import command
     from hdetach.experiments.sweep.grid import prepare
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(demo, "PROGRESS_SECONDS", 0.05)
+    monkeypatch.setattr(command, "PROGRESS_SECONDS", 0.05)
     code, stdout, err = run_cli(["demo", "--short", "--jobs", "1"], capsys)
     assert code == 0, err
     total = 4 * demo.SHORT["epochs"] * demo.SHORT["steps_per_epoch"]

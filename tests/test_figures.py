@@ -11,7 +11,9 @@ from helpers import axes_drawn_by
 
 from hdetach.experiments.gradients.plots import plot_gradient_balance
 from hdetach.experiments.report.report import report
-from hdetach.experiments.tasks.copying import CHANCE
+from hdetach.experiments.tasks.definitions import Copying
+
+CHANCE = Copying.chance
 
 TESTED_T = [10, 25, 50]
 

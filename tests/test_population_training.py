@@ -15,8 +15,8 @@ import torch
 from helpers import TINY_COPY, interrupt_at, run_cli, signal_sweep_at_checkpoint
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.sweep import Grid
 from hdetach.experiments.sweep.engines import run_one
+from hdetach.experiments.sweep.grid import Grid
 from hdetach.experiments.train import loop as train_module
 from hdetach.experiments.train.loop import load_checkpoint, train
 from hdetach.experiments.train.population import train_population

@@ -12,9 +12,10 @@ import pytest
 from helpers import run_cli, signal_sweep_at_checkpoint
 
 from hdetach.experiments.config import ConfigError
-from hdetach.experiments.sweep import Grid, run_sweep
-from hdetach.experiments.sweep.cli import add_parser, grid_from_args
-from hdetach.experiments.sweep.grid import parse_axis, parse_seeds
+from hdetach.experiments.sweep.cli import add_parser
+from hdetach.experiments.sweep.command import grid_from_args
+from hdetach.experiments.sweep.grid import Grid, parse_axis, parse_seeds
+from hdetach.experiments.sweep.runner import run_sweep
 
 TINY = dict(
     T=5,
@@ -274,7 +275,8 @@ def test_a_second_signal_aborts_runs_that_do_not_stop(tmp_path):
     out = tmp_path / "sweep"
     script = (
         "import sys; from pathlib import Path; from sweep_fns import ignores_stops; "
-        "from hdetach.experiments.sweep import Grid, run_sweep; "
+        "from hdetach.experiments.sweep.grid import Grid; "
+        "from hdetach.experiments.sweep.runner import run_sweep; "
         f"runs = Grid('copy', {TINY!r}, {{}}, [0, 1]).runs(Path(sys.argv[1])); "
         "run_sweep(runs, jobs=2, fn=ignores_stops, progress=False)"
     )

@@ -25,6 +25,7 @@ import torch
 
 from hdetach import PopulationLSTM
 from hdetach.experiments.config import Config
+from hdetach.experiments.model import make_model
 from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
 
@@ -71,7 +72,7 @@ def main(study: Path, data_dir: str) -> None:
         ckpt = load_checkpoint(folder / "last.pt")
         cfg = Config(**{**ckpt["config"], "data_dir": data_dir})
         task = make_task(cfg)
-        model = task.make_model(cfg)
+        model = make_model(cfg, task)
         model.load_state_dict(ckpt["model"])
         model.train()
         steps = task.batch("train", torch.arange(1))[0].shape[1]

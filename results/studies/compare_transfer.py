@@ -6,7 +6,7 @@ demo's transfer table and verdicts, for every h-detach group against vanilla.
 
 import sys
 
-from hdetach.experiments.demo.cli import print_transfer
+from hdetach.experiments.demo.command import print_transfer
 from hdetach.experiments.report.runs import find_runs, group_runs
 from hdetach.experiments.report.study import one_run_per_seed
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hdetach.choices import BACKENDS, DETACH_PATHS
 from hdetach.ops.checks import (
     check_batch_sizes,
     check_choice,
@@ -30,15 +31,13 @@ from hdetach.ops.checks import (
     check_recurrence,
     check_same_dtype_and_device,
 )
-from hdetach.ops.dispatch import BACKENDS, select_backend
+from hdetach.ops.dispatch import select_backend
 from hdetach.ops.fused.lstm import fused_lstm_layer, fused_lstm_recurrence
 from hdetach.ops.members import members_of, rows_linear
 from hdetach.ops.native import native_lstm
 from hdetach.ops.packed import sequence_lengths
 from hdetach.ops.reference import reference_lstm_recurrence
 from hdetach.ops.triton.loader import triton_backend
-
-DETACH_PATHS = ("h", "c")
 
 _check_choice = check_choice  # the module and the cell validate their options with it
 __all__ = [

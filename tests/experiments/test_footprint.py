@@ -14,7 +14,8 @@ from helpers import MNIST_DIR, needs_mnist
 
 from hdetach.experiments.config import Config, ConfigError, resolve
 from hdetach.experiments.footprint import GIB, lower_bounds
-from hdetach.experiments.tasks.sizes import sequence_shape
+from hdetach.experiments.model import make_model
+from hdetach.experiments.tasks.registry import TASKS
 
 # The forward pass of one training step in a fresh process: how much its resident memory
 # grows while the pass's results (the loss, and what autograd keeps for the backward)
@@ -87,7 +88,7 @@ def test_the_model_bound_counts_the_real_models_weights(fields, optimizer, copie
         )
     )  # fmt: skip
     task = make_task(cfg)
-    weights = sum(p.numel() for p in task.make_model(cfg).parameters())
+    weights = sum(p.numel() for p in make_model(cfg, task).parameters())
     assert lower_bounds(cfg.to_dict())["model"] == copies * weights * 4
     x, _ = task.batch("train", torch.arange(2))
-    assert x.shape[1] == sequence_shape(cfg.to_dict())[0]  # the length the activations count
+    assert x.shape[1] == TASKS[cfg.task].shape(cfg.to_dict())[0]  # the length the activations count

@@ -11,7 +11,11 @@ import torch
 from hdetach.analysis import gradient_paths
 from hdetach.experiments.cli import main
 from hdetach.experiments.config import Config
-from hdetach.experiments.gradients.weight_scale import StudySettings, weight_scale_study
+from hdetach.experiments.gradients.weight_scale import (
+    StudySettings,
+    study_config,
+    weight_scale_study,
+)
 from hdetach.experiments.model import SequenceModel
 from hdetach.experiments.run.checkpoint import load_checkpoint
 from hdetach.experiments.tasks.registry import make_task
@@ -34,7 +38,7 @@ def test_study_numbers_are_those_of_gradient_paths_on_the_scaled_model():
     assert [len(result.per_seed[s]) for s in settings.scales] == [2, 2]
 
     # Seed 1 at scale 2, recomputed from scratch: the study's model, data and scaling.
-    cfg = settings.config(1)
+    cfg = study_config(settings, 1)
     task = make_task(cfg)
     seed_everything(1)
     model = SequenceModel(cfg, task).double().train()

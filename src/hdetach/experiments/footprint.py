@@ -8,9 +8,12 @@ The bound counts only what a run must hold at once, in float32 (4 bytes):
   (Adam: two moments; SGD with momentum and RMSprop: one buffer);
 * one training step's activations: the LSTM's output, its cell states and its gates are
   all kept for the backward pass, at least 6 numbers per hidden unit, step, row and layer;
-* the copying and adding tasks' fixed data (adding keeps whole sequences).
+* the task's data where they are a large part (``Task.data_bytes``: the copying and
+  adding tasks' fixed data; adding keeps whole sequences).
 
-It is a lower bound: a run it passes may still not fit, but a run it refuses cannot.
+The task declares its shape and data (``tasks.definitions``); a task whose sizes only its
+data tell (captioning's vocabulary and features) is not bounded. It is a lower bound: a
+run it passes may still not fit, but a run it refuses cannot.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from typing import Any
 
 import torch
 
-from hdetach.experiments.tasks.sizes import COPY_SYMBOLS, sequence_shape
+from hdetach.experiments.tasks.definitions import FLOAT_BYTES
+from hdetach.experiments.tasks.registry import TASKS
 
-FLOAT_BYTES = 4
 GIB = 2**30
 # Copies of each weight held at the optimizer's step: the weight, its gradient, the state.
 COPIES = {"adam": 4, "sgd": 3, "rmsprop": 3}
@@ -31,17 +34,15 @@ COPIES = {"adam": 4, "sgd": 3, "rmsprop": 3}
 def lower_bounds(d: dict[str, Any]) -> dict[str, int]:
     """Bytes a resolved sequence-task config (a dict of Config fields) needs at least:
     {"model", "activations", "data"}."""
-    length, inputs, outputs = sequence_shape(d)
+    task = TASKS[d["task"]]
+    length, inputs, outputs = task.shape(d)
     hidden, layers = d["hidden_size"], d["num_layers"]
     first = 4 * hidden * (inputs + hidden + 2)
     weights = first + (layers - 1) * 4 * hidden * (2 * hidden + 2) + outputs * (hidden + 1)
-    examples = d["n_train"] + d["n_val"] + d["n_test"]
-    # copying keeps each example's symbols (int64), adding its whole sequence
-    data = {"copy": examples * COPY_SYMBOLS * 8, "adding": examples * d["T"] * 3 * FLOAT_BYTES}
     return {
         "model": COPIES[d["optimizer"]] * weights * FLOAT_BYTES,
         "activations": 6 * length * d["batch_size"] * hidden * layers * FLOAT_BYTES,
-        "data": data.get(d["task"], 0),
+        "data": task.data_bytes(d),
     }
 
 
@@ -56,19 +57,23 @@ def memory_of(device: str) -> int | None:
 
 
 def shortfall(d: dict[str, Any]) -> str | None:
-    """Why a resolved sequence-task config cannot fit its device (the lower bound exceeds
-    the device's total memory), naming the options behind the largest part; else None."""
+    """Why a resolved config cannot fit its device (the lower bound exceeds the device's
+    total memory), naming the options behind the largest part; else None, and None for a
+    task whose sizes only its data tell."""
+    task = TASKS[d["task"]]
+    shape = task.shape(d)
     total = memory_of(d["device"])
+    if shape is None or total is None:
+        return None
     needs = lower_bounds(d)
-    length = sequence_shape(d)[0]
-    if total is None or sum(needs.values()) <= total:
+    if sum(needs.values()) <= total:
         return None
     blame = max(needs, key=needs.get)
     options = {
         "model": f"--hidden-size {d['hidden_size']} with --num-layers {d['num_layers']}",
         "activations": (
-            f"--batch-size {d['batch_size']} x {length} steps"
-            f"{' (--T ' + str(d['T']) + ')' if d['task'] in ('copy', 'adding') else ''}"
+            f"--batch-size {d['batch_size']} x {shape[0]} steps"
+            f"{' (--T ' + str(d['T']) + ')' if task.takes_T else ''}"
             f" x --hidden-size {d['hidden_size']} x --num-layers {d['num_layers']}"
         ),
         "data": f"--n-train {d['n_train']}, --n-val {d['n_val']} and --n-test {d['n_test']}",

@@ -1,4 +1,8 @@
-"""The model trained on every task, its optimizer and its gradient clipping."""
+"""The model trained on a task, its optimizer and its gradient clipping.
+
+A task declares the shape its model needs (``input_size``, ``output_size``, ``readout``)
+or builds its own (captioning's decoder); this module builds the first kind, so that the
+tasks need not import the model (see ``Task.make_model``)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 from torch import nn
 
 import hdetach
-from hdetach.experiments.config import Config
+from hdetach.experiments.options import Config
 from hdetach.experiments.tasks import Task
 
 
@@ -42,6 +46,13 @@ class SequenceModel(nn.Module):
     def read_out(self, out: torch.Tensor) -> torch.Tensor:
         """The head applied to the LSTM's output (B, L, hidden_size), where ``readout`` says."""
         return self.head(out if self.readout == "all" else out[:, -1])
+
+
+def make_model(cfg: Config, task: Task) -> nn.Module:
+    """The model a run of ``task`` trains: the task's own where it has one, else the
+    ``SequenceModel`` of the task's declared widths and readout."""
+    own = task.make_model(cfg)
+    return SequenceModel(cfg, task) if own is None else own
 
 
 def make_optimizer(cfg: Config, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

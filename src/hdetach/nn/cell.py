@@ -7,10 +7,10 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from hdetach.functional import DETACH_PATHS, check_generator_device, draw_detach_masks
+from hdetach.choices import DETACH_PATHS, DETACH_SCOPES
+from hdetach.functional import check_generator_device, draw_detach_masks
 from hdetach.nn.masks import OwnMaskStream, check_generator
 from hdetach.nn.options import (
-    DETACH_SCOPES,
     Option,
     capture_error,
     check_p_detach,

@@ -6,11 +6,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from hdetach.functional import BACKENDS, DETACH_PATHS, draw_detach_masks, lstm, select_backend
+from hdetach.choices import BACKENDS, DETACH_PATHS, DETACH_SCOPES, LAYER_MASKS
+from hdetach.functional import draw_detach_masks, lstm, select_backend
 from hdetach.nn.masks import OwnMaskStream, check_generator
 from hdetach.nn.options import (
-    DETACH_SCOPES,
-    LAYER_MASKS,
     Option,
     autocast_dtype,
     capture_error,

@@ -1,8 +1,8 @@
 """What ``hdetach.LSTM`` and ``hdetach.LSTMCell`` share: their options and when they step aside.
 
 The options are validated whenever they are set (constructor or later assignment),
-from the one list of choices each has here; the training config and the CLI import
-the same lists.
+against the one list of choices each has (``hdetach.choices``, torch-free), which the
+training config and the CLI import too.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from torch import Tensor
 
 from hdetach.ops.checks import check_choice
 from hdetach.ops.dispatch import cpu_autocast_dtype
-
-DETACH_SCOPES = ("batch", "sample")
-LAYER_MASKS = ("shared", "independent")
 
 
 def check_p_detach(p_detach: float) -> float:

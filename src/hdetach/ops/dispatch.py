@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from hdetach import settings
+from hdetach.choices import BACKENDS
 from hdetach.ops.checks import check_choice
 from hdetach.ops.fused import cpu_kernel
 from hdetach.ops.triton.support import triton_unsupported_reason
-
-BACKENDS = ("auto", "native", "fused", "triton", "reference")
 
 # Training without a mask on one or two CPU threads: the compiled recurrence beat or tied
 # torch's kernel in every measured shape with T * B at or above this and H at or above

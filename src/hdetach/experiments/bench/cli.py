@@ -11,24 +11,18 @@ matrix-product floor (only the products any implementation must do at p = 0, run
 fused backend's product kernels); and the FLOP floor at each p (see ``FlopFloor``), which
 the last column divides into every row's time. Ratios are against rows timed in the same
 run.
+
+This module holds the options, torch-free, so that --help and a bad option answer at
+once; ``table`` measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-from collections.abc import Callable
 
-import numpy as np
-import torch
-from torch import nn
-
-import hdetach
-from hdetach.experiments.bench.floors import FlopFloor, matmul_floor
-from hdetach.experiments.bench.population import format_population_table, population_rows
-from hdetach.experiments.bench.timing import CLOCKS, set_clock, timed_ms
-from hdetach.settings import overridden
+from hdetach.choices import BACKENDS
+from hdetach.experiments.bench.clocks import CLOCKS
+from hdetach.experiments.lazy import load
 
 # name -> (steps, batch, input, hidden)
 SHAPES = {
@@ -39,177 +33,6 @@ SHAPES = {
     "study": (30, 100, 9, 128),  # the hidden-128 studies of results/studies
     "small": (40, 32, 64, 64),
 }
-
-
-class AuthorsLoop(nn.Module):
-    """The per-step loop of the original code: ``nn.LSTMCell`` over time, one host-side
-    Bernoulli draw per step (numpy), ``h.detach()`` on the drawn steps (when training)."""
-
-    def __init__(self, input_size: int, hidden_size: int, p_detach: float, **factory) -> None:
-        super().__init__()
-        self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
-        self.p_detach = p_detach
-        self.rng = np.random.default_rng(0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
-        c = torch.zeros_like(h)
-        outputs = []
-        for t in range(x.shape[0]):
-            if self.training and torch.is_grad_enabled() and self.rng.random() < self.p_detach:
-                h = h.detach()
-            h, c = self.cell(x[t], (h, c))
-            outputs.append(h)
-        return torch.stack(outputs), (h, c)
-
-
-def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` run with ``HDETACH_CPU_KERNEL=kernel`` (unchanged for None)."""
-    if kernel is None:
-        return fn
-
-    def run():
-        with overridden("HDETACH_CPU_KERNEL", kernel):
-            return fn()
-
-    return run
-
-
-# A row of the table, its forward (None: no forward column) and its forward+backward call.
-Entry = tuple[dict, Callable[[], torch.Tensor] | None, Callable[[], object]]
-
-
-def benchmark_shape(
-    name: str,
-    device: torch.device,
-    dtype: torch.dtype,
-    backends: list[str],
-    ps: list[float],
-    repeats: int,
-    cpu_kernels: list[str] | None = None,
-) -> list[dict]:
-    """Time every implementation on one shape; one dict per row of the table.
-
-    The implementations take turns, one call each per round, and each row reports the
-    median over the rounds: a slow spell of a shared machine then hits every row alike
-    instead of whichever happened to be running.
-    """
-    steps, batch, input_size, hidden = SHAPES[name]
-    torch.manual_seed(0)
-    x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
-    grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
-    entries: list[Entry] = []
-
-    def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
-        def fwd_bwd() -> None:
-            forward().backward(grad)
-
-        row = {"shape": name, "impl": impl, "p": p}
-        entries.append((row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)))
-
-    torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
-    add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
-    for p in ps:
-        loop = AuthorsLoop(input_size, hidden, p, device=device, dtype=dtype)
-        add("authors' loop", p, lambda loop=loop: loop(x)[0])
-    kernels = cpu_kernels if device.type == "cpu" and cpu_kernels else [None]
-    for backend in backends:
-        for kernel in kernels if backend == "fused" else [None]:
-            impl = f"hdetach {backend}" + ("" if kernel is None else f", {kernel}")
-            for p in ps:
-                ours = hdetach.LSTM(
-                    input_size, hidden, p_detach=p, backend=backend, device=device, dtype=dtype
-                )
-                add(impl, p, lambda ours=ours: ours(x)[0], kernel)
-    floor = matmul_floor(steps, batch, input_size, hidden, device, dtype)
-    entries.append(({"shape": name, "impl": "matmul floor", "p": 0.0}, None, floor))
-    flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
-    for p in sorted({0.0, *ps}):
-        entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
-    return _rows(entries, _timed_rounds(entries, repeats, device))
-
-
-def _timed_rounds(entries: list[Entry], repeats: int, device: torch.device) -> list[dict]:
-    """Per entry, its times (ms) per round: "fwd" (no grad), "train_fwd", "bwd" (fwd+bwd);
-    round 0 warms up. The entries take turns, one call each per round."""
-
-    def forward_only(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                forward()
-
-        return run
-
-    times: list[dict[str, list[float]]] = [{"fwd": [], "train_fwd": [], "bwd": []} for _ in entries]
-    for round_ in range(repeats + 1):
-        for k, (row, forward, fwd_bwd) in enumerate(entries):
-            # The reference backend is a loop too: one timed round keeps the run short.
-            if row["impl"] == "hdetach reference" and round_ > 1:
-                continue
-            if forward is not None:
-                times[k]["fwd"].append(timed_ms(forward_only(forward), device))
-                times[k]["train_fwd"].append(timed_ms(forward, device))  # graph recorded, dropped
-            times[k]["bwd"].append(timed_ms(fwd_bwd, device))
-    return times
-
-
-def _rows(entries: list[Entry], times: list[dict[str, list[float]]]) -> list[dict]:
-    """Each entry's row: the median of its timed rounds, and its FLOP floor (p = 0 for
-    torch.nn.LSTM)."""
-    floors = {
-        row["p"]: statistics.median(times[k]["bwd"][1:])
-        for k, (row, _, _) in enumerate(entries)
-        if row["impl"] == "FLOP floor"
-    }
-    rows = []
-    for k, (row, _, _) in enumerate(entries):
-        fwd, bwd = times[k]["fwd"][1:], times[k]["bwd"][1:]
-        train_fwd = times[k]["train_fwd"][1:]
-        rows.append(
-            {
-                **row,
-                "fwd_ms": statistics.median(fwd) if fwd else None,
-                "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
-                "fwd_bwd_ms": statistics.median(bwd),
-                "flop_floor_ms": floors[row["p"] or 0.0],
-            }
-        )
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """Markdown table with ratios against torch.nn.LSTM and the authors' loop of the same
-    shape, and against the FLOP floor at the row's p (p = 0 for torch.nn.LSTM)."""
-    lines = [
-        "| shape (T, B, I, H) | implementation | p | forward ms (no grad) "
-        "| forward ms (training) | fwd+bwd ms "
-        "| vs torch.nn.LSTM | speed-up vs authors' loop (same p) | vs FLOP floor |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        same_shape = [r for r in rows if r["shape"] == row["shape"]]
-        torch_ms = next(r["fwd_bwd_ms"] for r in same_shape if r["impl"] == "torch.nn.LSTM")
-        loops = [r for r in same_shape if r["impl"] == "authors' loop" and r["p"] == row["p"]]
-        loop_ms = loops[0]["fwd_bwd_ms"] if loops else None
-        fwd = "" if row["fwd_ms"] is None else f"{row['fwd_ms']:.1f}"
-        train_fwd = "" if row.get("train_fwd_ms") is None else f"{row['train_fwd_ms']:.1f}"
-        p = "" if row["p"] is None else f"{row['p']:g}"
-        vs_loop = "" if loop_ms is None else f"{loop_ms / row['fwd_bwd_ms']:.2f}x"
-        lines.append(
-            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {p} | {fwd} | {train_fwd} "
-            f"| {row['fwd_bwd_ms']:.1f} | {row['fwd_bwd_ms'] / torch_ms:.2f} | {vs_loop} "
-            f"| {row['fwd_bwd_ms'] / row['flop_floor_ms']:.2f}x |"
-        )
-    return "\n".join(lines)
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, {platform.system()}"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"shapes (T, B, I, H) to time (default: all): {shapes}",
     )
     parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
+        "--device",  # the default is chosen once torch is imported (table.run)
         help="torch device (default: cuda where available, else cpu)",
     )
     parser.add_argument(
@@ -295,55 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     for backend in args.backends:
-        if backend not in hdetach.functional.BACKENDS:
+        if backend not in BACKENDS:
             parser.error(f"--backends: unknown backend {backend!r}")
     for p in args.ps:
         if not 0 <= p <= 1:
             parser.error(f"--p: each value must be in [0, 1], got {p}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    if args.clock == "cpu" and torch.get_num_threads() != 1:
-        parser.error("--clock cpu measures one thread: add --threads 1")
-    set_clock(args.clock)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    dtype = getattr(torch, args.dtype)
-    if args.population:
-        table = _population_table(parser, args, device)
-    else:
-        rows = []
-        for shape in args.shapes:
-            rows += benchmark_shape(
-                shape, device, dtype, args.backends, args.ps, args.repeats, args.cpu_kernels
-            )
-            print(f"measured {shape}", flush=True)
-        table = format_table(rows)
-    text = (
-        f"Machine: {machine_description(device)}; dtype {args.dtype}; clock {args.clock}"
-        f"\n\n{table}\n"
-    )
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-
-
-def _population_table(parser: argparse.ArgumentParser, args, device: torch.device) -> str:
-
-    if any(k < 1 for k in args.population):
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.population and any(k < 1 for k in args.population):
         parser.error("--population: each K must be >= 1")
-    if args.dtype != "float32":
+    if args.population and args.dtype != "float32":
         parser.error("--population measures float32")
-    p = args.ps[0]
-    rows = []
-    for shape in args.shapes:
-        rows += population_rows(shape, SHAPES[shape], args.population, p, args.repeats, str(device))
-    return f"p_detach {p:g}\n\n" + format_population_table(rows, SHAPES)
+    load("hdetach.experiments.bench.table:run")(parser, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+from hdetach.experiments.bench.clocks import CLOCKS
+
 _clock = {"now": time.perf_counter}
 
 

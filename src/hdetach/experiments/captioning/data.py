@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hdetach.experiments.captioning.options import MAX_WORDS, MIN_COUNT
 from hdetach.experiments.data.download import DataError
 
 SPLITS = ("train", "val", "test")
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # ids 0..3, in this order
-MAX_WORDS = 16  # captions are cut to this many words
-MIN_COUNT = 5  # a word enters the vocabulary when seen more than this many times
 
 
 @dataclass

@@ -40,7 +40,7 @@ def load_caption_run(run_dir: str | Path, device: str) -> tuple[Any, CaptionTask
         raise ConfigError(f"{run_dir}: no best.pt (not a captioning run, or not validated yet)")
 
     def every_test_image(cfg: Config) -> CaptionTask:
-        if cfg.task != "caption":
+        if cfg.task != CaptionTask.name:
             raise ConfigError(f"{run_dir}: a {cfg.task} run, not a captioning run")
         counts = {"train": cfg.n_train, "val": None, "test": None}
         return CaptionTask(cfg.data_dir, CaptionTask.options_of(cfg), counts)

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 import hdetach
-
-MODELS = ("showtell", "attend")
+from hdetach.experiments.captioning.options import MODELS
 
 
 @dataclass

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from hdetach.experiments.captioning.data import (
-    MAX_WORDS,
-    MIN_COUNT,
     SPLITS,
     DataError,
     Image,
@@ -30,29 +28,10 @@ from hdetach.experiments.captioning.decode import PAD_ID, decode
 from hdetach.experiments.captioning.features import FeatureStore
 from hdetach.experiments.captioning.metrics import cider, require_toolkit
 from hdetach.experiments.captioning.models import DecoderSizes, make_decoder
-from hdetach.experiments.config import option
-from hdetach.experiments.tasks import Task
+from hdetach.experiments.captioning.options import CaptionOptions
+from hdetach.experiments.tasks.definitions import Captioning
 
 SPLIT_FILE = "dataset_coco.json"
-
-
-@dataclass
-class CaptionOptions:
-    """The captioning settings of a run (stored in its config as ``task_options``); each
-    field is also an option of ``hdetach caption train``."""
-
-    model: str = option("showtell", "showtell or attend (Show, Attend & Tell)")
-    features: str | None = option(None, "the feature store (default DATA_DIR/features)")
-    embed_size: int = option(512, "word embedding size")
-    attention_size: int = option(512, "attention layer size")
-    dropout: float = option(0.5, "dropout")
-    min_count: int = option(MIN_COUNT, "a word is in the vocabulary when seen more than this often")
-    max_words: int = option(MAX_WORDS, "captions cut to this many words")
-    captions_per_image: int = option(5, "captions per image in a minibatch")
-    val_beam: int = option(1, "beam size of the validation decoding (1: greedy)")
-    standardize: bool = option(
-        False, "features to zero mean, unit variance per channel (training-set statistics)"
-    )
 
 
 @dataclass
@@ -79,11 +58,9 @@ def split_images(images: list[Image], counts: dict[str, int | None]) -> dict[str
     return out
 
 
-class CaptionTask(Task):
-    readout = "all"
-    metric = "cider"
-    higher_is_better = True
-    sample_with_replacement = False
+class CaptionTask(Captioning):
+    """The captioning task's data: the split file's images, their captions encoded in the
+    vocabulary, and the feature store."""
 
     def __init__(self, data_dir: str | Path, opts: CaptionOptions, counts: dict[str, int | None]):
         require_toolkit()  # for the validation CIDEr

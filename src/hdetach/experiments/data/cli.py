@@ -1,12 +1,9 @@
-"""``hdetach data``: download (when missing) and verify a data set."""
+"""``hdetach data``: download (when missing) and verify a data set; its options, declared
+torch-free (``command`` carries them out)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from hdetach.experiments.tasks.mnist import load_mnist
-from hdetach.settings import mnist_data_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,11 +18,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", choices=["mnist"])
     p.add_argument("--data-dir", help="default $HDETACH_DATA/mnist or the user cache dir")
-    p.set_defaults(run=_data)
-
-
-def _data(a: argparse.Namespace) -> None:
-    d = Path(a.data_dir) if a.data_dir else mnist_data_dir()
-    arrays = load_mnist(d)
-    sizes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
-    print(f"MNIST verified in {d}: {sizes}")
+    p.set_defaults(run="hdetach.experiments.data.command:run")

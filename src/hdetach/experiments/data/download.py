@@ -16,16 +16,14 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hdetach.experiments.errors import DataError
+
 log = logging.getLogger(__name__)
 
 # URLError, HTTPError, timeouts, refused and reset connections are all OSErrors; a
 # body cut short can also raise http.client.IncompleteRead, which is not.
 NETWORK_ERRORS = (OSError, http.client.HTTPException)
 CHUNK = 1 << 16
-
-
-class DataError(RuntimeError):
-    """Data missing or corrupt; the message says what to do."""
 
 
 class _Dropped(Exception):

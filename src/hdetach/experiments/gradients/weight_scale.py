@@ -26,49 +26,34 @@ from torch import Tensor, nn
 from hdetach.analysis.paths import gradient_paths
 from hdetach.analysis.profiles import GradientProfiles, gradient_profiles
 from hdetach.experiments.config import Config, resolve
+from hdetach.experiments.gradients.options import StudySettings
 from hdetach.experiments.model import SequenceModel
 from hdetach.experiments.run.files import finite_or_none
 from hdetach.experiments.tasks import Task
-from hdetach.experiments.tasks.registry import make_task
+from hdetach.experiments.tasks.registry import TASKS, make_task
 from hdetach.rng import seed_everything
 
-SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 RATIO_GROUPS = ("lstm", "W_ih", "W_hh", "bias")
 
 
-@dataclass
-class StudySettings:
-    """What the study measures; the model and data are those of ``hdetach train``."""
-
-    task: str = "copy"
-    T: int = 100
-    input_encoding: str = "scalar"
-    hidden_size: int = 128
-    batch_size: int = 100
-    scales: tuple[float, ...] = SCALES
-    seeds: int = 10
-    first: int = 10  # K: the early steps whose share of the input gradient is measured
-    end_steps: int = 10  # readout-at-every-step tasks: the loss of the last steps only
-    # float64: in float32 the cell-path gradient that reaches the first steps across a
-    # gap of 100 is lost to rounding (its share comes out ten orders of magnitude off).
-    dtype: str = "float64"
-
-    def config(self, seed: int) -> Config:
-        n = self.batch_size
-        return resolve(
-            Config(
-                task=self.task,
-                T=self.T if self.task in ("copy", "adding") else None,
-                input_encoding=self.input_encoding,
-                hidden_size=self.hidden_size,
-                n_train=n,
-                n_val=n,
-                n_test=n,
-                seed=seed,
-                device="cpu",
-                run_dir="unused",
-            )
+def study_config(settings: StudySettings, seed: int) -> Config:
+    """The resolved config of the study's model and data at ``seed``: those of
+    ``hdetach train``, with ``settings.batch_size`` examples per split, on the CPU."""
+    n = settings.batch_size
+    return resolve(
+        Config(
+            task=settings.task,
+            T=settings.T if TASKS[settings.task].takes_T else None,
+            input_encoding=settings.input_encoding,
+            hidden_size=settings.hidden_size,
+            n_train=n,
+            n_val=n,
+            n_test=n,
+            seed=seed,
+            device="cpu",
+            run_dir="unused",
         )
+    )
 
 
 def end_loss(task: Task, out: Tensor, y: Tensor, end_steps: int) -> Tensor:
@@ -149,7 +134,7 @@ def weight_scale_study(
     result = StudyResult(settings)
     sums: dict[float, dict[str, Tensor]] = {}
     for seed in range(settings.seeds):
-        cfg = settings.config(seed)
+        cfg = study_config(settings, seed)
         task = make_task(cfg)
         seed_everything(seed)
         dtype = getattr(torch, settings.dtype)

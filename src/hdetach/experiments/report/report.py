@@ -27,7 +27,7 @@ from hdetach.experiments.report.tables import (
     metric_of,
     reach_table,
 )
-from hdetach.experiments.tasks.copying import CHANCE
+from hdetach.experiments.tasks.definitions import Copying
 from hdetach.experiments.tasks.registry import TASKS, metric_direction
 
 
@@ -85,23 +85,16 @@ def epoch_label(runs: list[RunRecord]) -> str:
     return "epoch"
 
 
-TASK_TITLES = {
-    "copy": "copying task",
-    "adding": "adding task",
-    "mnist": "pixel MNIST",
-    "pmnist": "permuted MNIST",
-}
-
-
 def curves_title(runs: list[RunRecord]) -> str:
     """What the runs of a figure are, in words: the tasks (copying and adding with their
     T), and "no gradient clipping" where none of them clipped."""
     tasks = sorted({r.config["task"] for r in runs})
     parts = []
     for task in tasks:
-        name = TASK_TITLES.get(task, task)
+        known = TASKS.get(task)  # a run of another version may name a task no longer known
+        name = known.label if known else task
         Ts = sorted({r.config.get("T") for r in runs if r.config["task"] == task} - {None})
-        if task in ("copy", "adding") and Ts:
+        if known and known.takes_T and Ts:
             name += f", T={', '.join(map(str, Ts))}"
         parts.append(name)
     if runs and all(r.config.get("clip") == "none" for r in runs):
@@ -144,7 +137,7 @@ def plot_transfer(groups: dict[str, list[RunRecord]], out: Path) -> Path:
             banded = True
         tested.update(Ts)
         trained.update(r.config["T"] for r in runs)
-    chance_line(ax, CHANCE)
+    chance_line(ax, Copying.chance)
     for T in sorted(trained & tested):
         ax.axvline(T, color="gray", ls=":", lw=1, label=f"training length T={T}")
     ax.set_xscale("log")

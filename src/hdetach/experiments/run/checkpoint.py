@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
+from hdetach.experiments.model import make_model
 from hdetach.experiments.run.files import atomic_write
 from hdetach.experiments.tasks import Task
 from hdetach.experiments.tasks.registry import make_task
@@ -85,6 +86,6 @@ def load_trained(
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt, path)
     task = make(cfg)
-    model = task.make_model(cfg)  # the task's own model: a sequence model, a caption decoder
+    model = make_model(cfg, task)  # a sequence model, a caption decoder
     model.load_state_dict(ckpt["model"])
     return TrainedModel(path, ckpt, cfg, task, model.to(device))

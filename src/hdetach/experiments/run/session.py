@@ -13,7 +13,7 @@ import torch
 
 import hdetach
 from hdetach.experiments.config import Config, ConfigError, resolve, with_epochs
-from hdetach.experiments.model import clip_gradients, make_optimizer
+from hdetach.experiments.model import clip_gradients, make_model, make_optimizer
 from hdetach.experiments.run.checkpoint import (
     CheckpointError,
     config_of,
@@ -22,8 +22,9 @@ from hdetach.experiments.run.checkpoint import (
 )
 from hdetach.experiments.run.files import write_json
 from hdetach.experiments.run.lock import lock_run
-from hdetach.experiments.tasks import Task, data_rng
+from hdetach.experiments.tasks import Task
 from hdetach.experiments.tasks.registry import make_task
+from hdetach.experiments.tasks.streams import data_rng
 from hdetach.rng import global_generator, rng_state, seed_everything, set_rng_state
 
 
@@ -231,7 +232,7 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     given, else its directory created with its config.json."""
     task = make_task(cfg)
     seed_everything(cfg.seed)
-    model = task.make_model(cfg).to(cfg.device)
+    model = make_model(cfg, task).to(cfg.device)
     draw_masks_from_the_global_generator(model, cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
     run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))

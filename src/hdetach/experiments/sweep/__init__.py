@@ -1,7 +1,3 @@
-"""Sweeps: a grid of ordinary runs (options x seeds) run locally or on Ray, resumable."""
-
-from hdetach.experiments.sweep.cli import add_parser
-from hdetach.experiments.sweep.grid import Grid
-from hdetach.experiments.sweep.runner import SweepResult, run_sweep
-
-__all__ = ["Grid", "SweepResult", "add_parser", "run_sweep"]
+"""Sweeps: a grid of ordinary runs (options x seeds) run locally or on Ray, resumable:
+``grid`` (the runs of a grid), ``runner`` and ``engines`` (how they run), ``hdetach sweep``
+(``cli``, ``command``)."""

@@ -1,8 +1,12 @@
-"""The tasks (``copying``, ``adding``, ``mnist``; captioning's is in ``captioning.task``), and
-here the interface the one training loop runs and the data streams' generators. The
-registry of task names is ``tasks.registry``, their fixed sizes (which config checks
-before any task is built) ``tasks.sizes``; this module imports no task, so that every
-task module can import it.
+"""The tasks, behind one interface, ``Task``, which this module defines torch-free.
+
+A task has two parts. What it is before any data exists is declared at class level and
+read without torch: its name, defaults, data shape, memory estimate, chance level, report
+label, and how it completes a run's options (``tasks.definitions``: one class per task).
+The class that holds its data subclasses that one and implements the instance methods
+the training loop calls (``copying``, ``adding``, ``mnist``; captioning's is in
+``captioning.task``). ``tasks.registry`` finds either by the task's name, and imports
+the second only when it is asked for.
 
 Every task holds its data splits in memory and hands out minibatches by index:
 ``task.batch(split, idx) -> (x, y)`` with ``x`` of shape (B, L, input_size).
@@ -10,23 +14,59 @@ Every task holds its data splits in memory and hands out minibatches by index:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
+from hdetach.experiments.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: this module is read by the command line, torch-free
+    import torch
 
 
 class Task:
-    """Base class. Subclasses set the attributes below and implement ``size``, ``batch``
-    and ``loss_and_metrics``. Splits are named "train", "val" and "test"."""
+    """Base class. A task's definition sets the class attributes and may override the
+    class methods; the class holding its data implements ``from_config``, ``size``,
+    ``batch`` and ``loss_and_metrics``. Splits are named "train", "val" and "test"."""
 
+    # What the task is (class level: known before any data is built).
+    name: ClassVar[str]  # as the options name it (--task, hdetach train TASK)
+    label: ClassVar[str]  # as reports name it
+    implementation: ClassVar[str]  # "module:Class" of the class holding its data
+    defaults: ClassVar[dict[str, Any]] = {}  # the options it sets when they are not given
+    takes_T: ClassVar[bool] = False  # whether --T sets its sequence length (else its data do)
+    readout: ClassVar[str]  # "all": the model predicts at every step; "last": at the end
+    metric: ClassVar[str]  # the validation metric used for model selection
+    higher_is_better: ClassVar[bool]
+    chance: ClassVar[float | None] = None  # the metric of a uniform guess, where there is one
+    sample_with_replacement: ClassVar[bool]  # True: an epoch is a count of random minibatches
+
+    # A built task (instance level): the widths of its model's input and output.
     input_size: int
     output_size: int
-    readout: str  # "all": the model predicts at every step; "last": only at the final step
-    metric: str  # the validation metric used for model selection
-    higher_is_better: bool
-    chance: float | None = None  # the metric of a uniform guess, where there is one
-    sample_with_replacement: bool  # True: an epoch is a fixed number of random minibatches
+
+    @classmethod
+    def resolve(cls, d: dict[str, Any]) -> None:
+        """Complete the options ``d`` (Config fields, the task's defaults applied) with
+        what the task derives from them; ConfigError for what it cannot take."""
+        if d["perm_from_seed"]:
+            raise ConfigError(f"--perm-from-seed is an option of pmnist; got task {cls.name}")
+        d.setdefault("n_test", d["n_val"])
+
+    @classmethod
+    def shape(cls, d: dict[str, Any]) -> tuple[int, int, int] | None:
+        """(training sequence length, input width, output width) of resolved options
+        ``d``; None where only the data tell (captioning's vocabulary and features)."""
+        return None
+
+    @classmethod
+    def data_bytes(cls, d: dict[str, Any]) -> int:
+        """Bytes of data the task holds in memory for resolved options ``d``, counted
+        where it is a large part of a run's memory (``footprint``); else 0."""
+        return 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Task:
+        """The task, its data built, for a resolved run config."""
+        raise NotImplementedError
 
     def size(self, split: str) -> int:
         raise NotImplementedError
@@ -49,16 +89,9 @@ class Task:
         CIDEr), added to the averaged ones at each evaluation; the model is in eval mode."""
         return {}
 
-    def make_model(self, cfg: Any) -> torch.nn.Module:
-        """The model trained on this task: it has an ``lstm`` whose ``p_detach`` the loop
-        sets at each epoch, and takes ``x`` of ``batch`` to what ``loss_and_metrics`` reads."""
-        raise NotImplementedError
-
-
-def data_rng(seed: int, stream: str) -> torch.Generator:
-    """A torch generator for one data stream (split), independent of the others and of
-    the training RNGs, so that the data are fixed by the seed alone."""
-    # Hash the pair through numpy's SeedSequence so (seed, stream) pairs never collide
-    # the way seed + offset schemes do (seed 1's val set == seed 2's train set).
-    key = [seed, *stream.encode()]
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    def make_model(self, cfg: Any) -> torch.nn.Module | None:
+        """The task's own model (captioning's decoder), or None for the lab's sequence
+        model, built from ``input_size``, ``output_size`` and ``readout`` by
+        ``model.make_model``. Either has an ``lstm`` whose ``p_detach`` the loop sets at
+        each epoch, and takes the ``x`` of ``batch`` to what ``loss_and_metrics`` reads."""
+        return None

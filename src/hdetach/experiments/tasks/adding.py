@@ -8,12 +8,13 @@ the constant 1 scores an MSE of about 0.167.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from hdetach.experiments.tasks import data_rng
-from hdetach.experiments.tasks.sequence import SequenceTask
-from hdetach.experiments.tasks.sizes import ADDING_WIDTHS
+from hdetach.experiments.tasks.definitions import ADDING_WIDTHS, Adding
+from hdetach.experiments.tasks.streams import data_rng
 
 
 def adding_sequences(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,12 +32,10 @@ def adding_sequences(n: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor
     return torch.stack([values, marker], dim=-1), (values * marker).sum(1)
 
 
-class AddingTask(SequenceTask):
+class AddingTask(Adding):
+    """The adding task's data: each split's sequences, drawn from the seed."""
+
     input_size, output_size = ADDING_WIDTHS
-    readout = "last"
-    metric = "mse"
-    higher_is_better = False
-    sample_with_replacement = True
 
     def __init__(self, T: int, n_train: int, n_val: int, n_test: int, seed: int):
         self.T = T
@@ -44,6 +43,10 @@ class AddingTask(SequenceTask):
             split: adding_sequences(n, T, data_rng(seed, f"adding/{split}"))
             for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
         }
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AddingTask:
+        return cls(cfg.T, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
 
     def size(self, split: str) -> int:
         return self.data[split][1].shape[0]

@@ -8,21 +8,22 @@ accuracy is measured on the last 10 steps only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from hdetach.experiments.tasks import data_rng
-from hdetach.experiments.tasks.sequence import SequenceTask
-from hdetach.experiments.tasks.sizes import (
+from hdetach.experiments.tasks.definitions import (
     COPY_CLASSES,
     COPY_SYMBOLS,
     COPY_TOKENS,
     ENCODINGS,
+    Copying,
     copy_length,
 )
+from hdetach.experiments.tasks.streams import data_rng
 
 BLANK, DELIM = 0, 9  # tokens 1..8 are the symbols
-CHANCE = 1 / 8  # accuracy on the copied symbols of a uniform guess among the 8
 
 
 def random_symbols(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -61,13 +62,10 @@ def copy_loss_and_metrics(
     return loss, {"loss": loss.detach(), "acc": acc}
 
 
-class CopyingTask(SequenceTask):
+class CopyingTask(Copying):
+    """The copying task's data: each split's symbols, drawn from the seed."""
+
     output_size = COPY_CLASSES
-    readout = "all"
-    metric = "acc"
-    higher_is_better = True
-    chance = CHANCE
-    sample_with_replacement = True
 
     def __init__(self, T: int, encoding: str, n_train: int, n_val: int, n_test: int, seed: int):
         if T < 1:
@@ -79,6 +77,10 @@ class CopyingTask(SequenceTask):
             split: random_symbols(n, data_rng(seed, f"copy/{split}"))
             for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
         }
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CopyingTask:
+        return cls(cfg.T, cfg.input_encoding, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
 
     def size(self, split: str) -> int:
         return self.symbols[split].shape[0]

@@ -16,15 +16,20 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hdetach.experiments.data.download import DataError, fetch_first
-from hdetach.experiments.tasks.permutation import pixel_permutation
-from hdetach.experiments.tasks.sequence import SequenceTask
-from hdetach.experiments.tasks.sizes import MNIST_SPLITS, MNIST_WIDTHS
+from hdetach.experiments.tasks.definitions import (
+    MNIST_SPLITS,
+    MNIST_WIDTHS,
+    PermutedMNIST,
+    PixelMNIST,
+)
+from hdetach.experiments.tasks.permutation import permutation_checksum, pixel_permutation
 from hdetach.settings import mnist_data_dir
 
 # MD5 and size in bytes of the decompressed official files.
@@ -145,7 +150,7 @@ def load_mnist(data_dir: str | Path | None = None, fetch: bool = True) -> dict[s
     return arrays
 
 
-class MNISTTask(SequenceTask):
+class MNISTTask(PixelMNIST):
     """Pixel-by-pixel MNIST: 784 steps of one pixel in [0, 1]; class from the last output.
 
     ``perm_seed=None`` is sequential MNIST (row-major), an integer gives permuted MNIST
@@ -153,11 +158,6 @@ class MNISTTask(SequenceTask):
     """
 
     input_size, output_size = MNIST_WIDTHS
-    readout = "last"
-    metric = "acc"
-    higher_is_better = True
-    chance = 1 / 10  # ten digits
-    sample_with_replacement = False
 
     def __init__(
         self,
@@ -168,7 +168,6 @@ class MNISTTask(SequenceTask):
         n_test: int,
         authors_draw: bool = False,
     ):
-        self.name = "mnist" if perm_seed is None else "pmnist"
         a = load_mnist(data_dir)
         images, labels = torch.from_numpy(a["train_images"]), torch.from_numpy(a["train_labels"])
         self.data = {
@@ -180,6 +179,10 @@ class MNISTTask(SequenceTask):
             ),
         }
         self.perm = None if perm_seed is None else pixel_permutation(perm_seed, authors_draw)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> MNISTTask:
+        return cls(cfg.data_dir, None, cfg.n_train, cfg.n_val, cfg.n_test)
 
     def size(self, split: str) -> int:
         return self.data[split][1].shape[0]
@@ -195,3 +198,20 @@ class MNISTTask(SequenceTask):
         loss = F.cross_entropy(out, y)
         acc = (out.argmax(-1) == y).float().mean()
         return loss, {"loss": loss.detach(), "acc": acc}  # on the device: read when logging
+
+
+class PermutedMNISTTask(MNISTTask, PermutedMNIST):
+    """Permuted MNIST: the images of ``MNISTTask`` read in the permutation's order."""
+
+    @classmethod
+    def resolve(cls, d: dict[str, Any]) -> None:
+        """``PermutedMNIST.resolve``, and the permutation's checksum in the config."""
+        super().resolve(d)
+        perm = pixel_permutation(d["perm_seed"], authors_draw=d["perm_from_seed"])
+        d["perm_checksum"] = permutation_checksum(perm)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PermutedMNISTTask:
+        return cls(
+            cfg.data_dir, cfg.perm_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.perm_from_seed
+        )

@@ -15,7 +15,7 @@ import hashlib
 import numpy as np
 import torch
 
-from hdetach.experiments.tasks.sizes import MNIST_PIXELS
+from hdetach.experiments.tasks.definitions import MNIST_PIXELS
 
 
 def pixel_permutation(perm_seed: int, authors_draw: bool = False) -> torch.Tensor:

@@ -1,42 +1,44 @@
-"""The one registry of tasks that everything asks: the training loop, the CLI's choices,
-the report's metric direction.
+"""The one registry of tasks that everything asks: the command line's choices and
+defaults, the config resolution, the training loop, the report's labels and metric
+direction.
 
-``TASKS`` maps each task name to its class; a class says which metric selects models
-(``metric``) and whether larger is better (``higher_is_better``).
+``TASKS`` maps each task name to its definition (``tasks.definitions``, torch-free);
+``task_class`` gives the class that holds its data, whose module it imports only then,
+so that a copying run loads nothing of captioning, and the command line no torch.
 """
 
 from __future__ import annotations
 
-from hdetach.experiments.captioning.task import CaptionTask
-from hdetach.experiments.config import CAPTION_TASK, Config
+from typing import Any
+
+from hdetach.experiments.lazy import load
 from hdetach.experiments.tasks import Task
-from hdetach.experiments.tasks.adding import AddingTask
-from hdetach.experiments.tasks.copying import CopyingTask
-from hdetach.experiments.tasks.mnist import MNISTTask
+from hdetach.experiments.tasks.definitions import (
+    Adding,
+    Captioning,
+    Copying,
+    PermutedMNIST,
+    PixelMNIST,
+)
 
 TASKS: dict[str, type[Task]] = {
-    "copy": CopyingTask,
-    "adding": AddingTask,
-    "mnist": MNISTTask,
-    "pmnist": MNISTTask,  # MNIST with the pixel permutation of --perm-seed or --seed
-    CAPTION_TASK: CaptionTask,
+    cls.name: cls for cls in (Copying, Adding, PixelMNIST, PermutedMNIST, Captioning)
 }
+# What hdetach train trains; captioning is trained by hdetach caption train, which sets
+# its data sizes from the data set.
+TRAIN_TASKS = tuple(name for name in TASKS if name != Captioning.name)
 
 
-def make_task(cfg: Config) -> Task:
+def task_class(name: str) -> type[Task]:
+    """The class that holds the data of the task ``name`` (its module imported now)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    return load(TASKS[name].implementation)
+
+
+def make_task(cfg: Any) -> Task:
     """Build the task named by ``cfg.task`` from a resolved training config."""
-    if cfg.task == "copy":
-        return CopyingTask(cfg.T, cfg.input_encoding, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
-    if cfg.task == "adding":
-        return AddingTask(cfg.T, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed)
-    if cfg.task in ("mnist", "pmnist"):
-        perm_seed = cfg.perm_seed if cfg.task == "pmnist" else None
-        return MNISTTask(
-            cfg.data_dir, perm_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.perm_from_seed
-        )
-    if cfg.task == CAPTION_TASK:
-        return CaptionTask.from_config(cfg)
-    raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    return task_class(cfg.task).from_config(cfg)
 
 
 def metric_direction(metric: str) -> bool:

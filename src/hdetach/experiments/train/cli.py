@@ -1,22 +1,12 @@
-"""``hdetach train``: the command line of the training loop (``loop.py``)."""
+"""``hdetach train``: the command line of the training loop (``loop.py``); its options,
+declared torch-free (``command`` carries them out)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-import torch
-
-from hdetach.experiments.config import (
-    CHOICES,
-    TASKS,
-    Config,
-    ConfigError,
-    add_dataclass_options,
-    check_threads,
-    flag,
-)
-from hdetach.experiments.train.loop import train
+from hdetach.experiments.options import CHOICES, Config, add_dataclass_options
+from hdetach.experiments.tasks.registry import TRAIN_TASKS
 
 TRAIN_EXAMPLES = """examples:
   hdetach train copy --T 100 --p-detach 0.5                 # the paper's copying task
@@ -36,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train an LSTM on a task.",
     )
-    p.add_argument("task", nargs="?", choices=TASKS, help="the task")
+    p.add_argument("task", nargs="?", choices=TRAIN_TASKS, help="the task")
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -50,26 +40,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     add_dataclass_options(p, Config, CHOICES, skip=("task",))
-    p.set_defaults(run=_command)
-
-
-def _command(a: argparse.Namespace) -> None:
-    opts = {k: v for k, v in vars(a).items() if k not in ("cmd", "run")}
-    task, progress, resume, threads = (
-        opts.pop(k) for k in ("task", "progress", "resume", "threads")
-    )
-    check_threads(threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if resume is not None:
-        epochs = opts.pop("epochs", None)
-        if opts or task:
-            flags = ([task] if task else []) + [flag(k) for k in opts]
-            raise ConfigError(f"--resume takes the saved config; drop {', '.join(flags)}")
-        summary = train(resume=resume, progress=progress, epochs=epochs)
-    elif task is None:
-        raise ConfigError(f"train needs a TASK ({', '.join(TASKS)}) or --resume RUN_DIR")
-    else:
-        summary = train(Config(task=task, **opts), progress=progress)
-    if summary["status"] != "finished":
-        sys.exit(130 if summary["status"] == "interrupted" else 1)
+    p.set_defaults(run="hdetach.experiments.train.command:run")

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from hdetach.experiments.config import TASKS, Config, ConfigError, flag
+from hdetach.experiments.config import Config, ConfigError, flag
 from hdetach.experiments.run.session import Run, build_run, run_config
+from hdetach.experiments.tasks.registry import TRAIN_TASKS
 from hdetach.experiments.train.loop import (
     Callback,
     StepResult,
@@ -63,9 +64,10 @@ def shared_settings(cfg: Config) -> dict[str, Any]:
 
 def check_member(cfg: Config) -> None:
     """Refuse, in one line, a run that population training cannot train."""
-    if cfg.task not in TASKS:
+    if cfg.task not in TRAIN_TASKS:
         raise ConfigError(
-            f"population training takes the sequence tasks ({', '.join(TASKS)}); got {cfg.task}"
+            f"population training takes the sequence tasks ({', '.join(TRAIN_TASKS)}); "
+            f"got {cfg.task}"
         )
     if cfg.track_gradients:
         raise ConfigError(

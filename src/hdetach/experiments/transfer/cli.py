@@ -1,10 +1,9 @@
-"""``hdetach transfer``: the command line of transfer copying (``evaluate.transfer``)."""
+"""``hdetach transfer``: the command line of transfer copying (``evaluate.transfer``); its
+options, declared torch-free (``command`` carries them out)."""
 
 from __future__ import annotations
 
 import argparse
-
-from hdetach.experiments.transfer.evaluate import transfer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,15 +22,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234, help="seed of the test sequences")
     p.add_argument("--batch-size", type=int, default=500, help="default 500")
     p.add_argument("--device", default="cpu", help="default cpu")
-    p.set_defaults(run=_command)
-
-
-def _command(a: argparse.Namespace) -> None:
-    r = transfer(a.checkpoint, a.Ts, a.n, a.seed, a.batch_size, a.device)
-    print(
-        f"transfer of {r['checkpoint']} (trained at T={r['train_T']}, "
-        f"p_detach={r['p_detach']:g}), {r['n']} sequences per T"
-    )
-    print("| T | accuracy |\n|---|---|")
-    for T, acc in zip(r["T"], r["acc"], strict=True):
-        print(f"| {T} | {acc:.4f} |")
+    p.set_defaults(run="hdetach.experiments.transfer.command:run")

@@ -37,7 +37,7 @@ def transfer(
     def test_at(T: int, cfg: Config) -> CopyingTask:
         # Only a test split: n sequences from the transfer seed's own data stream, which
         # never coincides with the train/val streams of any training seed.
-        if cfg.task != "copy":
+        if cfg.task != CopyingTask.name:
             raise ConfigError(
                 f"CHECKPOINT {checkpoint}: transfer needs a copy-task run, this one is {cfg.task!r}"
             )
