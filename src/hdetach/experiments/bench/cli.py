@@ -3,6 +3,7 @@
     hdetach bench                       # every shape, CPU
     hdetach bench --shapes pmnist --repeats 3 --output benchmarks/cpu.md
     hdetach bench --population 1 2 4 8 16 --shapes copy100 pmnist
+    hdetach bench --shapes --cells cell --p 0 0.25 --threads 1 --clock cpu   # cell loops only
 
 Rows per shape: ``torch.nn.LSTM``; a plain loop built like the authors' code
 (``nn.LSTMCell``, a host-side Bernoulli draw per step, ``h.detach()``); each of our
@@ -11,6 +12,12 @@ matrix-product floor (only the products any implementation must do at p = 0, run
 fused backend's product kernels); and the FLOP floor at each p (see ``FlopFloor``), which
 the last column divides into every row's time. Ratios are against rows timed in the same
 run.
+
+A second, smaller table (``--cells``, by default the ``cell`` shape) times step-by-step
+loops over a cell, forward+backward of the loop's stacked outputs: ``hdetach.LSTMCell``
+at each p against the same loop over ``torch.nn.LSTMCell`` with the same weights, the
+two timed next to each other at each p (torch's loop detaches nothing, so its rows at
+different p differ only by the run's noise), the ratio against torch's loop of that p.
 
 This module holds the options, torch-free, so that --help and a bad option answer at
 once; ``table`` measures.
@@ -32,7 +39,11 @@ SHAPES = {
     "wide": (100, 64, 512, 512),
     "study": (30, 100, 9, 128),  # the hidden-128 studies of results/studies
     "small": (40, 32, 64, 64),
+    "cell": (200, 32, 32, 64),  # the LSTMCell loops' shape (issue 36)
 }
+# --shapes by default: every shape but the cell loops' (timed by --cells).
+DEFAULT_SHAPES = [name for name in SHAPES if name != "cell"]
+DEFAULT_CELLS = ["cell"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     shapes = ", ".join(f"{name} {shape}" for name, shape in SHAPES.items())
     parser.add_argument(
         "--shapes",
-        nargs="+",
+        nargs="*",
         choices=list(SHAPES),
-        default=list(SHAPES),
+        default=DEFAULT_SHAPES,
         metavar="SHAPE",
-        help=f"shapes (T, B, I, H) to time (default: all): {shapes}",
+        help=f"shapes (T, B, I, H) of the hdetach.LSTM table (default: all but cell; "
+        f"--shapes alone: none): {shapes}",
+    )
+    parser.add_argument(
+        "--cells",
+        nargs="*",
+        choices=list(SHAPES),
+        metavar="SHAPE",
+        help="shapes (T, B, I, H) at which to time a step-by-step loop over hdetach.LSTMCell "
+        "at each --p against the same loop over torch.nn.LSTMCell, same weights "
+        f"(default: {' '.join(DEFAULT_CELLS)}; --cells alone: none)",
     )
     parser.add_argument(
         "--device",  # the default is chosen once torch is imported (table.run)
@@ -75,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=[0.0, 0.25, 0.5],
         dest="ps",
-        help="p_detach values for the loop and our backends (default: 0 0.25 0.5)",
+        help="p_detach values for the authors' loop, our backends and hdetach.LSTMCell "
+        "(default: 0 0.25 0.5)",
     )
     parser.add_argument(
         "--cpu-kernels",
@@ -130,6 +152,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--population: each K must be >= 1")
     if args.population and args.dtype != "float32":
         parser.error("--population measures float32")
+    if args.population and args.cells is not None:
+        parser.error("--cells: not with --population (which times hdetach.PopulationLSTM)")
+    if args.population and not args.shapes:
+        parser.error("--population needs at least one of --shapes")
+    if args.cells is None:
+        args.cells = [] if args.population else list(DEFAULT_CELLS)
+    if not args.shapes and not args.cells:
+        parser.error("nothing to time: --shapes and --cells are both empty")
     load("hdetach.experiments.bench.table:run")(parser, args)
 
 

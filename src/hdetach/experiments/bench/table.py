@@ -1,5 +1,5 @@
-"""The speed table of ``hdetach bench`` (options in ``cli``): every implementation timed on
-each shape, side by side; see ``cli`` for its rows."""
+"""The speed tables of ``hdetach bench`` (options in ``cli``): every implementation timed on
+each shape, side by side, and the cell loops; see ``cli`` for their rows."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def _with_cpu_kernel(kernel: str | None, fn: Callable[[], object]) -> Callable[[
 Entry = tuple[dict, Callable[[], torch.Tensor] | None, Callable[[], object]]
 
 
+def _entry(
+    row: dict, forward: Callable[[], torch.Tensor], grad: torch.Tensor, kernel: str | None = None
+) -> Entry:
+    """The row timed by ``forward`` and by ``forward().backward(grad)`` (on ``kernel``)."""
+
+    def fwd_bwd() -> None:
+        forward().backward(grad)
+
+    return row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)
+
+
 def benchmark_shape(
     name: str,
     device: torch.device,
@@ -80,11 +91,7 @@ def benchmark_shape(
     entries: list[Entry] = []
 
     def add(impl: str, p: float | None, forward: Callable[[], torch.Tensor], kernel=None) -> None:
-        def fwd_bwd() -> None:
-            forward().backward(grad)
-
-        row = {"shape": name, "impl": impl, "p": p}
-        entries.append((row, _with_cpu_kernel(kernel, forward), _with_cpu_kernel(kernel, fwd_bwd)))
+        entries.append(_entry({"shape": name, "impl": impl, "p": p}, forward, grad, kernel))
 
     torch_lstm = nn.LSTM(input_size, hidden, device=device, dtype=dtype)
     add("torch.nn.LSTM", None, lambda: torch_lstm(x)[0])
@@ -105,6 +112,56 @@ def benchmark_shape(
     flop_floor = FlopFloor(steps, batch, input_size, hidden, device, dtype)
     for p in sorted({0.0, *ps}):
         entries.append(({"shape": name, "impl": "FLOP floor", "p": p}, None, flop_floor.run(p)))
+    return _rows(entries, _timed_rounds(entries, repeats, device))
+
+
+TORCH_CELL_LOOP = "torch.nn.LSTMCell loop"
+HDETACH_CELL_LOOP = "hdetach.LSTMCell loop"
+
+
+def cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
+    """The stacked outputs h_1..h_T of ``cell`` stepped over ``x`` (T, B, I) from a zero
+    state. The state is passed to every step, the first too: ``hdetach.LSTMCell`` draws
+    only where it is given one."""
+    h = x.new_zeros(x.shape[1], cell.hidden_size)
+    c = torch.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[0]):
+        h, c = cell(x[t], (h, c))
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
+def same_weight_cells(
+    input_size: int, hidden: int, ps: list[float], device: torch.device, dtype: torch.dtype
+) -> tuple[nn.LSTMCell, list[hdetach.LSTMCell]]:
+    """A ``torch.nn.LSTMCell`` and, for each p, an ``hdetach.LSTMCell(p_detach=p)`` with
+    its weights (copies: each has its own gradients)."""
+    torch_cell = nn.LSTMCell(input_size, hidden, device=device, dtype=dtype)
+    ours = []
+    for p in ps:
+        cell = hdetach.LSTMCell(input_size, hidden, device=device, dtype=dtype, p_detach=p)
+        cell.load_state_dict(torch_cell.state_dict())
+        ours.append(cell)
+    return torch_cell, ours
+
+
+def benchmark_cells(
+    name: str, device: torch.device, dtype: torch.dtype, ps: list[float], repeats: int
+) -> list[dict]:
+    """Time the cell loops on one shape: at each p the loop over ``hdetach.LSTMCell``
+    right after the same loop over ``torch.nn.LSTMCell`` (same weights, nothing
+    detached), all taking turns as in ``benchmark_shape``; one dict per row."""
+    steps, batch, input_size, hidden = SHAPES[name]
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, input_size, device=device, dtype=dtype)
+    grad = torch.randn(steps, batch, hidden, device=device, dtype=dtype)
+    torch_cell, ours = same_weight_cells(input_size, hidden, ps, device, dtype)
+    entries: list[Entry] = []
+    for p, cell in zip(ps, ours):
+        for impl, module in ((TORCH_CELL_LOOP, torch_cell), (HDETACH_CELL_LOOP, cell)):
+            row = {"shape": name, "impl": impl, "p": p}
+            entries.append(_entry(row, lambda module=module: cell_loop(module, x), grad))
     return _rows(entries, _timed_rounds(entries, repeats, device))
 
 
@@ -134,7 +191,7 @@ def _timed_rounds(entries: list[Entry], repeats: int, device: torch.device) -> l
 
 def _rows(entries: list[Entry], times: list[dict[str, list[float]]]) -> list[dict]:
     """Each entry's row: the median of its timed rounds, and its FLOP floor (p = 0 for
-    torch.nn.LSTM)."""
+    torch.nn.LSTM; None where no floor was timed, as for the cell loops)."""
     floors = {
         row["p"]: statistics.median(times[k]["bwd"][1:])
         for k, (row, _, _) in enumerate(entries)
@@ -150,7 +207,7 @@ def _rows(entries: list[Entry], times: list[dict[str, list[float]]]) -> list[dic
                 "fwd_ms": statistics.median(fwd) if fwd else None,
                 "train_fwd_ms": statistics.median(train_fwd) if train_fwd else None,
                 "fwd_bwd_ms": statistics.median(bwd),
-                "flop_floor_ms": floors[row["p"] or 0.0],
+                "flop_floor_ms": floors.get(row["p"] or 0.0),
             }
         )
     return rows
@@ -182,6 +239,34 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_cell_table(rows: list[dict]) -> str:
+    """Markdown table of the cell loops, with each row's ratio against the torch.nn.LSTMCell
+    loop of the same shape and p (timed next to it)."""
+    lines = [
+        "| cell shape (T, B, I, H) | implementation | p | forward ms (no grad) "
+        "| forward ms (training) | fwd+bwd ms | vs torch.nn.LSTMCell loop (same p) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        torch_ms = next(
+            r["fwd_bwd_ms"]
+            for r in rows
+            if r["impl"] == TORCH_CELL_LOOP and r["shape"] == row["shape"] and r["p"] == row["p"]
+        )
+        lines.append(
+            f"| {row['shape']} {SHAPES[row['shape']]} | {row['impl']} | {row['p']:g} "
+            f"| {row['fwd_ms']:.2f} | {row['train_fwd_ms']:.2f} | {row['fwd_bwd_ms']:.2f} "
+            f"| {row['fwd_bwd_ms'] / torch_ms:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+CELL_TABLE_TITLE = (
+    "Cell loops: forward+backward of a step-by-step loop's stacked outputs, hdetach.LSTMCell "
+    "against torch.nn.LSTMCell with the same weights, timed next to each other at each p."
+)
+
+
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -206,13 +291,22 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.population:
         table = _population_table(args, device)
     else:
+        tables = []
         rows = []
         for shape in args.shapes:
             rows += benchmark_shape(
                 shape, device, dtype, args.backends, args.ps, args.repeats, args.cpu_kernels
             )
             print(f"measured {shape}", flush=True)
-        table = format_table(rows)
+        if rows:
+            tables.append(format_table(rows))
+        cell_rows = []
+        for shape in args.cells:
+            cell_rows += benchmark_cells(shape, device, dtype, args.ps, args.repeats)
+            print(f"measured the cell loops at {shape}", flush=True)
+        if cell_rows:
+            tables.append(f"{CELL_TABLE_TITLE}\n\n{format_cell_table(cell_rows)}")
+        table = "\n\n".join(tables)
     text = (
         f"Machine: {machine_description(device)}; dtype {args.dtype}; clock {args.clock}"
         f"\n\n{table}\n"
