@@ -49,7 +49,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("hdetach.experiments.data.cli", "fetch and verify data sets"),
     "bench": (
         "hdetach.experiments.bench.cli",
-        "speed table of the LSTM backends (see hdetach bench --help)",
+        "speed tables of the LSTM backends and LSTMCell loops (see hdetach bench --help)",
     ),
 }
 
