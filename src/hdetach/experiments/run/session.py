@@ -209,7 +209,7 @@ def run_config(
         return cfg, None
     path = RunFolder(resume).last_checkpoint
     if not path.is_file():
-        raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
+        raise ConfigError(f"--resume {resume}: no {path.name} checkpoint there")
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt, path)
     return (cfg if epochs is None else with_epochs(cfg, epochs, ckpt["step"])), ckpt

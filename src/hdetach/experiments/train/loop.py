@@ -233,6 +233,7 @@ def _train_steps(
             t.watch.update(loss.detach(), m["grad_norm"])
             if every_step and t.diverged():
                 continue
+            # Step; the interval's training metrics stay on the device until it is logged.
             run.optimizer.step()
             run.step += 1
             run.accumulate(m)
@@ -246,7 +247,8 @@ def _train_steps(
                 log.progress(run.step, run.task.metric, run.train_means)
                 continue
             improved = _evaluate(run, log, callbacks)
-            # Checkpoint, after the metrics line: a resume drops the lines past its step.
+            # Checkpoint, after the metrics line: a crash between the two leaves a line past
+            # last.pt's step, which the resume drops and writes again.
             state = run.state_dict()
             if improved:
                 save_checkpoint(state, run.folder.best_checkpoint)
