@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from hdetach.experiments.config import Config, ConfigError, flag, option_type, resolve
 from hdetach.experiments.run.files import write_json
-from hdetach.experiments.run.folder import RunFolder
+from hdetach.experiments.run.folder import RunFolder, RunFolderError
 
 RECORD = "sweep.json"
 # Options a grid may not cross: where a run goes (the sweep names it), what it runs on,
@@ -246,8 +246,8 @@ def check_existing(runs: dict[str, Config]) -> None:
         folder = RunFolder(cfg.run_dir)
         try:
             saved = folder.read_config()
-        except ConfigError as e:
-            raise ConfigError(f"{e}; move the folder away") from None
+        except RunFolderError as e:
+            raise RunFolderError(f"{e}; move the folder away") from None
         if saved is None:
             continue
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}

@@ -1,11 +1,12 @@
 """Population training: runs that differ only in per-run settings (seed, detach
 probability, optimizer, learning rate, clipping) trained together in one process.
 
-Each step runs every member's LSTM as one ``hdetach.PopulationLSTM`` (one batched
-computation over the members' own modules) and one backward pass of the sum of the
-members' losses; members share no parameter, so each gets exactly its own gradient.
-Everything else is the ordinary training loop's, per member: minibatches, clipping,
-divergence, optimizer step, evaluations, checkpoints, summary. Each member writes an
+Each step's forward pass runs every member's LSTM as one ``hdetach.PopulationLSTM`` (one
+batched computation over the members' own modules: ``PopulationForward``). Everything
+else is the ordinary training loop's: one backward pass of the sum of the members'
+losses (members share no parameter, so each gets exactly its own gradient), and per
+member minibatches, clipping, divergence, optimizer step, evaluations, checkpoints,
+summary. Each member writes an
 ordinary run directory, and its results are those of the same run trained alone (on the
 CPU, bitwise, with the same threads: the fused backend does each member's products in
 its lone twin's shapes and order): member k draws its detach masks from a generator of
