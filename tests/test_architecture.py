@@ -168,3 +168,27 @@ def test_function_local_imports_are_only_for_optional_dependencies():
                     continue
                 late += [f"{name}:{sub.lineno} {n}" for n in names if not n.startswith(OPTIONAL)]
     assert not late, "function-local imports of required modules: " + ", ".join(late)
+
+
+RUN_FOLDER = "hdetach.experiments.run.folder"
+
+
+def test_only_the_run_folder_module_names_a_run_folders_files():
+    """One reader and writer of run folders: no other module can open config.json,
+    metrics.jsonl, the checkpoints... without naming them (a string that is the name, or a
+    path ending in it); they ask ``RunFolder`` instead."""
+    from hdetach.experiments.run.folder import FILES
+
+    assert {"config.json", "metrics.jsonl", "summary.json", "last.pt", "train.lock"} <= set(FILES)
+    named = []
+    modules = _modules()
+    assert RUN_FOLDER in modules
+    for name, path in modules.items():
+        if name == RUN_FOLDER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = node.value.strip()
+                if any(value == f or value.endswith("/" + f) for f in FILES):
+                    named.append(f"{name}:{node.lineno} {value!r}")
+    assert not named, "run-folder files named outside run/folder.py: " + ", ".join(named)

@@ -43,7 +43,7 @@ def test_a_run_whose_loss_alone_is_inf_is_recorded_as_diverged(tmp_path, monkeyp
                 loss = loss + math.inf
         return loss, metrics
 
-    original_clip = train_module.Run.clip_gradients
+    original_clip = train_module.TrainingRun.clip_gradients
 
     def recording_clip(self):
         norm = original_clip(self)
@@ -51,7 +51,7 @@ def test_a_run_whose_loss_alone_is_inf_is_recorded_as_diverged(tmp_path, monkeyp
         return norm
 
     monkeypatch.setattr(copying.CopyingTask, "loss_and_metrics", inf_loss_at_step_7)
-    monkeypatch.setattr(train_module.Run, "clip_gradients", recording_clip)
+    monkeypatch.setattr(train_module.TrainingRun, "clip_gradients", recording_clip)
     run_dir = tmp_path / "run"
     summary = train(Config(**TINY_COPY, max_steps=20, run_dir=str(run_dir)), progress=False)
     assert all(map(math.isfinite, norms))  # the gradients never saw the inf

@@ -268,17 +268,17 @@ def test_progress_lines_say_the_eta_and_come_once_a_minute(tmp_path, monkeypatch
 def test_each_interval_records_its_largest_gradient_norm_beside_the_mean(tmp_path, monkeypatch):
     """A burst in one step moves a long interval's mean little: the record keeps the
     interval's largest norm (before clipping) too."""
-    from hdetach.experiments.run.session import Run
+    from hdetach.experiments.run.session import TrainingRun
 
     norms = []
-    clip = Run.clip_gradients
+    clip = TrainingRun.clip_gradients
 
     def spy(self):
         norm = clip(self)
         norms.append(float(norm))
         return norm
 
-    monkeypatch.setattr(Run, "clip_gradients", spy)
+    monkeypatch.setattr(TrainingRun, "clip_gradients", spy)
     settings = {**TINY, "eval_every": 4, "max_steps": 8}
     cfg = Config(**settings, clip_value=1e-3, run_dir=str(tmp_path / "r"))
     train(cfg, progress=False)

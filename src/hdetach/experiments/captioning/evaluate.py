@@ -31,11 +31,12 @@ from hdetach.experiments.captioning.task import SPLIT_FILE, CaptionTask
 from hdetach.experiments.config import Config, ConfigError, check_device
 from hdetach.experiments.run.checkpoint import load_trained
 from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.folder import RunFolder
 
 
 def load_caption_run(run_dir: str | Path, device: str) -> tuple[Any, CaptionTask, torch.nn.Module]:
     """The run's config, task (all test images) and best-validation model in eval mode."""
-    path = Path(run_dir) / "best.pt"
+    path = RunFolder(run_dir).best_checkpoint
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no best.pt (not a captioning run, or not validated yet)")
 

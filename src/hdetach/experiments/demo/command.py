@@ -4,7 +4,6 @@ model, the report, and the verdicts on the numbers."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from hdetach.experiments.report.report import report
 from hdetach.experiments.report.runs import find_runs, group_runs, transfer_accuracies
 from hdetach.experiments.report.stats import Spread, group_stats
 from hdetach.experiments.report.study import one_run_per_seed
-from hdetach.experiments.run.files import steps_recorded
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.sweep.engines import layout
 from hdetach.experiments.sweep.grid import Grid, prepare
 from hdetach.experiments.sweep.runner import run_sweep
@@ -56,16 +55,11 @@ def demo_grid(
 def has_transfer(run_dir: Path, Ts: list[int], n: int, seed: int) -> bool:
     """Whether the run's transfer.json already holds its best model's accuracy at ``Ts``
     on these test sequences (so rerunning the demo does not evaluate it again)."""
-    path, summary = run_dir / "transfer.json", run_dir / "summary.json"
-    if not (path.is_file() and summary.is_file()):
+    folder = RunFolder(run_dir)
+    done, summary = folder.read_transfer(), folder.read_summary()
+    if done is None or summary is None:
         return False
-    done = json.loads(path.read_text())
-    asked = {
-        "T": list(Ts),
-        "n": n,
-        "seed": seed,
-        "step": json.loads(summary.read_text())["best_step"],
-    }
+    asked = {"T": list(Ts), "n": n, "seed": seed, "step": summary["best_step"]}
     return all(done.get(k) == v for k, v in asked.items())
 
 
@@ -73,7 +67,7 @@ def transfer_runs(run_dirs: list[Path], Ts: list[int], n: int) -> None:
     """Transfer copying for every run that has a best model and lacks these results: its
     accuracy at each T in ``Ts`` on ``n`` fresh sequences, written to its transfer.json."""
 
-    todo = [d for d in run_dirs if (d / "best.pt").is_file()]
+    todo = [d for d in run_dirs if RunFolder(d).best_checkpoint.is_file()]
     todo = [d for d in todo if not has_transfer(d, Ts, n, TRANSFER_SEED)]
     shown = ", ".join(map(str, Ts))
     print(f"\ntransfer copying at T = {shown} ({n} fresh sequences per T): {len(todo)} to evaluate")
@@ -106,7 +100,7 @@ class SweepProgress:
         self.thread.join()
 
     def _steps(self) -> int:
-        return sum(steps_recorded(d) for d in self.run_dirs)
+        return sum(RunFolder(d).steps_recorded() for d in self.run_dirs)
 
     def _report(self) -> None:
         while not self.stop.wait(PROGRESS_SECONDS):

@@ -17,6 +17,7 @@ from hdetach.experiments.gradients.plots import plot_study
 from hdetach.experiments.gradients.runs import analyze_run
 from hdetach.experiments.gradients.weight_scale import StudySettings, weight_scale_study
 from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.folder import RunFolder
 
 
 def _check(a: argparse.Namespace) -> None:
@@ -27,7 +28,7 @@ def _check(a: argparse.Namespace) -> None:
     if any(s <= 0 for s in a.scales):
         raise ConfigError(f"--scales must all be > 0; got {a.scales}")
     for run_dir in a.run_dirs:
-        if not (Path(run_dir) / "config.json").is_file():
+        if not RunFolder(run_dir).holds_run():
             raise ConfigError(f"RUN_DIR {run_dir}: no config.json there")
 
 

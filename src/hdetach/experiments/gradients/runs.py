@@ -13,6 +13,7 @@ from hdetach.experiments.gradients.plots import plot_run_profiles
 from hdetach.experiments.gradients.weight_scale import measure
 from hdetach.experiments.run.checkpoint import load_trained
 from hdetach.experiments.run.files import finite_or_none, write_json
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.nn import LSTM
 
 
@@ -29,9 +30,10 @@ def analyze_run(
     analysis.json and profiles.png to ``out_dir`` and return the numbers. Any task's model
     works (a caption decoder too); the per-step profiles need an ``hdetach.LSTM`` in it."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not (run_dir / "best.pt").is_file():
-        raise ConfigError(f"RUN_DIR {run_dir}: no best.pt there (no evaluation yet?)")
-    trained = load_trained(run_dir / "best.pt")
+    best = RunFolder(run_dir).best_checkpoint
+    if not best.is_file():
+        raise ConfigError(f"RUN_DIR {run_dir}: no {best.name} there (no evaluation yet?)")
+    trained = load_trained(best)
     checkpoint, cfg, task = trained.checkpoint, trained.config, trained.task
     model = trained.model.to(getattr(torch, dtype)).train()
     x, y = task.batch("val", torch.arange(min(batch_size, task.size("val"))))
@@ -47,7 +49,7 @@ def analyze_run(
         {
             "run_dir": str(run_dir),
             "checkpoint": {
-                "file": "best.pt",
+                "file": best.name,
                 "step": checkpoint["step"],
                 "best": checkpoint["best"],
             },
@@ -65,7 +67,7 @@ def analyze_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "analysis.json", result)
     if profiles is not None:
-        title = f"{run_dir.name} (best.pt, step {checkpoint['step']}): gradient of the end loss"
+        title = f"{run_dir.name} ({best.name}, step {checkpoint['step']}): gradient of the end loss"
         plot_run_profiles(result["profiles"], out_dir / "profiles.png", title)
     return result
 

@@ -11,7 +11,6 @@ generator as they were, so a tracked run trains exactly like an untracked one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from hdetach.analysis.paths import gradient_paths
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.run.session import Callback
 
 TRACKED_GROUPS = ("W_ih", "W_hh", "bias", "lstm", "total")
@@ -57,7 +57,7 @@ class GradientTracker(Callback):
 
     def _write_tensorboard(self, run, groups: dict[str, dict]) -> None:
         if self.writer is None:  # a writer of its own in the run's folder, beside the loop's
-            self.writer = SummaryWriter(str(run.dir / "tb"), filename_suffix=".gradients")
+            self.writer = SummaryWriter(str(run.folder.tensorboard), filename_suffix=".gradients")
         for group, norms in groups.items():
             for key, value in norms.items():
                 if value is not None:  # undefined ratios and cosines
@@ -67,10 +67,7 @@ class GradientTracker(Callback):
 
 def read_tracked(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every tracked measurement of a run, in step order (empty if none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = (json.loads(line) for line in path.read_text().splitlines())
+    records = RunFolder(run_dir).read_metrics()
     return [m for record in records for m in record.get("gradients", [])]
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hdetach.experiments.run.folder import RunFolder, RunFolderError
+
 # Config keys that never define a configuration (seeds are what we average over).
 NOT_CONFIG = {
     "seed",
@@ -27,7 +29,8 @@ NOT_CONFIG = {
 @dataclass
 class RunRecord:
     """One run folder as the report reads it (``read_run``): its config, metric lines,
-    summary and transfer results; the training run itself is ``run.session.Run``."""
+    summary and transfer results (the folder's files: ``run.folder.RunFolder``; the
+    training run itself: ``run.session.TrainingRun``)."""
 
     path: Path
     config: dict[str, Any]
@@ -56,37 +59,26 @@ class NotARun(ValueError):
     """A directory whose files are not those of an hdetach run (of this version)."""
 
 
-_RECORD_KEYS = ("step", "epoch", "val", "best")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (ValueError, OSError) as e:
-        raise NotARun(f"{path.name} is not valid JSON ({e})") from None
+_RECORD_KEYS = ("epoch", "val", "best")  # besides "step", which RunFolder checks
 
 
 def read_run(d: Path) -> RunRecord:
-    """The files of one run directory, checked; raises NotARun saying what is wrong."""
-    config = _read_json(d / "config.json")
-    if not isinstance(config, dict) or "task" not in config:
-        raise NotARun("config.json is not an hdetach config")
-    records = []
-    if (d / "metrics.jsonl").is_file():
-        for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), 1):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
-            if not isinstance(rec, dict) or any(k not in rec for k in _RECORD_KEYS):
-                raise NotARun(f"metrics.jsonl line {i} is not an hdetach metrics record")
-            records.append(rec)
-    summary = _read_json(d / "summary.json")
-    run = RunRecord(d, config, records, summary, _read_json(d / "transfer.json"))
+    """The files of one run directory, checked; raises RunFolderError (a file that cannot
+    be read) or NotARun (files of another program or version), naming the folder."""
+    folder = RunFolder(d)
+    config = folder.read_config()
+    if config is None or "task" not in config:
+        raise NotARun(f"{d}: config.json is not an hdetach config")
+    records = folder.read_metrics()
+    for i, rec in enumerate(records, 1):
+        if any(k not in rec for k in _RECORD_KEYS):
+            raise NotARun(f"{d}: metrics.jsonl line {i} is not an hdetach metrics record")
+    summary = folder.read_summary()
+    run = RunRecord(d, config, records, summary, folder.read_transfer())
     if (records or summary) and not (
         (summary and "metric" in summary) or (records and "metric" in records[-1])
     ):
-        raise NotARun("no metric name recorded (written by another version of hdetach?)")
+        raise NotARun(f"{d}: no metric name recorded (written by another version of hdetach?)")
     return run
 
 
@@ -97,11 +89,7 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise FileNotFoundError(f"RUN_DIR {p}: not a directory")
-        found = (
-            [p]
-            if (p / "config.json").is_file()
-            else sorted(c.parent for c in p.rglob("config.json"))
-        )
+        found = RunFolder.find(p)
         if not found:
             raise FileNotFoundError(f"RUN_DIR {p}: no run directories (config.json) in it")
         dirs += found
@@ -109,8 +97,8 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
     for d in dict.fromkeys(dirs):
         try:
             runs.append(read_run(d))
-        except NotARun as e:
-            print(f"warning: skipping {d}: {e}", file=sys.stderr)
+        except (NotARun, RunFolderError) as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
     where = ", ".join(map(str, paths))
     if not runs:
         raise FileNotFoundError(f"RUN_DIR {where}: no usable run directories")

@@ -1,4 +1,5 @@
-"""Writing a run's files: strict JSON (non-finite numbers as null) and atomic replacement."""
+"""Writing the lab's files: strict JSON (non-finite numbers as null) and atomic replacement
+(a run folder's own files: ``folder``)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,3 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented standard JSON."""
     text = to_json(obj, indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def append_jsonl(path: str | Path, obj: Any) -> None:
-    """Append one standard-JSON line."""
-    with open(path, "a") as f:
-        f.write(to_json(obj) + "\n")
-
-
-def steps_recorded(run_dir: str | Path) -> int:
-    """The step of a run's last evaluation in its metrics.jsonl (0 before the first).
-
-    Read while the run trains: a line being appended is not complete yet, and is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    step = 0
-    for line in path.read_text().splitlines():
-        try:
-            step = int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return step

@@ -15,7 +15,8 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from hdetach.experiments.run.files import append_jsonl, to_json
+from hdetach.experiments.run.files import to_json
+from hdetach.experiments.run.folder import RunFolder
 
 clock = time.perf_counter  # the clock of throughput and ETA (a module attribute: tests replace it)
 
@@ -38,8 +39,7 @@ class RunLog:
     def __init__(
         self, run_dir: Path, total_steps: int, step: int, desc: str, progress: bool | None
     ):
-
-        self.run_dir, self.total_steps = run_dir, total_steps
+        self.folder, self.name, self.total_steps = RunFolder(run_dir), run_dir.name, total_steps
         self.show_bar = sys.stderr.isatty() if progress is None else progress
         self.bar = tqdm(
             total=total_steps,
@@ -48,7 +48,7 @@ class RunLog:
             dynamic_ncols=True,
             desc=desc,
         )
-        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+        self.tb = SummaryWriter(str(self.folder.tensorboard), purge_step=step if step else None)
         self.started, self.start_step = clock(), step
         self.last_update = self.last_line = clock()
         self.start_interval()
@@ -98,14 +98,14 @@ class RunLog:
         elif self.last_update - self.last_line >= LINE_SECONDS:
             m, self.last_line = means(), self.last_update
             self.line(
-                f"[{self.run_dir.name}] step {step}/{self.total_steps} loss {m['loss']:.4f}"
+                f"[{self.name}] step {step}/{self.total_steps} loss {m['loss']:.4f}"
                 f"{_metric_text(m, metric)} | {self.seq_per_s():.0f} seq/s | "
                 f"ETA {self.eta(step)}"
             )
 
     def record(self, rec: dict[str, Any], metric: str) -> None:
         """One evaluation: a metrics.jsonl line, TensorBoard scalars and a stderr line."""
-        append_jsonl(self.run_dir / "metrics.jsonl", rec)
+        self.folder.append_metrics(rec)
         for split in ("train", "val"):
             for k, v in rec[split].items():
                 self.tb.add_scalar(f"{split}/{k}", v, rec["step"])
@@ -113,7 +113,7 @@ class RunLog:
         self.tb.flush()
         tr, val = rec["train"], rec["val"]
         self.line(
-            f"[{self.run_dir.name}] step {rec['step']}/{self.total_steps} epoch "
+            f"[{self.name}] step {rec['step']}/{self.total_steps} epoch "
             f"{rec['epoch']:.2f} train loss {tr['loss']:.4f}{_metric_text(tr, metric)} | "
             f"val loss {val['loss']:.4f}{_metric_text(val, metric)} | "
             f"{rec['time']['seq_per_s']:.0f} seq/s | ETA {self.eta(rec['step'])}"

@@ -3,7 +3,6 @@ created fresh or restored from a checkpoint; plus the watch for non-finite value
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,7 @@ from hdetach.experiments.run.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from hdetach.experiments.run.files import write_json
-from hdetach.experiments.run.lock import lock_run
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.tasks import Task
 from hdetach.experiments.tasks.registry import make_task
 from hdetach.experiments.tasks.streams import data_rng
@@ -102,11 +100,12 @@ PEAKED = ("grad_norm",)  # training metrics whose interval maximum is recorded b
 
 
 @dataclass
-class Run:
-    """Everything a run holds between steps; ``state_dict`` is its checkpoint."""
+class TrainingRun:
+    """Everything a run holds between steps; ``state_dict`` is its checkpoint (the run's
+    files: ``folder``; a run folder as the report reads it: ``report.runs.RunRecord``)."""
 
     cfg: Config
-    dir: Path
+    folder: RunFolder
     task: Task
     model: torch.nn.Module  # the task's model (task.make_model)
     optimizer: torch.optim.Optimizer
@@ -120,7 +119,7 @@ class Run:
     # the random state a checkpoint saves: every global generator's, unless the run draws
     # from generators of its own (a population member)
     rng_source: Callable[[], dict[str, Any]] = rng_state
-    lock: IO[str] | None = None  # held while this process trains the folder (run.lock)
+    lock: IO[str] | None = None  # held while this process trains the folder (RunFolder.lock)
 
     def release(self) -> None:
         """Let another process train the folder."""
@@ -189,7 +188,9 @@ class Run:
         self.peaks = {k: v.to(self.cfg.device) for k, v in s.get("peaks", {}).items()}
 
 
-def open_run(cfg: Config | None, resume: str | Path | None, epochs: int | None = None) -> Run:
+def open_run(
+    cfg: Config | None, resume: str | Path | None, epochs: int | None = None
+) -> TrainingRun:
     """A fresh run from ``cfg`` (its directory created) or the one saved in ``resume``
     (trained for ``epochs`` in all, if given)."""
     cfg, ckpt = run_config(cfg, resume, epochs)
@@ -204,12 +205,12 @@ def run_config(
     created."""
     if resume is None:
         cfg = resolve(cfg or Config())
-        if (Path(cfg.run_dir) / "last.pt").exists():
+        if RunFolder(cfg.run_dir).last_checkpoint.exists():
             raise ConfigError(f"--run-dir {cfg.run_dir} already holds a run; use --resume")
         return cfg, None
-    path = Path(resume) / "last.pt"
+    path = RunFolder(resume).last_checkpoint
     if not path.is_file():
-        raise ConfigError(f"--resume {resume}: no last.pt checkpoint there")
+        raise ConfigError(f"--resume {resume}: no {path.name} checkpoint there")
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt, path)
     return (cfg if epochs is None else with_epochs(cfg, epochs, ckpt["step"])), ckpt
@@ -227,7 +228,7 @@ def draw_masks_from_the_global_generator(model: torch.nn.Module, device: str) ->
             module.generator = global_generator(device)
 
 
-def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
+def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> TrainingRun:
     """The run of ``run_config``'s answer: seeded and built, restored from ``ckpt`` when
     given, else its directory created with its config.json."""
     task = make_task(cfg)
@@ -235,7 +236,7 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     model = make_model(cfg, task).to(cfg.device)
     draw_masks_from_the_global_generator(model, cfg.device)
     optimizer = make_optimizer(cfg, model.parameters())
-    run = Run(cfg, run_dir, task, model, optimizer, train_sampler(task, cfg))
+    run = TrainingRun(cfg, RunFolder(run_dir), task, model, optimizer, train_sampler(task, cfg))
     try:
         if ckpt is not None:
             _restore(run, ckpt)
@@ -247,51 +248,43 @@ def build_run(cfg: Config, ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
     return run
 
 
-def _restore(run: Run, ckpt: dict[str, Any]) -> None:
+def _restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
     """Lock the run's folder and restore the run from its checkpoint; where the config
     has another length, the folder's files say so."""
-    run.lock = lock_run(run.dir)  # before anything in the folder changes
+    folder = run.folder
+    run.lock = folder.lock()  # before anything in the folder changes
     try:
         run.load_state_dict(ckpt)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         reason = str(e).strip().splitlines()[0]
         raise CheckpointError(
-            f"{run.dir / 'last.pt'}: does not fit its own config ({reason})"
+            f"{folder.last_checkpoint}: does not fit its own config ({reason})"
         ) from None
-    _truncate_metrics(run.dir / "metrics.jsonl", run.step)
+    folder.truncate_metrics(run.step)  # the steps after the checkpoint are trained again
     cfg = run.cfg
     if cfg.to_dict() != ckpt["config"]:  # another length: the run goes on to the new end
         # The checkpoint first: an interrupted run then resumes at the new length.
-        save_checkpoint({**ckpt, "config": cfg.to_dict()}, run.dir / "last.pt")
-        write_json(run.dir / "config.json", cfg.to_dict())
-        (run.dir / "summary.json").unlink(missing_ok=True)
+        save_checkpoint({**ckpt, "config": cfg.to_dict()}, folder.last_checkpoint)
+        folder.write_config(cfg.to_dict())
+        folder.remove_summary()
 
 
-def _create(run: Run) -> None:
+def _create(run: TrainingRun) -> None:
     """Create and lock a fresh run's folder, with its config.json."""
     try:
-        run.dir.mkdir(parents=True, exist_ok=True)
+        run.folder.create()
     except OSError as e:
-        raise ConfigError(f"--run-dir {run.dir}: cannot create it ({e.strerror})") from None
-    run.lock = lock_run(run.dir)
-    write_json(run.dir / "config.json", run.cfg.to_dict())
-    (run.dir / "metrics.jsonl").unlink(missing_ok=True)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint being resumed (none in a clean run)."""
-
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
+        raise ConfigError(f"--run-dir {run.folder.path}: cannot create it ({e.strerror})") from None
+    run.lock = run.folder.lock()
+    run.folder.write_config(run.cfg.to_dict())
+    run.folder.remove_metrics()
 
 
 class Callback:
     """A hook into the loop: subclass and override what you need; pass to ``train``."""
 
-    def after_backward(self, run: Run) -> None:
+    def after_backward(self, run: TrainingRun) -> None:
         """The step's gradients are in ``run.model`` (before clipping)."""
 
-    def on_eval(self, run: Run, record: dict[str, Any]) -> None:
+    def on_eval(self, run: TrainingRun, record: dict[str, Any]) -> None:
         """After each evaluation; keys added to ``record`` go into metrics.jsonl."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
-import math
 import os
 import signal
 import tarfile
@@ -30,11 +28,10 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError
-from hdetach.experiments.run.files import finite_or_none, write_json
+from hdetach.experiments.run.files import finite_or_none
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.run.interrupt import SIGNALS, follow
 from hdetach.experiments.train.loop import train
-
-LOG = "train.log"  # the run's own output lines, in its folder
 
 # A sweep task, one run of the grid: (name, config, threads) (not a learning task,
 # ``tasks.Task``); an outcome: (name, summary or None, error text or None).
@@ -48,43 +45,31 @@ def plan(run_dir: Path, epochs: int | None = None) -> str:
     """What a run's folder needs: "done" (summary.json says diverged, or finished at
     ``epochs`` or more), "resume" (last.pt: interrupted, or finished short of ``epochs``)
     or "start"."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        with contextlib.suppress(ValueError):
-            status = json.loads(summary.read_text()).get("status")
-            if status == "diverged":
-                return "done"
-            if status == "finished" and (epochs is None or _trained_epochs(run_dir) >= epochs):
-                return "done"
-    return "resume" if (run_dir / "last.pt").is_file() else "start"
-
-
-def _trained_epochs(run_dir: Path) -> float:
-    """The length a finished run was trained to (its config.json); where that cannot be
-    read, infinite: a finished run is never trained again on a guess."""
-    try:
-        return json.loads((run_dir / "config.json").read_text())["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return math.inf
+    folder = RunFolder(run_dir)
+    status = folder.status()
+    if status == "diverged":
+        return "done"
+    if status == "finished" and (epochs is None or folder.trained_epochs() >= epochs):
+        return "done"
+    return "resume" if folder.last_checkpoint.is_file() else "start"
 
 
 def run_one(cfg: Config, threads: int) -> dict[str, Any]:
     """Train, resume or just read one run; its summary. Its lines go to its folder's
     train.log."""
 
-    run_dir = Path(cfg.run_dir)
-    todo = plan(run_dir, cfg.epochs)
+    folder = RunFolder(cfg.run_dir)
+    todo = plan(folder.path, cfg.epochs)
     if todo == "done":
-        return json.loads((run_dir / "summary.json").read_text())
+        return folder.read_summary()
     torch.set_num_threads(threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
     with (
-        open(run_dir / LOG, "a") as log,
+        folder.open_log() as log,
         contextlib.redirect_stderr(log),
         contextlib.redirect_stdout(log),
     ):
         summary = (
-            train(resume=run_dir, progress=False, epochs=cfg.epochs)
+            train(resume=folder.path, progress=False, epochs=cfg.epochs)
             if todo == "resume"
             else train(cfg, progress=False)
         )
@@ -139,9 +124,7 @@ def receive(cfg: Config, outcome: Outcome, packed: bytes | None) -> Outcome:
     run_dir = Path(cfg.run_dir)
     if packed is not None:
         unpack(packed, run_dir)
-    for file in (run_dir / "config.json", run_dir / "summary.json"):
-        if file.is_file():
-            write_json(file, {**json.loads(file.read_text()), "run_dir": str(run_dir)})
+    RunFolder(run_dir).relocate()
     name, summary, error = outcome
     return name, None if summary is None else {**summary, "run_dir": str(run_dir)}, error
 

@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from hdetach.experiments.config import Config, ConfigError, flag, option_type, resolve
 from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.folder import RunFolder, RunFolderError
 
 RECORD = "sweep.json"
 # Options a grid may not cross: where a run goes (the sweep names it), what it runs on,
@@ -242,21 +243,21 @@ def check_existing(runs: dict[str, Config]) -> None:
     """Refuse a run folder whose saved config is not the run's (other than where it runs,
     and its length where the run can be trained on to a longer one)."""
     for cfg in runs.values():
-        path = Path(cfg.run_dir) / "config.json"
-        if not path.is_file():
-            continue
+        folder = RunFolder(cfg.run_dir)
         try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            raise ConfigError(f"{path}: not valid JSON; move the folder away") from None
+            saved = folder.read_config()
+        except RunFolderError as e:
+            raise RunFolderError(f"{e}; move the folder away") from None
+        if saved is None:
+            continue
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "device")}
         differ = [k for k, v in wanted.items() if _saved_value(saved, k, v) != v]
-        if differ and set(differ) <= LENGTH and _lengthens(saved, cfg, path.parent):
+        if differ and set(differ) <= LENGTH and _lengthens(saved, cfg, folder.path):
             continue
         if differ:
             k = differ[0]
             raise ConfigError(
-                f"{path.parent} holds a run with {k} {saved.get(k)!r}, not {wanted[k]!r}; "
+                f"{folder.path} holds a run with {k} {saved.get(k)!r}, not {wanted[k]!r}; "
                 "move it away or pick another --out"
             )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,8 @@ import torch
 from hdetach.experiments.config import Config
 from hdetach.experiments.run.checkpoint import CheckpointError, load_checkpoint
 from hdetach.experiments.run.files import finite_or_none
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.sweep.engines import (
-    LOG,
     NextTask,
     Outcome,
     SweepTask,
@@ -39,25 +38,22 @@ def run_population(cfgs: list[Config], threads: int) -> list[dict[str, Any]]:
     population's lines go to every member's train.log (each line names its member)."""
 
     torch.set_num_threads(threads)
-    dirs = [Path(cfg.run_dir) for cfg in cfgs]
-    todo = [plan(d, cfg.epochs) for cfg, d in zip(cfgs, dirs)]
-    members = [d if t == "resume" else cfg for cfg, d, t in zip(cfgs, dirs, todo) if t != "done"]
+    folders = [RunFolder(cfg.run_dir) for cfg in cfgs]
+    todo = [plan(f.path, cfg.epochs) for cfg, f in zip(cfgs, folders)]
+    members = [
+        f.path if t == "resume" else cfg for cfg, f, t in zip(cfgs, folders, todo) if t != "done"
+    ]
     summaries: list[dict[str, Any]] = []
     if members:
         with contextlib.ExitStack() as stack:
-            logs = []
-            for d in dirs:
-                d.mkdir(parents=True, exist_ok=True)
-                logs.append(stack.enter_context(open(d / LOG, "a")))
+            logs = [stack.enter_context(f.open_log()) for f in folders]
             stack.enter_context(contextlib.redirect_stderr(_Tee(logs)))
             stack.enter_context(contextlib.redirect_stdout(_Tee(logs)))
             summaries = train_population(members, progress=False, epochs=cfgs[0].epochs)
     trained = iter(summaries)
     return [
-        json.loads((d / "summary.json").read_text())
-        if t == "done"
-        else finite_or_none(next(trained))
-        for d, t in zip(dirs, todo)
+        f.read_summary() if t == "done" else finite_or_none(next(trained))
+        for f, t in zip(folders, todo)
     ]
 
 
@@ -126,11 +122,11 @@ def group_key(cfg: Config) -> str:
     """What the members of a population share: the options they may not differ in and
     the step they start from (a run whose checkpoint cannot be read goes alone)."""
 
-    run_dir = Path(cfg.run_dir)
+    folder = RunFolder(cfg.run_dir)
     step: int | str = 0
-    if plan(run_dir, cfg.epochs) == "resume":
+    if plan(folder.path, cfg.epochs) == "resume":
         try:
-            step = load_checkpoint(run_dir / "last.pt")["step"]
+            step = load_checkpoint(folder.last_checkpoint)["step"]
         except CheckpointError:
-            step = f"unreadable {run_dir}"
+            step = f"unreadable {folder.path}"
     return json.dumps([shared_settings(cfg), step], sort_keys=True)

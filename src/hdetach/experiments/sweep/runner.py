@@ -19,8 +19,8 @@ from typing import Any
 from tqdm import tqdm
 
 from hdetach.experiments.config import Config
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.run.interrupt import StopRequest
-from hdetach.experiments.run.lock import holder
 from hdetach.experiments.sweep.engines import (
     Outcome,
     RunFn,
@@ -125,7 +125,7 @@ def _sort_runs(runs: dict[str, Config], threads: int) -> tuple[SweepResult, dequ
     for name, cfg in runs.items():
         if plan(Path(cfg.run_dir), cfg.epochs) == "done":
             result.summaries[name] = run_one(cfg, threads)  # reads summary.json
-        elif (pid := holder(Path(cfg.run_dir))) is not None:
+        elif (pid := RunFolder(cfg.run_dir).holder()) is not None:
             result.elsewhere[name] = pid
         else:
             todo.append((name, cfg, threads))

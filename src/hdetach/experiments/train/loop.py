@@ -1,25 +1,19 @@
 """The one training loop: every task, every optimizer and detach setting, checkpoint/resume.
 
-A run writes one directory::
+The training step is one function, ``_train_steps``: batch, forward, backward, clip,
+step, evaluate, checkpoint. It trains one run, or several in lockstep whose forward pass
+is one batched computation (a population, ``hdetach.experiments.train.population``):
+everything else is each run's own. A run writes one folder (``run.folder``): its config,
+a metrics line per evaluation, checkpoints, TensorBoard events and a summary.
 
-    config.json        the full resolved config
-    metrics.jsonl      one JSON line per evaluation (train averages over the interval + val)
-    tb/                TensorBoard event files
-    last.pt, best.pt   checkpoints: model, optimizer, every RNG state, sampler, step, best
-    summary.json       final summary: status ("finished" or "diverged"), test metrics of
-                       the best-validation model
-
-Resuming from ``last.pt`` restores every generator, so an interrupted run ends with
-exactly the same metrics as one that was never interrupted (same machine and threads).
-The loop reads training metrics off the device only at evaluations and progress updates.
-It trains one run, or several in lockstep whose gradients one joint pass computes (a
-population, ``hdetach.experiments.train.population``): everything else is each run's own.
+Resuming from the last checkpoint restores every generator, so an interrupted run ends
+with exactly the same metrics as one that was never interrupted (same machine and
+threads). The loop reads numbers off the device only at evaluations and progress updates.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +32,15 @@ from hdetach.experiments.config import (
 )
 from hdetach.experiments.gradients.tracking import GradientTracker
 from hdetach.experiments.run.checkpoint import load_checkpoint, save_checkpoint
-from hdetach.experiments.run.files import write_json
 from hdetach.experiments.run.interrupt import StopRequest
 from hdetach.experiments.run.log import RunLog
-from hdetach.experiments.run.session import Callback, Divergence, DivergenceWatch, Run, open_run
+from hdetach.experiments.run.session import (
+    Callback,
+    Divergence,
+    DivergenceWatch,
+    TrainingRun,
+    open_run,
+)
 from hdetach.experiments.tasks import Task
 from hdetach.rng import rng_state, set_rng_state
 
@@ -112,14 +111,22 @@ def train(
     run = open_run(cfg, resume, epochs)
     if run.cfg.track_gradients:
         callbacks = (*callbacks, GradientTracker(run.cfg.track_gradients))
-    (summary,) = train_runs([run], [resume is not None], forward_backward, progress, callbacks)
+    (summary,) = train_runs([run], [resume is not None], forward_alone, progress, callbacks)
     return summary
 
 
-# The joint forward and backward pass of the runs being trained together: each run's
-# gradients (clipped), and per run its loss and metrics (on the device) and batch size.
-StepResult = tuple[torch.Tensor, dict[str, Any], int]
-ForwardBackward = Callable[[list[Run], Sequence[Callback]], list[StepResult]]
+# A training minibatch: the model's input and the targets, on the run's device.
+Batch = tuple[Any, torch.Tensor]
+# The forward pass of the runs trained together: each run's loss and metrics (on the
+# device) for its batch.
+Forward = Callable[[list[TrainingRun], list[Batch]], list[tuple[torch.Tensor, dict[str, Any]]]]
+
+
+def forward_alone(
+    runs: list[TrainingRun], batches: list[Batch]
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """Each run's loss and metrics from its own model: the forward pass of a lone run."""
+    return [run.task.loss_and_metrics(run.model(x), y) for run, (x, y) in zip(runs, batches)]
 
 
 @dataclass
@@ -127,7 +134,7 @@ class Trainee:
     """A run being trained: its state, where it reports, and its watch for non-finite
     values (``divergence``: the first one found; the run stops there)."""
 
-    run: Run
+    run: TrainingRun
     log: RunLog
     watch: DivergenceWatch
     divergence: Divergence | None = None
@@ -139,14 +146,14 @@ class Trainee:
 
 
 def train_runs(
-    runs: list[Run],
+    runs: list[TrainingRun],
     resumed: Sequence[bool],
-    step: ForwardBackward,
+    forward: Forward,
     progress: bool | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> list[dict[str, Any]]:
-    """Train runs that share their schedule (steps, evaluations) in lockstep, ``step``
-    computing their gradients together; each run's summary, as ``train`` returns it."""
+    """Train runs that share their schedule (steps, evaluations) in lockstep, ``forward``
+    computing their losses together; each run's summary, as ``train`` returns it."""
     try:
         with contextlib.ExitStack() as stack:
             stop = stack.enter_context(
@@ -158,7 +165,7 @@ def train_runs(
             trainees = [
                 _trainee(stack, run, was_saved, progress) for run, was_saved in zip(runs, resumed)
             ]
-            _run_steps(trainees, stop, callbacks, step)
+            _train_steps(trainees, stop, callbacks, forward)
         return [_outcome(t) for t in trainees]
     finally:  # each folder's lock, held until its summary is written
         for run in runs:
@@ -166,37 +173,30 @@ def train_runs(
 
 
 def _trainee(
-    stack: contextlib.ExitStack, run: Run, was_saved: bool, progress: bool | None
+    stack: contextlib.ExitStack, run: TrainingRun, was_saved: bool, progress: bool | None
 ) -> Trainee:
     """A run ready to train, its log open in ``stack``."""
     cfg = run.cfg
     desc = f"{cfg.task} p={cfg.p_detach:g}"
-    log = stack.enter_context(RunLog(run.dir, cfg.total_steps, run.step, desc, progress))
+    log = stack.enter_context(RunLog(run.folder.path, cfg.total_steps, run.step, desc, progress))
     if was_saved:
-        log.line(f"resuming {run.dir} at step {run.step} of {cfg.total_steps}")
+        log.line(f"resuming {run.folder.path} at step {run.step} of {cfg.total_steps}")
     elif run.step == 0:
         log.config(cfg.to_dict())
     return Trainee(run, log, DivergenceWatch(run.step, cfg.device))
 
 
-def _outcome(t: Trainee) -> dict[str, Any]:
-    """The summary of a run whose training stopped: diverged, interrupted or finished."""
-    run = t.run
-    if t.divergence is not None:
-        return _diverged(run, t.divergence)
-    if run.step < run.cfg.total_steps:
-        print(
-            f"stopped at step {run.step}; continue with: hdetach train --resume {run.dir}",
-            file=sys.stderr,
-        )
-        return {"status": "interrupted", "step": run.step, "run_dir": str(run.dir)}
-    return _finish(run)
+def training_batch(run: TrainingRun) -> Batch:
+    """The run's next training minibatch, on its device."""
+    x, y = run.task.batch("train", run.sampler.next())
+    return x.to(run.cfg.device), y.to(run.cfg.device)
 
 
-def _run_steps(
-    trainees: list[Trainee], stop: StopRequest, callbacks: Sequence[Callback], step: ForwardBackward
+def _train_steps(
+    trainees: list[Trainee], stop: StopRequest, callbacks: Sequence[Callback], forward: Forward
 ) -> None:
-    """Step until the end or an interrupt; a run that diverges stops there, alone."""
+    """Train every run a step at a time, in lockstep, until the last step or a stop
+    request; a run that diverges stops there, alone."""
     every_step = checks_every_step(trainees[0].run.cfg.device)
     for t in trainees:
         t.run.model.train()
@@ -205,11 +205,55 @@ def _run_steps(
     # an hour on a CPU core, too much to lose to a SIGKILL.
     every, saved_at = checkpoint_seconds(), time.monotonic()
     while active and active[0].run.step < active[0].run.cfg.total_steps and not stop.requested:
-        results = step([t.run for t in active], callbacks)
-        for t, (loss, metrics, n_seqs) in zip(active, results):
-            t.watch.update(loss, metrics["grad_norm"])
-            if not (every_step and t.diverged()):
-                _apply(t, metrics, n_seqs, callbacks)
+        runs = [t.run for t in active]
+        # Batch, at the epoch's detach probability: h-detach is off for the last
+        # anneal_epochs epochs (the authors' schedule). The minibatch indices come from each
+        # run's own sampler, so the data order does not depend on the model's random draws.
+        for run in runs:
+            run.model.lstm.p_detach = p_at_epoch(run.cfg, run.step // run.cfg.steps_per_epoch)
+        batches = [training_batch(run) for run in runs]
+        # Forward: a population runs its members' LSTMs as one batched computation.
+        losses, metrics = zip(*forward(runs, batches))
+        # Backward: one pass for all the runs. They share no parameter, so each one's
+        # gradient is exactly that of its own loss.
+        for run in runs:
+            run.optimizer.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        # Clip, after the callbacks have seen the gradients as computed (gradient tracking
+        # measures them); the norm before clipping is a training metric, and watched.
+        for run, m in zip(runs, metrics):
+            for cb in callbacks:
+                cb.after_backward(run)
+            m["grad_norm"] = run.clip_gradients()
+        for t, loss, m, (_, y) in zip(active, losses, metrics, batches):
+            run, log = t.run, t.log
+            # The watch keeps the first non-finite loss or norm on the device. Reading it
+            # waits for the device: on the CPU that costs nothing, so there a bad update is
+            # never applied; elsewhere it is read below, before any checkpoint.
+            t.watch.update(loss.detach(), m["grad_norm"])
+            if every_step and t.diverged():
+                continue
+            # Step; the interval's training metrics stay on the device until it is logged.
+            run.optimizer.step()
+            run.step += 1
+            run.accumulate(m)
+            log.count(len(y))
+            # Evaluate, or show progress: both read the device, so only at an evaluation
+            # or about once a second, and never for a run that has diverged.
+            at_eval = _at_evaluation(run)
+            if not (at_eval or log.due()) or t.diverged():
+                continue
+            if not at_eval:
+                log.progress(run.step, run.task.metric, run.train_means)
+                continue
+            improved = _evaluate(run, log, callbacks)
+            # Checkpoint, after the metrics line: a crash between the two leaves a line past
+            # last.pt's step, which the resume drops and writes again.
+            state = run.state_dict()
+            if improved:
+                save_checkpoint(state, run.folder.best_checkpoint)
+            save_checkpoint(state, run.folder.last_checkpoint)
+            log.start_interval()
         active = [t for t in active if t.divergence is None]
         if active and _at_evaluation(active[0].run):
             saved_at = time.monotonic()  # the evaluation has just written every last.pt
@@ -219,63 +263,8 @@ def _run_steps(
     _save_between_evaluations(active)  # the stop's step boundary
 
 
-def _save_between_evaluations(trainees: list[Trainee]) -> None:
-    """Write last.pt for each run not at an evaluation (which wrote it) and not diverged
-    (no checkpoint holds a non-finite step)."""
-    for t in trainees:
-        if not _at_evaluation(t.run) and not t.diverged():
-            save_checkpoint(t.run.state_dict(), t.run.dir / "last.pt")
-
-
-def _at_evaluation(run: Run) -> bool:
-    """Whether the run's last step was followed by an evaluation (which wrote last.pt)."""
-    return run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
-
-
-def _apply(t: Trainee, metrics: dict[str, Any], n_seqs: int, callbacks: Sequence[Callback]) -> None:
-    """Apply a run's step and count it; evaluate or show progress when due."""
-    run, log = t.run, t.log
-    run.optimizer.step()
-    run.step += 1
-    run.accumulate(metrics)
-    log.count(n_seqs)
-    at_eval = _at_evaluation(run)
-    # at most about once a second: these read the device
-    if (at_eval or log.due()) and not t.diverged():
-        if at_eval:
-            _evaluate_and_save(run, log, callbacks)
-        else:
-            log.progress(run.step, run.task.metric, run.train_means)
-
-
-def training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """Set the detach probability of the run's epoch; its next minibatch, on its device."""
-    cfg = run.cfg
-    run.model.lstm.p_detach = p_at_epoch(cfg, run.step // cfg.steps_per_epoch)
-    x, y = run.task.batch("train", run.sampler.next())
-    return x.to(cfg.device), y.to(cfg.device)
-
-
-def after_backward(run: Run, callbacks: Sequence[Callback]) -> torch.Tensor:
-    """The callbacks, then the run's own gradient clipping; the norm before clipping."""
-    for cb in callbacks:
-        cb.after_backward(run)
-    return run.clip_gradients()
-
-
-def forward_backward(runs: list[Run], callbacks: Sequence[Callback]) -> list[StepResult]:
-    """One minibatch's gradients (clipped) of a single run."""
-    (run,) = runs
-    x, y = training_batch(run)
-    loss, metrics = run.task.loss_and_metrics(run.model(x), y)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    metrics["grad_norm"] = after_backward(run, callbacks)
-    return [(loss.detach(), metrics, len(y))]
-
-
-def _evaluate_and_save(run: Run, log: RunLog, callbacks: Sequence[Callback]) -> None:
-    """Validate, log one record, and write last.pt (and best.pt when it improved)."""
+def _evaluate(run: TrainingRun, log: RunLog, callbacks: Sequence[Callback]) -> bool:
+    """Validate and log the interval's record; True if validation improved on the best."""
     cfg, metric = run.cfg, run.task.metric
     train_means = run.take_train_means()
     seq_per_s = log.seq_per_s()  # before validating: the speed of training alone
@@ -294,18 +283,41 @@ def _evaluate_and_save(run: Run, log: RunLog, callbacks: Sequence[Callback]) -> 
     for cb in callbacks:
         cb.on_eval(run, record)
     log.record(record, metric)
-    state = run.state_dict()
-    if improved:
-        save_checkpoint(state, run.dir / "best.pt")
-    save_checkpoint(state, run.dir / "last.pt")
-    log.start_interval()
+    return improved
 
 
-def _summary(run: Run, status: str, **fields: Any) -> dict[str, Any]:
+def _save_between_evaluations(trainees: list[Trainee]) -> None:
+    """Write last.pt for each run not at an evaluation (which wrote it) and not diverged
+    (no checkpoint holds a non-finite step)."""
+    for t in trainees:
+        if not _at_evaluation(t.run) and not t.diverged():
+            save_checkpoint(t.run.state_dict(), t.run.folder.last_checkpoint)
+
+
+def _at_evaluation(run: TrainingRun) -> bool:
+    """Whether the run's last step was followed by an evaluation (which wrote last.pt)."""
+    return run.step % run.cfg.eval_every == 0 or run.step == run.cfg.total_steps
+
+
+def _outcome(t: Trainee) -> dict[str, Any]:
+    """The summary of a run whose training stopped: diverged, interrupted or finished."""
+    run = t.run
+    if t.divergence is not None:
+        return _diverged(run, t.divergence)
+    if run.step < run.cfg.total_steps:
+        print(
+            f"stopped at step {run.step}; continue with: hdetach train --resume {run.folder.path}",
+            file=sys.stderr,
+        )
+        return {"status": "interrupted", "step": run.step, "run_dir": str(run.folder.path)}
+    return _finish(run)
+
+
+def _summary(run: TrainingRun, status: str, **fields: Any) -> dict[str, Any]:
     best = run.best
     summary = {
         "status": status,
-        "run_dir": str(run.dir),
+        "run_dir": str(run.folder.path),
         "task": run.cfg.task,
         "metric": run.task.metric,
         "steps": run.step,
@@ -314,32 +326,31 @@ def _summary(run: Run, status: str, **fields: Any) -> dict[str, Any]:
         "best_val": best["value"],
         **fields,
     }
-    write_json(run.dir / "summary.json", summary)
+    run.folder.write_summary(summary)
     return summary
 
 
-def _finish(run: Run) -> dict[str, Any]:
+def _finish(run: TrainingRun) -> dict[str, Any]:
     """Test the best-validation model and write summary.json."""
     cfg, metric = run.cfg, run.task.metric
-    lines = (run.dir / "metrics.jsonl").read_text().splitlines()
-    run.model.load_state_dict(load_checkpoint(run.dir / "best.pt")["model"])
+    final_val = run.folder.read_metrics()[-1]["val"][metric]
+    run.model.load_state_dict(load_checkpoint(run.folder.best_checkpoint)["model"])
     test = evaluate(run.model, run.task, "test", cfg.eval_batch_size, cfg.device)
-    summary = _summary(
-        run, "finished", final_val=json.loads(lines[-1])["val"][metric], test_at_best=test
-    )
+    summary = _summary(run, "finished", final_val=final_val, test_at_best=test)
     print(
         f"done: best val {metric} {run.best['value']:.4f} at step {run.best['step']}, "
-        f"test {metric} {test[metric]:.4f} -> {run.dir}",
+        f"test {metric} {test[metric]:.4f} -> {run.folder.path}",
         file=sys.stderr,
     )
     return summary
 
 
-def _diverged(run: Run, bad: Divergence) -> dict[str, Any]:
+def _diverged(run: TrainingRun, bad: Divergence) -> dict[str, Any]:
     """Say so in one line and write summary.json; the checkpoints are left as they were."""
+    last = run.folder.last_checkpoint
     kept = (
-        f"last.pt keeps step {load_checkpoint(run.dir / 'last.pt')['step']}"
-        if (run.dir / "last.pt").is_file()
+        f"{last.name} keeps step {load_checkpoint(last)['step']}"
+        if last.is_file()
         else "no checkpoint was written"
     )
     print(

@@ -1,11 +1,12 @@
 """Population training: runs that differ only in per-run settings (seed, detach
 probability, optimizer, learning rate, clipping) trained together in one process.
 
-Each step runs every member's LSTM as one ``hdetach.PopulationLSTM`` (one batched
-computation over the members' own modules) and one backward pass of the sum of the
-members' losses; members share no parameter, so each gets exactly its own gradient.
-Everything else is the ordinary training loop's, per member: minibatches, clipping,
-divergence, optimizer step, evaluations, checkpoints, summary. Each member writes an
+Each step's forward pass runs every member's LSTM as one ``hdetach.PopulationLSTM`` (one
+batched computation over the members' own modules: ``PopulationForward``). Everything
+else is the ordinary training loop's: one backward pass of the sum of the members'
+losses (members share no parameter, so each gets exactly its own gradient), and per
+member minibatches, clipping, divergence, optimizer step, evaluations, checkpoints,
+summary. Each member writes an
 ordinary run directory, and its results are those of the same run trained alone (on the
 CPU, bitwise, with the same threads: the fused backend does each member's products in
 its lone twin's shapes and order): member k draws its detach masks from a generator of
@@ -22,15 +23,9 @@ from typing import Any
 import torch
 
 from hdetach.experiments.config import Config, ConfigError, flag
-from hdetach.experiments.run.session import Run, build_run, run_config
+from hdetach.experiments.run.session import TrainingRun, build_run, run_config
 from hdetach.experiments.tasks.registry import TRAIN_TASKS
-from hdetach.experiments.train.loop import (
-    Callback,
-    StepResult,
-    after_backward,
-    train_runs,
-    training_batch,
-)
+from hdetach.experiments.train.loop import Batch, Callback, train_runs
 from hdetach.nn.population import PopulationLSTM
 from hdetach.rng import rng_state
 
@@ -130,13 +125,13 @@ def train_population(
             randomness = MemberRandomness(cfg.device)
             runs[-1].rng_source = randomness.state
             generators.append(randomness.generator)
-        step = PopulationStep(runs, generators)
+        forward = PopulationForward(runs, generators)
     except BaseException:  # say a later member's folder is locked: let go of the others
         for run in runs:
             run.release()
         raise
     resumed = [ckpt is not None for _, ckpt in starts]
-    return train_runs(runs, resumed, step, progress, callbacks)
+    return train_runs(runs, resumed, forward, progress, callbacks)
 
 
 class MemberRandomness:
@@ -167,19 +162,19 @@ class MemberRandomness:
         return state
 
 
-class PopulationStep:
-    """The training loop's joint forward and backward pass over the members still
-    training (a member that diverged is left out from then on).
+class PopulationForward:
+    """The training loop's forward pass of the members still training, as one batched
+    computation (a member that diverged is left out from then on).
 
     The members that detach at this step run as one ``PopulationLSTM``; the others run
     their own LSTM, exactly as they would alone (where nothing is detached ``"auto"``
     may pick torch's own kernel, which has no member dimension to batch over)."""
 
-    def __init__(self, runs: list[Run], generators: list[torch.Generator]) -> None:
+    def __init__(self, runs: list[TrainingRun], generators: list[torch.Generator]) -> None:
         self.generator_of = {id(run): g for run, g in zip(runs, generators)}
         self.populations: dict[tuple[int, ...], PopulationLSTM] = {}
 
-    def _population(self, runs: list[Run]) -> PopulationLSTM:
+    def _population(self, runs: list[TrainingRun]) -> PopulationLSTM:
         """These members' own LSTMs (not copies) as one population, kept while they last."""
         key = tuple(id(r) for r in runs)
         if key not in self.populations:
@@ -188,7 +183,7 @@ class PopulationStep:
             self.populations[key] = lstm
         return self.populations[key]
 
-    def _lstm_outputs(self, runs: list[Run], xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _lstm_outputs(self, runs: list[TrainingRun], xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each member's LSTM output (B, L, hidden_size) for its input xs[k] (B, L, I)."""
         detaching = [k for k, run in enumerate(runs) if run.model.lstm.p_detach > 0]
         outputs = [
@@ -201,17 +196,12 @@ class PopulationStep:
                 outputs[k] = out_k
         return outputs
 
-    def __call__(self, runs: list[Run], callbacks: Sequence[Callback]) -> list[StepResult]:
-        batches = [training_batch(run) for run in runs]
+    def __call__(
+        self, runs: list[TrainingRun], batches: list[Batch]
+    ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        """Each member's loss and metrics: its LSTM's output, read out by its own model."""
         outputs = self._lstm_outputs(runs, [x for x, _ in batches])
-        losses, results = [], []
-        for run, out, (_, y) in zip(runs, outputs, batches):
-            loss, metrics = run.task.loss_and_metrics(run.model.read_out(out), y)
-            losses.append(loss)
-            results.append((loss.detach(), metrics, len(y)))
-            run.optimizer.zero_grad(set_to_none=True)
-        # Members share no parameter: each one's gradient is exactly that of its own loss.
-        torch.stack(losses).sum().backward()
-        for run, (_, metrics, _) in zip(runs, results):
-            metrics["grad_norm"] = after_backward(run, callbacks)
-        return results
+        return [
+            run.task.loss_and_metrics(run.model.read_out(out), y)
+            for run, out, (_, y) in zip(runs, outputs, batches)
+        ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from hdetach.experiments.config import Config, ConfigError, check_device
 from hdetach.experiments.run.checkpoint import load_trained
-from hdetach.experiments.run.files import write_json
+from hdetach.experiments.run.folder import RunFolder
 from hdetach.experiments.tasks.copying import CopyingTask
 from hdetach.experiments.train.loop import evaluate
 
@@ -25,7 +25,7 @@ def transfer(
     writes it to transfer.json beside the checkpoint."""
     path = Path(checkpoint)
     if path.is_dir():
-        path = path / "best.pt"
+        path = RunFolder(path).best_checkpoint
     if not path.is_file():
         raise ConfigError(f"CHECKPOINT {checkpoint}: no such checkpoint file or run directory")
     if not Ts or any(T < 1 for T in Ts):
@@ -57,5 +57,5 @@ def transfer(
         "T": list(Ts),
         "acc": accs,
     }
-    write_json(path.parent / "transfer.json", result)
+    RunFolder(path.parent).write_transfer(result)
     return result
