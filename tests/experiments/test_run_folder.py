@@ -8,6 +8,7 @@ import re
 import pytest
 
 from hdetach.experiments.config import ConfigError
+from hdetach.experiments.run.files import to_json
 from hdetach.experiments.run.folder import RunFolder, RunFolderError
 
 
@@ -82,8 +83,26 @@ def test_a_bad_metrics_line_is_an_error_naming_its_line(tmp_path):
     with pytest.raises(RunFolderError, match=f"^{where}: metrics.jsonl line 2 is not"):
         folder.read_metrics()
     with pytest.raises(RunFolderError, match="metrics.jsonl line 2"):
-        folder.truncate_metrics(10)
+        folder.truncate_metrics(10)  # a damaged line before the last is not a kill's
     assert folder.steps_recorded() == 10  # while a run trains: lines not complete are skipped
+
+
+def test_a_resume_drops_a_last_line_cut_short_by_a_kill(tmp_path):
+    """A kill while a record was appended leaves a last line without its newline, past the
+    checkpoint the run resumes from: the resume drops it instead of refusing the folder."""
+    folder = RunFolder(tmp_path)
+    for step in (10, 20):
+        folder.append_metrics(_record(step))
+    whole = (tmp_path / "metrics.jsonl").read_text()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(to_json(_record(30))[:25])
+    folder.truncate_metrics(20)
+    assert (tmp_path / "metrics.jsonl").read_text() == whole
+    # a complete last line that is not a record is damage, not a kill: still an error
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write("not a record\n")
+    with pytest.raises(RunFolderError, match="metrics.jsonl line 3 is not"):
+        folder.truncate_metrics(20)
 
 
 def test_an_unreadable_summary_leaves_the_status_unknown(tmp_path):

@@ -156,10 +156,13 @@ class RunFolder:
 
     # --- metrics.jsonl
     def _metric_lines(self) -> list[str]:
+        return self._metrics_text().splitlines()
+
+    def _metrics_text(self) -> str:
         try:
-            return (self.path / METRICS).read_text().splitlines()
+            return (self.path / METRICS).read_text()
         except FileNotFoundError:
-            return []
+            return ""
         except OSError as e:
             raise RunFolderError(f"{self.path}: {METRICS} cannot be read ({e.strerror})") from None
 
@@ -191,9 +194,13 @@ class RunFolder:
 
     def truncate_metrics(self, step: int) -> None:
         """Drop the records after ``step``: a resumed run writes them again, from the
-        checkpoint at ``step`` on."""
-        lines = self._metric_lines()
-        kept = [ln for i, ln in enumerate(lines, 1) if self._record(ln, i)["step"] <= step]
+        checkpoint at ``step`` on. A last line without its newline was cut short by a kill
+        while it was appended, after that checkpoint: it goes too (a damaged line elsewhere
+        is an error)."""
+        text = self._metrics_text()
+        lines = text.splitlines()
+        complete = lines[:-1] if text and not text.endswith("\n") else lines
+        kept = [ln for i, ln in enumerate(complete, 1) if self._record(ln, i)["step"] <= step]
         if len(kept) < len(lines):
             text = "".join(ln + "\n" for ln in kept).encode()
             atomic_write(self.path / METRICS, lambda f: f.write(text))
