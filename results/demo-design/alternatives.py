@@ -8,12 +8,13 @@ Usage: python results/demo-design/alternatives.py results/demo-design/CANDIDATE"
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from hdetach.experiments.run.folder import RunFolder
 
 STUCK = 0.15  # best validation accuracy below this: the run never left chance (0.125)
 
@@ -21,10 +22,10 @@ STUCK = 0.15  # best validation accuracy below this: the run never left chance (
 def per_seed(rerun: Path) -> dict[float, dict[int, tuple[float, float]]]:
     """p_detach -> seed -> (best val acc at the training T, transfer accuracy averaged over T)."""
     found: dict[float, dict[int, tuple[float, float]]] = {}
-    for run in rerun.iterdir():
-        config = json.loads((run / "config.json").read_text())
-        best = json.loads((run / "summary.json").read_text())["best_val"]
-        acc = json.loads((run / "transfer.json").read_text())["acc"]
+    for run in map(RunFolder, rerun.iterdir()):
+        config = run.read_config()
+        best = run.read_summary()["best_val"]
+        acc = run.read_transfer()["acc"]
         found.setdefault(config["p_detach"], {})[config["seed"]] = (best, float(np.mean(acc)))
     return found
 

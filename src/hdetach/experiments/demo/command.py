@@ -200,8 +200,7 @@ def print_transfer(groups: dict[str, list], labels: list[str], Ts: list[int]) ->
 
 def mean_transfer(runs: list, Ts: list[int]) -> list[float]:
     """Per run evaluated at exactly ``Ts``, its transfer accuracy averaged over them."""
-    done = [r for r in runs if r.transfer and r.transfer["T"] == Ts]
-    return [sum(r.transfer["acc"]) / len(Ts) for r in done]
+    return [sum(per_run) / len(Ts) for per_run in zip(*transfer_accuracies(runs, Ts))]
 
 
 def _print_headline(groups: dict[str, list], label: str, Ts: list[int]) -> None:
